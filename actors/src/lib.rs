@@ -1,0 +1,1 @@
+//! The mathrl runtime: rollout, reward and learner actors, the TIR tool runner, multi-node workers.

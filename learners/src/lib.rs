@@ -1,0 +1,1 @@
+//! Learners for mathrl: GRPO, SFT and reward-model ranking losses, the optimiser and schedules.

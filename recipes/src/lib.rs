@@ -1,0 +1,8 @@
+//! Recipes for mathrl, and the registry the `mathrl` binary picks them from.
+//!
+//! A recipe is a short file that composes the core, rewards, learners and actors.
+
+pub mod cli;
+pub mod registry;
+
+pub use registry::{find_recipe, recipes, Recipe};

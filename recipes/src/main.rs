@@ -1,0 +1,20 @@
+//! The `mathrl` binary: parses the command line and runs a recipe from the registry.
+
+use anyhow::Result;
+use clap::Parser;
+use mathrl_recipes::{cli::Cli, find_recipe, recipes};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.list_recipes {
+        for recipe in recipes() {
+            println!("{:<20} {}", recipe.name, recipe.description);
+        }
+        return Ok(());
+    }
+    let Some(name) = cli.recipe.as_deref() else {
+        anyhow::bail!("no recipe given: pass --recipe NAME (see --list-recipes)");
+    };
+    let recipe = find_recipe(name)?;
+    (recipe.run)(&cli)
+}

@@ -1,0 +1,2 @@
+//! Rewards for mathrl: answer extraction, the math-equivalence checker, the reward-model scorer and
+//! reward shaping.

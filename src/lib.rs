@@ -1,0 +1,10 @@
+//! mathrl core: the Qwen2 policy in candle, the tokenizer and chat template, generation, the data
+//! types that move between actors, datasets, checkpoints and metrics.
+//!
+//! The core knows no actor, loss or recipe: those live in `mathrl-rewards`, `mathrl-learners`,
+//! `mathrl-actors` and `mathrl-recipes`, which depend on it.
+
+pub mod device;
+pub mod error;
+
+pub use error::{Error, Result};
