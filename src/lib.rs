@@ -6,5 +6,10 @@
 
 pub mod device;
 pub mod error;
+pub mod model;
+pub mod policy;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use policy::Policy;
+pub use tokenizer::{ChatMessage, Tokenizer};

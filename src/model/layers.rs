@@ -1,0 +1,271 @@
+//! The layers of Qwen2: RMSNorm, rotary embeddings, grouped-query attention, the SwiGLU MLP and the
+//! decoder layer that combines them.
+//!
+//! Every layer has two paths. When a gradient is tracked (training), it uses candle's
+//! differentiable ops; otherwise (generation, scoring, reference models) the fused kernels, which
+//! are faster but have no backward pass and would silently cut the graph.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+
+use super::Qwen2Config;
+use crate::Result;
+
+/// Standard deviation of the random init of linear and embedding weights (HF's
+/// `initializer_range` default).
+pub const INIT_STD: f64 = 0.02;
+
+/// Whether any of `tensors` carries a gradient graph.
+fn tracks_gradient(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.track_op())
+}
+
+/// A linear layer with the HF init: weights ~ N(0, 0.02), biases zero.
+pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints(
+        (out_dim, in_dim),
+        "weight",
+        Init::Randn { mean: 0.0, stdev: INIT_STD },
+    )?;
+    let bias = if bias {
+        Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+/// The token embedding table.
+pub fn embedding(vocab: usize, hidden: usize, vb: VarBuilder) -> Result<Embedding> {
+    let weight = vb.get_with_hints(
+        (vocab, hidden),
+        "weight",
+        Init::Randn { mean: 0.0, stdev: INIT_STD },
+    )?;
+    Ok(Embedding::new(weight, hidden))
+}
+
+/// Root-mean-square normalisation: `x / sqrt(mean(x²) + eps) * weight`, computed in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads the gain vector `weight` (initialised to ones).
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(size, "weight", Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let eps = self.eps as f32;
+        if tracks_gradient(&[x, &self.weight]) {
+            Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
+        } else {
+            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, eps)?)
+        }
+    }
+}
+
+/// Rotary position embedding in Hugging Face's rotate-half layout.
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    /// `theta^(-2j/d)` for j < d/2, in f32.
+    inv_freq: Tensor,
+}
+
+/// The cos/sin tables of one batch of positions, `[B, T, head_dim/2]` each.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryEmbedding {
+    /// Frequencies for `head_dim` and the config's `rope_theta`.
+    pub fn new(cfg: &Qwen2Config, device: &candle_core::Device) -> Result<Self> {
+        let dim = cfg.head_dim();
+        let inv_freq: Vec<f32> = (0..dim / 2)
+            .map(|j| 1.0 / (cfg.rope_theta as f32).powf(2.0 * j as f32 / dim as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, 1, dim / 2), device)?;
+        Ok(Self { inv_freq })
+    }
+
+    /// Tables for `positions` `[B, T]` (any integer dtype), cast to `dtype`.
+    pub fn tables(&self, positions: &Tensor, dtype: DType) -> Result<RopeTables> {
+        let angles = positions
+            .to_dtype(DType::F32)?
+            .unsqueeze(2)?
+            .broadcast_mul(&self.inv_freq)?;
+        Ok(RopeTables {
+            cos: angles.cos()?.to_dtype(dtype)?,
+            sin: angles.sin()?.to_dtype(dtype)?,
+        })
+    }
+}
+
+impl RopeTables {
+    /// Rotates `x` `[B, heads, T, head_dim]`.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if tracks_gradient(&[x]) {
+            let cos = Tensor::cat(&[&self.cos, &self.cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[&self.sin, &self.sin], D::Minus1)?.unsqueeze(1)?;
+            let half = x.dim(D::Minus1)? / 2;
+            let x1 = x.narrow(D::Minus1, 0, half)?;
+            let x2 = x.narrow(D::Minus1, half, half)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+        } else {
+            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos, &self.sin)?)
+        }
+    }
+}
+
+/// Storage of past keys and values, so that generation computes each position once.
+///
+/// `append` receives the new keys and values of one layer, `[B, kv_heads, T_new, head_dim]`, and
+/// returns all keys and values the new queries attend to, `[B, kv_heads, S, head_dim]`.
+pub trait KvStore {
+    /// Stores this step's keys/values of `layer` and returns the full ones.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)>;
+}
+
+/// Grouped-query self-attention with biases on q, k and v.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// Loads `q_proj`, `k_proj`, `v_proj` (with bias) and `o_proj` (without).
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        let head_dim = cfg.head_dim();
+        let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Ok(Self {
+            q_proj: linear(cfg.hidden_size, h * head_dim, true, vb.pp("q_proj"))?,
+            k_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("k_proj"))?,
+            v_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("v_proj"))?,
+            o_proj: linear(h * head_dim, cfg.hidden_size, false, vb.pp("o_proj"))?,
+            num_heads: h,
+            num_kv_heads: kv,
+            head_dim,
+        })
+    }
+
+    /// `x` `[B, T, hidden]`; `bias` `[B, 1, T, S]` is added to the scores (0 or a large negative);
+    /// with a `cache`, keys/values of earlier positions come from it.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        bias: &Tensor,
+        cache: Option<(&mut dyn KvStore, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+        let q = rope.apply(&q)?;
+        let k = rope.apply(&k)?;
+        let v = v.contiguous()?;
+        let (k, v) = match cache {
+            Some((store, layer)) => store.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // Query head i uses KV head i / (h / kvh); grouping the queries of one KV head into one
+        // matrix avoids materialising repeated keys and values.
+        let rep = h / kvh;
+        let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
+        let scores = scores.broadcast_add(bias)?;
+        let probs = if tracks_gradient(&[&scores]) {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs
+            .reshape((b, kvh, rep * t, s))?
+            .matmul(&v)?
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+/// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    /// Loads `gate_proj`, `up_proj` and `down_proj` (no biases).
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear(d, i, false, vb.pp("gate_proj"))?,
+            up_proj: linear(d, i, false, vb.pp("up_proj"))?,
+            down_proj: linear(i, d, false, vb.pp("down_proj"))?,
+        })
+    }
+
+    /// Applies the MLP to `x` `[B, T, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        let up = self.up_proj.forward(x)?;
+        Ok(self.down_proj.forward(&(gate * up)?)?)
+    }
+}
+
+/// One pre-norm decoder layer: attention and MLP, each with a residual connection.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// Loads the layer under `model.layers.N`.
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_layernorm: RmsNorm::new(d, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(d, eps, vb.pp("post_attention_layernorm"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    /// `x + attn(norm(x))`, then `h + mlp(norm(h))`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        bias: &Tensor,
+        cache: Option<(&mut dyn KvStore, usize)>,
+    ) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, bias, cache)?;
+        let h = (x + attn)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        Ok((h + mlp)?)
+    }
+}

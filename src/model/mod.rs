@@ -1,0 +1,16 @@
+//! The Qwen2 model: configuration, layers, the backbone and LM head, weights I/O and log-probs.
+
+mod config;
+pub mod layers;
+pub mod logprobs;
+mod qwen2;
+pub mod weights;
+
+pub use config::Qwen2Config;
+pub use layers::KvStore;
+pub use logprobs::{gather_log_softmax, next_token_logprobs, LogprobOptions};
+pub use qwen2::{
+    causal_padding_bias, mask_rows, positions_from_mask, CausalLmOutput, Qwen2ForCausalLM,
+    Qwen2Model, masked_score,
+};
+pub use weights::Trainable;

@@ -1,0 +1,209 @@
+//! The Qwen2 backbone (`Qwen2Model`) and the causal language model on top (`Qwen2ForCausalLM`).
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::layers::{embedding, linear, DecoderLayer, KvStore, RmsNorm, RotaryEmbedding};
+use super::Qwen2Config;
+use crate::{Error, Result};
+
+/// Added to the attention scores of masked keys: the most negative finite value of `dtype`, as
+/// transformers does. Finite so that no row is all -inf (which would give NaN); a query whose
+/// keys are all masked (a padding query) then attends uniformly, exactly as in transformers.
+pub fn masked_score(dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::MIN.to_f32(),
+        DType::F16 => half::f16::MIN.to_f32(),
+        _ => f32::MIN,
+    }
+}
+
+/// The Qwen2 backbone: embeddings, decoder layers and the final norm.
+#[derive(Debug, Clone)]
+pub struct Qwen2Model {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rotary: RotaryEmbedding,
+    dtype: DType,
+    device: Device,
+}
+
+impl Qwen2Model {
+    /// Loads the backbone from `vb` rooted at `model`.
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            rotary: RotaryEmbedding::new(cfg, vb.device())?,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The embedding matrix `[vocab, hidden]` (the LM head when embeddings are tied).
+    pub fn embed_weight(&self) -> &Tensor {
+        self.embed_tokens.embeddings()
+    }
+
+    /// The dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` of `input_ids` `[B, T]` at `positions` `[B, T]`,
+    /// with the additive attention `bias` `[B, 1, T, S]`; keys/values of earlier positions come
+    /// from `cache` when given (S = cached + T).
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        bias: &Tensor,
+        mut cache: Option<&mut dyn KvStore>,
+    ) -> Result<Tensor> {
+        let rope = self.rotary.tables(positions, self.dtype)?;
+        let bias = bias.to_dtype(self.dtype)?;
+        let mut x = self.embed_tokens.forward(input_ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache: Option<(&mut dyn KvStore, usize)> = match cache {
+                Some(ref mut c) => Some((&mut **c, i)),
+                None => None,
+            };
+            x = layer.forward(&x, &rope, &bias, layer_cache)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` of a padded batch: `attention_mask` `[B, T]`
+    /// marks real tokens (1) and padding (0), left or right. Positions are the cumulative sum of
+    /// the mask minus one, as Hugging Face computes them for generation.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let mask = mask_rows(input_ids, attention_mask)?;
+        let positions = positions_from_mask(&mask, &self.device)?;
+        let bias = causal_padding_bias(&mask, self.dtype, &self.device)?;
+        self.forward_with(input_ids, &positions, &bias, None)
+    }
+}
+
+/// The rows of `attention_mask` on the host, checked against the shape of `input_ids`.
+pub fn mask_rows(input_ids: &Tensor, attention_mask: &Tensor) -> Result<Vec<Vec<u32>>> {
+    if input_ids.dims() != attention_mask.dims() || input_ids.rank() != 2 {
+        return Err(Error::Input(format!(
+            "input_ids {:?} and attention_mask {:?} must both be [batch, seq]",
+            input_ids.dims(),
+            attention_mask.dims()
+        )));
+    }
+    Ok(attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?)
+}
+
+/// Position ids `[B, T]` (u32): `cumsum(mask) - 1`, clamped at 0 for leading padding.
+pub fn positions_from_mask(mask: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    let t = mask.first().map_or(0, Vec::len);
+    let positions: Vec<u32> = mask
+        .iter()
+        .flat_map(|row| {
+            let mut seen = 0u32;
+            row.iter().map(move |&m| {
+                seen += u32::from(m != 0);
+                seen.saturating_sub(1)
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(positions, (mask.len(), t), device)?)
+}
+
+/// Additive attention bias `[B, 1, T, T]` in `dtype`: query q sees key k when k ≤ q and k is
+/// not padding (see [`masked_score`]).
+pub fn causal_padding_bias(mask: &[Vec<u32>], dtype: DType, device: &Device) -> Result<Tensor> {
+    let b = mask.len();
+    let t = mask.first().map_or(0, Vec::len);
+    let mut bias = vec![masked_score(dtype); b * t * t];
+    for (row, m) in mask.iter().enumerate() {
+        for q in 0..t {
+            let base = (row * t + q) * t;
+            for k in 0..=q {
+                if m[k] != 0 {
+                    bias[base + k] = 0.0;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(bias, (b, 1, t, t), device)?.to_dtype(dtype)?)
+}
+
+/// Output of a training forward.
+#[derive(Debug, Clone)]
+pub struct CausalLmOutput {
+    /// Final-norm hidden states `[B, T, hidden]`.
+    pub hidden: Tensor,
+    /// Next-token logits `[B, T, vocab]`.
+    pub logits: Tensor,
+}
+
+/// Qwen2 with its language-model head.
+#[derive(Debug, Clone)]
+pub struct Qwen2ForCausalLM {
+    model: Qwen2Model,
+    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding matrix when tied.
+    lm_head: Tensor,
+    config: Qwen2Config,
+}
+
+impl Qwen2ForCausalLM {
+    /// Loads `model.*` and `lm_head.weight` (absent when embeddings are tied).
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        let model = Qwen2Model::new(cfg, vb.pp("model"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            model.embed_weight().clone()
+        } else {
+            linear(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?
+                .weight()
+                .clone()
+        };
+        Ok(Self { model, lm_head, config: cfg.clone() })
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &Qwen2Model {
+        &self.model
+    }
+
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &Qwen2Config {
+        &self.config
+    }
+
+    /// The LM head matrix `[vocab, hidden]`.
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Logits `[..., vocab]` of hidden states `[..., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?)
+    }
+
+    /// Training forward of a padded batch: hidden states and logits for every position.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<CausalLmOutput> {
+        let hidden = self.model.forward(input_ids, attention_mask)?;
+        let logits = self.logits(&hidden)?;
+        Ok(CausalLmOutput { hidden, logits })
+    }
+}

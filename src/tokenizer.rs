@@ -1,0 +1,196 @@
+//! The tokenizer (Hugging Face `tokenizer.json`) and the chat template of `tokenizer_config.json`,
+//! rendered with minijinja the way transformers renders it (trim_blocks, lstrip_blocks).
+
+use std::path::Path;
+
+use minijinja::{Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// One message of a conversation, as in the `{"messages": [{"role", "content"}]}` format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text of the message.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// A tokenizer with its chat template and special tokens.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    chat_template: Option<String>,
+    eos_token: Option<String>,
+    bos_token: Option<String>,
+    eos_token_id: Option<u32>,
+    pad_token_id: Option<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("eos_token", &self.eos_token)
+            .field("pad_token_id", &self.pad_token_id)
+            .finish()
+    }
+}
+
+/// A special-token entry of tokenizer_config.json: a string or `{"content": ...}`.
+fn token_string(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// Whether `dir` holds a `tokenizer.json`.
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join("tokenizer.json").is_file()
+    }
+
+    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` from `dir`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config: Value = if config_path.is_file() {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?
+        } else {
+            Value::Null
+        };
+        Self::new(inner, &config)
+    }
+
+    /// Builds a tokenizer from a loaded `tokenizers::Tokenizer` and a parsed tokenizer_config.json
+    /// (`Value::Null` when there is none).
+    pub fn new(inner: tokenizers::Tokenizer, config: &Value) -> Result<Self> {
+        let eos_token = token_string(config.get("eos_token"));
+        let bos_token = token_string(config.get("bos_token"));
+        let pad_token = token_string(config.get("pad_token"));
+        let id_of = |token: &Option<String>, field: &str| -> Result<Option<u32>> {
+            match token {
+                None => Ok(None),
+                Some(t) => inner.token_to_id(t).map(Some).ok_or_else(|| {
+                    Error::Tokenizer(format!("tokenizer_config.json field `{field}` = `{t}` is not in the vocabulary"))
+                }),
+            }
+        };
+        let eos_token_id = id_of(&eos_token, "eos_token")?;
+        let pad_token_id = id_of(&pad_token, "pad_token")?;
+        let chat_template = match config.get("chat_template") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            // A list of named templates: take the default one.
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template").and_then(Value::as_str))
+                .map(str::to_string),
+            Some(other) => {
+                return Err(Error::Tokenizer(format!("chat_template must be a string, found {other}")))
+            }
+        };
+        Ok(Self { inner, chat_template, eos_token, bos_token, eos_token_id, pad_token_id })
+    }
+
+    /// The wrapped `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The end-of-sequence id (`eos_token` of tokenizer_config.json).
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token_id
+    }
+
+    /// The padding id (`pad_token` of tokenizer_config.json).
+    pub fn pad_token_id(&self) -> Option<u32> {
+        self.pad_token_id
+    }
+
+    /// Encodes `text`; special tokens written in the text (e.g. `<|im_start|>`) become single ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes `ids`, optionally dropping special tokens.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("decoding failed: {e}")))
+    }
+
+    /// Whether this tokenizer has a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    /// Renders `messages` with the chat template; with `add_generation_prompt` the text ends with
+    /// the opening of an assistant turn.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| Error::Tokenizer("tokenizer_config.json has no chat_template".into()))?;
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("the default delimiters are valid");
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        let context = minijinja::context! {
+            messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            eos_token => self.eos_token.clone(),
+            bos_token => self.bos_token.clone(),
+        };
+        env.render_str(template, context)
+            .map_err(|e| Error::Tokenizer(format!("chat template: {e:#}")))
+    }
+
+    /// The prompt of a one-question conversation, with the template's default system prompt
+    /// unless `system` is given.
+    pub fn question_prompt(&self, question: &str, system: Option<&str>) -> Result<String> {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", question));
+        self.apply_chat_template(&messages, true)
+    }
+}
