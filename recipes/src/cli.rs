@@ -29,4 +29,7 @@ pub struct Cli {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such as `mathrl=debug`.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }

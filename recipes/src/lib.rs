@@ -3,6 +3,7 @@
 //! A recipe is a short file that composes the core, rewards, learners and actors.
 
 pub mod cli;
+pub mod logprobs;
 pub mod registry;
 
 pub use registry::{find_recipe, recipes, Recipe};

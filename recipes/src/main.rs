@@ -6,6 +6,10 @@ use mathrl_recipes::{cli::Cli, find_recipe, recipes};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
+        .with_writer(std::io::stderr)
+        .init();
     if cli.list_recipes {
         for recipe in recipes() {
             println!("{:<20} {}", recipe.name, recipe.description);

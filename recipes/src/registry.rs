@@ -16,7 +16,11 @@ pub struct Recipe {
 
 /// Every recipe, in the order `--list-recipes` shows them.
 pub fn recipes() -> Vec<Recipe> {
-    vec![]
+    vec![Recipe {
+        name: "logprobs",
+        description: "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",
+        run: crate::logprobs::run,
+    }]
 }
 
 /// Finds a recipe by name; an unknown name is an error listing the known ones.
