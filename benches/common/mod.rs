@@ -1,0 +1,64 @@
+//! Shared by the benchmarks: a counting allocator for peak memory, and the benchmark model shapes.
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mathrl::model::Qwen2Config;
+
+/// Counts live heap bytes and their peak (candle's CPU tensors live on the heap).
+pub struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+/// Peak heap bytes above the live bytes at the start, while `f` runs.
+pub fn peak_bytes_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed) - base)
+}
+
+/// Bytes in MiB.
+pub fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The ~60M-parameter random config of the benchmarks: hidden 512, 8 layers, 8 heads, 2 KV heads,
+/// intermediate 1408, vocab 32000 (untied).
+pub fn config_60m() -> Qwen2Config {
+    Qwen2Config {
+        vocab_size: 32000,
+        hidden_size: 512,
+        intermediate_size: 1408,
+        num_hidden_layers: 8,
+        num_attention_heads: 8,
+        num_key_value_heads: 2,
+        max_position_embeddings: 2048,
+        rope_theta: 10000.0,
+        rms_norm_eps: 1e-6,
+        tie_word_embeddings: false,
+        torch_dtype: Some("float32".into()),
+        bos_token_id: None,
+        eos_token_ids: vec![],
+        pad_token_id: None,
+        architecture: None,
+        num_labels: None,
+    }
+}
