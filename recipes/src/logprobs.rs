@@ -29,22 +29,31 @@ struct Input {
 /// Runs the recipe: `--model DIR --input IN.json --output OUT.json`.
 pub fn run(cli: &Cli) -> Result<()> {
     let model_dir = cli.model.as_deref().context("logprobs needs --model DIR")?;
-    let input = cli.input.as_deref().context("logprobs needs --input IN.json")?;
-    let output = cli.output.as_deref().context("logprobs needs --output OUT.json")?;
+    let input = cli
+        .input
+        .as_deref()
+        .context("logprobs needs --input IN.json")?;
+    let output = cli
+        .output
+        .as_deref()
+        .context("logprobs needs --output OUT.json")?;
     let device = mathrl::device::parse_device(&cli.device)?;
     let policy = Policy::load(model_dir, &device, None, Trainable::No)?;
     let (ids, mask) = read_input(input, policy.config().vocab_size)?;
     let logprobs = score(&policy, &ids, &mask)?;
     let json = serde_json::json!({ "logprobs": logprobs });
-    std::fs::write(output, json.to_string()).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(output, json.to_string())
+        .with_context(|| format!("writing {}", output.display()))?;
     tracing::info!(rows = ids.len(), output = %output.display(), "wrote log-probs");
     Ok(())
 }
 
 /// Reads and validates IN.json; errors name the row at fault.
 fn read_input(path: &Path, vocab_size: usize) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let input: Input = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let input: Input =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let width = input.input_ids.first().map_or(0, Vec::len);
     let mask = input
         .attention_mask
@@ -64,13 +73,24 @@ fn read_input(path: &Path, vocab_size: usize) -> Result<(Vec<Vec<u32>>, Vec<Vec<
             bail!("{}: row {row} of input_ids has {} tokens, row 0 has {width} (rows must be padded to one length)", path.display(), id_row.len());
         }
         if mask_row.len() != width {
-            bail!("{}: row {row} of attention_mask has {} entries, input_ids has {width}", path.display(), mask_row.len());
+            bail!(
+                "{}: row {row} of attention_mask has {} entries, input_ids has {width}",
+                path.display(),
+                mask_row.len()
+            );
         }
-        if let Some((t, id)) = id_row.iter().enumerate().find(|(_, &id)| id < 0 || id as usize >= vocab_size) {
+        if let Some((t, id)) = id_row
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id < 0 || id as usize >= vocab_size)
+        {
             bail!("{}: row {row}, position {t}: token id {id} is outside the vocabulary (size {vocab_size})", path.display());
         }
         if let Some((t, m)) = mask_row.iter().enumerate().find(|(_, &m)| m != 0 && m != 1) {
-            bail!("{}: row {row}, position {t}: attention_mask value {m} is not 0 or 1", path.display());
+            bail!(
+                "{}: row {row}, position {t}: attention_mask value {m} is not 0 or 1",
+                path.display()
+            );
         }
         ids.push(id_row.iter().map(|&x| x as u32).collect());
         masks.push(mask_row.iter().map(|&x| x as u32).collect());
@@ -105,13 +125,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (text, needle) in [
             (r#"{"input_ids": [[1,2,3],[4,5]]}"#, "row 1 of input_ids"),
-            (r#"{"input_ids": [[1,2,3],[4,5,2000]]}"#, "row 1, position 2: token id 2000"),
-            (r#"{"input_ids": [[1,2,3]], "attention_mask": [[1,1]]}"#, "row 0 of attention_mask"),
-            (r#"{"input_ids": [[1,2,3]], "attention_mask": [[1,1,1],[1,1,1]]}"#, "attention_mask has 2 rows"),
+            (
+                r#"{"input_ids": [[1,2,3],[4,5,2000]]}"#,
+                "row 1, position 2: token id 2000",
+            ),
+            (
+                r#"{"input_ids": [[1,2,3]], "attention_mask": [[1,1]]}"#,
+                "row 0 of attention_mask",
+            ),
+            (
+                r#"{"input_ids": [[1,2,3]], "attention_mask": [[1,1,1],[1,1,1]]}"#,
+                "attention_mask has 2 rows",
+            ),
             (r#"{"input_ids": [[1,-2,3]]}"#, "row 0, position 1"),
-            (r#"{"input_ids": [[1,2,3]], "mask": []}"#, "unknown field `mask`"),
+            (
+                r#"{"input_ids": [[1,2,3]], "mask": []}"#,
+                "unknown field `mask`",
+            ),
         ] {
-            let err = format!("{:#}", read_input(&write(dir.path(), text), 1024).unwrap_err());
+            let err = format!(
+                "{:#}",
+                read_input(&write(dir.path(), text), 1024).unwrap_err()
+            );
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

@@ -18,7 +18,8 @@ pub struct Recipe {
 pub fn recipes() -> Vec<Recipe> {
     vec![Recipe {
         name: "logprobs",
-        description: "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",
+        description:
+            "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",
         run: crate::logprobs::run,
     }]
 }
@@ -29,6 +30,9 @@ pub fn find_recipe(name: &str) -> Result<Recipe> {
     let known: Vec<&str> = all.iter().map(|r| r.name).collect();
     match all.into_iter().find(|r| r.name == name) {
         Some(recipe) => Ok(recipe),
-        None => bail!("unknown recipe `{name}`; known recipes: {}", known.join(", ")),
+        None => bail!(
+            "unknown recipe `{name}`; known recipes: {}",
+            known.join(", ")
+        ),
     }
 }
