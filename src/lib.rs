@@ -6,10 +6,12 @@
 
 pub mod device;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use metrics::{Metrics, MetricsSink};
 pub use policy::Policy;
 pub use tokenizer::{ChatMessage, Tokenizer};
