@@ -7,6 +7,8 @@
 pub mod advantage;
 pub mod error;
 pub mod policy_loss;
+pub mod rm_loss;
+pub mod sft_loss;
 
 pub use advantage::{AdvantageEstimator, GroupAdvantages};
 pub use error::{Error, Result};
@@ -14,3 +16,5 @@ pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
     StepNormaliser,
 };
+pub use rm_loss::{ranking_loss, RankingLoss};
+pub use sft_loss::{sft_loss_from_logits, sft_loss_from_logprobs, SftLoss, TokenNormaliser};
