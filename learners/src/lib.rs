@@ -1,1 +1,29 @@
 //! Learners for mathrl: GRPO, SFT and reward-model ranking losses, the optimiser and schedules.
+//!
+//! The numerics work on plain candle tensors: a learner computes per-token log-probs (or logits,
+//! or rewards) with the core crate's model, feeds them to a loss here, and hands the micro-batch
+//! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`].
+
+pub mod advantage;
+pub mod error;
+pub mod optim;
+pub mod policy_loss;
+pub mod rm_loss;
+pub mod schedule;
+pub mod sft_loss;
+pub mod train_step;
+
+pub use advantage::{AdvantageEstimator, GroupAdvantages};
+pub use error::{Error, Result};
+pub use optim::{AdamW, AdamWConfig, Optimizer};
+pub use policy_loss::{
+    grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
+    StepNormaliser,
+};
+pub use rm_loss::{ranking_loss, RankingLoss};
+pub use schedule::{Decay, LrSchedule};
+pub use sft_loss::{sft_loss_from_logits, sft_loss_from_logprobs, SftLoss, TokenNormaliser};
+pub use train_step::{
+    clip_grad_norm, global_grad_norm, GradAccumulator, SkipReason, StepStats, TrainStep,
+    TrainStepConfig,
+};

@@ -1,0 +1,54 @@
+//! The learners crate's error type.
+
+use candle_core::Tensor;
+
+/// Errors of the learners; every variant names the tensor, field or entry at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The core crate failed (model, log-probs).
+    #[error(transparent)]
+    Core(#[from] mathrl::Error),
+    /// A tensor has a shape other than the one the computation needs.
+    #[error("{tensor}: expected shape {expected:?}, got {got:?}")]
+    Shape {
+        /// Which input tensor.
+        tensor: String,
+        /// The shape it must have.
+        expected: Vec<usize>,
+        /// The shape it has.
+        got: Vec<usize>,
+    },
+    /// A setting is out of its valid range.
+    #[error("{field}: {message}")]
+    Config {
+        /// The setting, as named in the config struct.
+        field: &'static str,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// Input data (rewards, labels, group sizes) is malformed.
+    #[error("{0}")]
+    Input(String),
+    /// Optimiser state being restored does not match the optimiser's parameters.
+    #[error("optimiser state: {0}")]
+    State(String),
+}
+
+/// Result with the learners' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Fails unless `tensor` has exactly the shape `expected`.
+pub(crate) fn expect_shape(tensor: &Tensor, name: &str, expected: &[usize]) -> Result<()> {
+    if tensor.dims() == expected {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            tensor: name.to_string(),
+            expected: expected.to_vec(),
+            got: tensor.dims().to_vec(),
+        })
+    }
+}
