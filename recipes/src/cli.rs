@@ -20,9 +20,31 @@ pub struct Cli {
     /// Input file of a tool recipe.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Output file or directory.
+    /// Output file (tool recipes) or directory (training and evaluation recipes; default
+    /// `runs/<recipe>-<timestamp>`).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// TensorBoard log directory (default: the output directory).
+    #[arg(long)]
+    pub logdir: Option<PathBuf>,
+    /// Dataset file (JSONL) of a training or evaluation recipe.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// A TOML file with the recipe's config (see --print-config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one config key, e.g. `--set grpo.beta=0.0` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the recipe's resolved config as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Stop after this many optimisation steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Resume from this checkpoint directory.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

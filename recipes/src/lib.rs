@@ -3,7 +3,9 @@
 //! A recipe is a short file that composes the core, rewards, learners and actors.
 
 pub mod cli;
+pub mod config;
 pub mod logprobs;
 pub mod registry;
+pub mod run;
 
 pub use registry::{find_recipe, recipes, Recipe};
