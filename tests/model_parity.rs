@@ -34,11 +34,7 @@ fn real_logits(logits: &Tensor, row: usize, mask: &[u32]) -> Vec<f32> {
 }
 
 fn expected_logits(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|pos| f32_vec(pos))
-        .collect()
+    v.as_array().unwrap().iter().map(f32_vec).collect()
 }
 
 fn check_fixture(name: &str) {
@@ -130,7 +126,7 @@ fn right_padding_gives_the_unpadded_logits() {
     let mask: Vec<u32> = (0..full.len()).map(|i| u32::from(i < keep)).collect();
     let out = policy
         .model()
-        .forward(&batch(&[ids]), &batch(&[mask.clone()]))
+        .forward(&batch(&[ids]), &batch(std::slice::from_ref(&mask)))
         .unwrap();
     let expected: Vec<f32> = expected_logits(&exp["logits"][0])
         .into_iter()

@@ -48,8 +48,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// Token-id rows and their attention-mask rows.
+type Rows = (Vec<Vec<u32>>, Vec<Vec<u32>>);
+
 /// Reads and validates IN.json; errors name the row at fault.
-fn read_input(path: &Path, vocab_size: usize) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+fn read_input(path: &Path, vocab_size: usize) -> Result<Rows> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let input: Input =
