@@ -1,0 +1,530 @@
+//! What confines a sandboxed Python process, applied between `fork` and `exec` (see
+//! `actors/SANDBOX.md` for what each layer does and does not stop).
+//!
+//! As root, the child enters new mount, network, IPC, UTS and PID namespaces, builds its view
+//! of the file system ([`super::mounts`]: secrets hidden, everything read-only but a private
+//! work directory), mounts a private `/proc`, and drops to a fresh unprivileged uid so that
+//! `RLIMIT_NPROC` counts (the kernel never applies it to root).
+//! A PID namespace needs one more process: the child forks the namespace's init (which execs
+//! Python) and stays behind as a small supervisor that kills the namespace on `SIGTERM` and exits
+//! with the init's status once the namespace is gone. Without root only the rlimits and the
+//! process group apply. Every step is recorded in [`Isolation`], written to fd 3 before `exec`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::mounts::MountPlan;
+
+/// The isolation layers that were actually applied to one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Isolation {
+    /// A new network namespace: no interface but a down loopback, so no network at all.
+    pub network_namespace: bool,
+    /// A new private mount namespace (nothing propagates back to the host).
+    pub mount_namespace: bool,
+    /// Every mount read-only and nosuid, except the work directory.
+    pub read_only_root: bool,
+    /// `/root`, `/home`, `/tmp`, ... (`SandboxConfig::hidden_dirs`) covered by empty mounts, with
+    /// only the interpreter's own directories put back.
+    pub hidden_directories: bool,
+    /// The work directory is a private, size-limited tmpfs (noexec): writes never reach the disk.
+    pub work_dir_in_memory: bool,
+    /// A new PID namespace: the program sees only its own processes, and they all die with it.
+    pub pid_namespace: bool,
+    /// A private `/proc` mounted for the PID namespace (host processes are not listed).
+    pub private_proc: bool,
+    /// New IPC and UTS namespaces (no SysV shared memory or host name shared with the host).
+    pub ipc_uts_namespaces: bool,
+    /// The unprivileged uid (and gid) the program ran as, when it was started as root.
+    pub uid: Option<u32>,
+    /// `CAP_DAC_READ_SEARCH` was kept so that the unprivileged uid can reach an interpreter below
+    /// a private directory that could not be covered and re-exposed: reads are then unrestricted.
+    pub read_search_capability: bool,
+    /// `PR_SET_NO_NEW_PRIVS`: executing a set-uid program cannot raise privileges.
+    pub no_new_privileges: bool,
+    /// `RLIMIT_NPROC` is in force (the program does not run as root).
+    pub process_limit: bool,
+    /// The Python audit hook of the prelude was installed.
+    pub audit_hook: bool,
+}
+
+/// Bits of the isolation record the child writes to fd 3 just before `exec`.
+mod bit {
+    pub const NETWORK: u64 = 1 << 0;
+    pub const MOUNT: u64 = 1 << 1;
+    pub const READ_ONLY_ROOT: u64 = 1 << 2;
+    pub const PID: u64 = 1 << 3;
+    pub const PROC: u64 = 1 << 4;
+    pub const IPC_UTS: u64 = 1 << 5;
+    pub const UID: u64 = 1 << 6;
+    pub const READ_SEARCH: u64 = 1 << 7;
+    pub const NO_NEW_PRIVS: u64 = 1 << 8;
+    pub const NOT_ROOT: u64 = 1 << 9;
+    pub const HIDDEN: u64 = 1 << 10;
+    pub const WORK_DIR_IN_MEMORY: u64 = 1 << 11;
+}
+
+/// Tag byte of the isolation record; the prelude's JSON report follows it and starts with '{'.
+pub(crate) const RECORD_TAG: u8 = 0xA5;
+/// Length of the isolation record: the tag and a little-endian u64 of bits.
+pub(crate) const RECORD_LEN: usize = 9;
+
+impl Isolation {
+    /// Decodes the isolation record (the uid and the audit hook are known to the parent).
+    pub(crate) fn from_record(record: &[u8], uid: Option<u32>, audit_hook: bool) -> Option<Self> {
+        if record.len() < RECORD_LEN || record[0] != RECORD_TAG {
+            return None;
+        }
+        let bits = u64::from_le_bytes(record[1..RECORD_LEN].try_into().ok()?);
+        let has = |b: u64| bits & b != 0;
+        Some(Isolation {
+            network_namespace: has(bit::NETWORK),
+            mount_namespace: has(bit::MOUNT),
+            read_only_root: has(bit::READ_ONLY_ROOT),
+            hidden_directories: has(bit::HIDDEN),
+            work_dir_in_memory: has(bit::WORK_DIR_IN_MEMORY),
+            pid_namespace: has(bit::PID),
+            private_proc: has(bit::PROC),
+            ipc_uts_namespaces: has(bit::IPC_UTS),
+            uid: if has(bit::UID) { uid } else { None },
+            read_search_capability: has(bit::READ_SEARCH),
+            no_new_privileges: has(bit::NO_NEW_PRIVS),
+            process_limit: has(bit::NOT_ROOT),
+            audit_hook,
+        })
+    }
+}
+
+/// One resource limit applied in the child: (resource, soft, hard).
+pub(crate) type Limit = (libc::__rlimit_resource_t, u64, u64);
+
+/// Everything the child needs, prepared (and allocated) in the parent: between `fork` and
+/// `exec` only async-signal-safe calls are allowed, so no allocation happens in [`Self::apply`].
+pub(crate) struct ChildPlan {
+    pub workdir: CString,
+    /// Try namespaces (root only).
+    pub namespaces: bool,
+    /// Drop to this uid and gid (root only).
+    pub uid: Option<u32>,
+    /// The unprivileged uid cannot reach the interpreter: keep `CAP_DAC_READ_SEARCH` across the
+    /// uid change, unless the mounts cover and re-expose it (`reachable_when_mounted`).
+    pub interpreter_unreachable: bool,
+    /// The interpreter is reachable once the hidden directories are covered.
+    pub reachable_when_mounted: bool,
+    pub mounts: MountPlan,
+    pub limits: Vec<Limit>,
+    /// Write end of the report pipe, moved to fd 3.
+    pub report_fd: RawFd,
+    proc_dir: CString,
+    proc_type: CString,
+}
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+impl ChildPlan {
+    #[allow(clippy::too_many_arguments)] // One plain constructor for one plain bag of settings.
+    pub fn new(
+        workdir: CString,
+        namespaces: bool,
+        uid: Option<u32>,
+        interpreter_unreachable: bool,
+        reachable_when_mounted: bool,
+        mounts: MountPlan,
+        limits: Vec<Limit>,
+        report_fd: RawFd,
+    ) -> Self {
+        ChildPlan {
+            workdir,
+            namespaces,
+            uid,
+            interpreter_unreachable,
+            reachable_when_mounted,
+            mounts,
+            limits,
+            report_fd,
+            proc_dir: CString::from(c"/proc"),
+            proc_type: CString::from(c"proc"),
+        }
+    }
+
+    /// Confines the calling process (the forked child). Only async-signal-safe calls.
+    ///
+    /// # Safety
+    /// Must run in a freshly forked child before `exec` (`Command::pre_exec`).
+    pub unsafe fn apply(&self) -> io::Result<()> {
+        let mut bits = 0u64;
+        check(libc::setsid())?;
+        check(libc::dup2(self.report_fd, 3))?;
+        let mut pid_namespace = false;
+        if self.namespaces {
+            let all = libc::CLONE_NEWNS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWPID;
+            let applied = if libc::unshare(all) == 0 {
+                all
+            } else {
+                // Record which of them this platform allows.
+                let mut applied = 0;
+                for flag in [
+                    libc::CLONE_NEWNS,
+                    libc::CLONE_NEWNET,
+                    libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+                    libc::CLONE_NEWPID,
+                ] {
+                    if libc::unshare(flag) == 0 {
+                        applied |= flag;
+                    }
+                }
+                applied
+            };
+            if applied & libc::CLONE_NEWNET != 0 {
+                bits |= bit::NETWORK;
+            }
+            if applied & libc::CLONE_NEWIPC != 0 {
+                bits |= bit::IPC_UTS;
+            }
+            if applied & libc::CLONE_NEWNS != 0 {
+                bits |= bit::MOUNT;
+                let outcome = self.mounts.apply()?;
+                for (applied, flag) in [
+                    (outcome.read_only, bit::READ_ONLY_ROOT),
+                    (outcome.hidden, bit::HIDDEN),
+                    (outcome.work_dir_in_memory, bit::WORK_DIR_IN_MEMORY),
+                ] {
+                    if applied {
+                        bits |= flag;
+                    }
+                }
+            }
+            pid_namespace = applied & libc::CLONE_NEWPID != 0;
+        }
+        // After the mounts: a cwd taken before the work directory's tmpfs would point below it.
+        check(libc::chdir(self.workdir.as_ptr()))?;
+        if pid_namespace {
+            self.fork_namespace_init()?;
+            bits |= bit::PID;
+            if bits & bit::MOUNT != 0 {
+                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                let mounted = libc::mount(
+                    self.proc_type.as_ptr(),
+                    self.proc_dir.as_ptr(),
+                    self.proc_type.as_ptr(),
+                    flags,
+                    std::ptr::null(),
+                );
+                if mounted == 0 {
+                    bits |= bit::PROC;
+                }
+            }
+        }
+        for &(resource, soft, hard) in &self.limits {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            check(libc::setrlimit(resource, &limit))?;
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 {
+            bits |= bit::NO_NEW_PRIVS;
+        }
+        if let Some(uid) = self.uid {
+            let reachable = bits & bit::HIDDEN != 0 && self.reachable_when_mounted;
+            let keep_read_search = self.interpreter_unreachable && !reachable;
+            self.drop_to(uid, keep_read_search)?;
+            bits |= bit::UID;
+            if keep_read_search {
+                bits |= bit::READ_SEARCH;
+            }
+        }
+        if pid_namespace {
+            // After the uid change, which clears it: the init dies with its supervisor.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        }
+        if libc::geteuid() != 0 {
+            bits |= bit::NOT_ROOT;
+        }
+        // Descriptors leaked by other threads of the parent close at exec.
+        libc::close_range(4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
+        let mut record = [0u8; RECORD_LEN];
+        record[0] = RECORD_TAG;
+        record[1..].copy_from_slice(&bits.to_le_bytes());
+        if libc::write(3, record.as_ptr().cast(), RECORD_LEN) != RECORD_LEN as isize {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Forks the PID namespace's init. The init returns (and execs Python); this process becomes
+    /// its supervisor and never returns.
+    unsafe fn fork_namespace_init(&self) -> io::Result<()> {
+        let mut supervised: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut supervised);
+        libc::sigaddset(&mut supervised, libc::SIGCHLD);
+        libc::sigaddset(&mut supervised, libc::SIGTERM);
+        // Blocked before the fork so that an early SIGCHLD is queued, not lost.
+        check(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &supervised,
+            std::ptr::null_mut(),
+        ))?;
+        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            check(libc::sigprocmask(
+                libc::SIG_UNBLOCK,
+                &supervised,
+                std::ptr::null_mut(),
+            ))?;
+            return Ok(());
+        }
+        supervise(pid as libc::pid_t, &supervised)
+    }
+
+    /// Becomes `uid`/`gid` with no supplementary groups, keeping only `CAP_DAC_READ_SEARCH`
+    /// (as an ambient capability, so it survives `exec`) when asked to.
+    unsafe fn drop_to(&self, uid: u32, keep_read_search: bool) -> io::Result<()> {
+        if keep_read_search {
+            check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        }
+        // Raw system calls: they change this thread only, which is the whole (forked) process.
+        check_long(libc::syscall(
+            libc::SYS_setgroups,
+            0,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+        check_long(libc::syscall(libc::SYS_setresgid, uid, uid, uid))?;
+        check_long(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
+        if keep_read_search {
+            let header = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let mask = 1u32 << CAP_DAC_READ_SEARCH;
+            let data = [
+                CapData {
+                    effective: mask,
+                    permitted: mask,
+                    inheritable: mask,
+                },
+                CapData {
+                    effective: 0,
+                    permitted: 0,
+                    inheritable: 0,
+                },
+            ];
+            check_long(libc::syscall(libc::SYS_capset, &header, data.as_ptr()))?;
+            let raise = libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong;
+            let capability = CAP_DAC_READ_SEARCH as libc::c_ulong;
+            check(libc::prctl(libc::PR_CAP_AMBIENT, raise, capability, 0, 0))?;
+        }
+        Ok(())
+    }
+}
+
+/// The supervisor of a PID namespace: waits for its init, kills it on `SIGTERM` (the parent's
+/// way to end a run), and exits with the init's status once the init, and with it every process
+/// of the namespace, is gone.
+unsafe fn supervise(init: libc::pid_t, signals: &libc::sigset_t) -> ! {
+    // Hold no descriptor: the parent's pipes and its exec-status pipe must close with the init.
+    libc::close_range(0, u32::MAX, 0);
+    // If the parent thread dies, end the run too.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+    loop {
+        let signal = libc::sigwaitinfo(signals, std::ptr::null_mut());
+        if signal == libc::SIGTERM {
+            libc::kill(init, libc::SIGKILL);
+        }
+        let mut status = 0;
+        if libc::waitpid(init, &mut status, libc::WNOHANG) == init {
+            if libc::WIFSIGNALED(status) {
+                // Die the same way, so that the parent sees the signal.
+                let signal = libc::WTERMSIG(status);
+                libc::signal(signal, libc::SIG_DFL);
+                let mut only: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut only);
+                libc::sigaddset(&mut only, signal);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
+                libc::kill(libc::getpid(), signal);
+                libc::_exit(128 + signal);
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+    }
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_long(result: libc::c_long) -> io::Result<()> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Slots of unprivileged uids per process: runs in flight at once hold distinct uids, so one
+/// run's processes never count against another's `RLIMIT_NPROC`.
+const UID_SLOTS: usize = 256;
+/// First uid of the sandbox range. A process uses `BASE + (pid mod 2^22) * 256 + slot`, so
+/// concurrent processes (pids are unique) never share a uid; the range stays below 2^31.
+const UID_BASE: u32 = 0x1000_0000;
+
+/// A uid held by one run, returned to the pool on drop.
+pub(crate) struct UidLease {
+    slot: usize,
+    pub uid: u32,
+}
+
+struct UidPool {
+    base: u32,
+    slots: Mutex<Slots>,
+    freed: Condvar,
+}
+
+/// Which slots are held, and where the next search starts.
+struct Slots {
+    used: Vec<bool>,
+    /// Slots are handed out round-robin: a just-released uid is reused last, so that processes
+    /// of a finished run still being reaped (zombies count against `RLIMIT_NPROC`) never share
+    /// a uid with a new run.
+    next: usize,
+}
+
+fn pool() -> &'static UidPool {
+    static POOL: OnceLock<UidPool> = OnceLock::new();
+    POOL.get_or_init(|| UidPool {
+        base: UID_BASE + (std::process::id() & 0x3f_ffff) * UID_SLOTS as u32,
+        slots: Mutex::new(Slots {
+            used: vec![false; UID_SLOTS],
+            next: 0,
+        }),
+        freed: Condvar::new(),
+    })
+}
+
+impl UidLease {
+    /// Takes a free uid, waiting while all are held.
+    pub fn acquire() -> Self {
+        let pool = pool();
+        let mut slots = pool
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        loop {
+            let start = slots.next;
+            let free = (0..UID_SLOTS)
+                .map(|offset| (start + offset) % UID_SLOTS)
+                .find(|&slot| !slots.used[slot]);
+            if let Some(slot) = free {
+                slots.used[slot] = true;
+                slots.next = (slot + 1) % UID_SLOTS;
+                return UidLease {
+                    slot,
+                    uid: pool.base + slot as u32,
+                };
+            }
+            slots = pool
+                .freed
+                .wait(slots)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        let pool = pool();
+        let mut slots = pool
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        slots.used[self.slot] = false;
+        pool.freed.notify_one();
+    }
+}
+
+/// Kills every process of `uid` (those that left the process group, when there is no PID
+/// namespace to end them): a forked helper becomes `uid` and sends `kill(-1, SIGKILL)`, which
+/// reaches exactly the processes of that uid.
+pub(crate) fn kill_all_of_uid(uid: u32) {
+    // SAFETY: the child only makes async-signal-safe system calls and exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0 {
+                libc::kill(-1, libc::SIGKILL);
+                libc::kill(-1, libc::SIGKILL);
+            }
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            let mut status = 0;
+            while libc::waitpid(pid, &mut status, 0) < 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_record_round_trips_bits() {
+        let mut record = [0u8; RECORD_LEN];
+        record[0] = RECORD_TAG;
+        let bits = bit::NETWORK | bit::PID | bit::UID | bit::NOT_ROOT;
+        record[1..].copy_from_slice(&bits.to_le_bytes());
+        let isolation = Isolation::from_record(&record, Some(7), true).expect("valid record");
+        assert!(isolation.network_namespace && isolation.pid_namespace && isolation.process_limit);
+        assert!(!isolation.mount_namespace && !isolation.read_only_root);
+        assert_eq!(isolation.uid, Some(7));
+        assert!(isolation.audit_hook);
+        assert_eq!(Isolation::from_record(b"{\"ok\"", None, false), None);
+    }
+
+    #[test]
+    fn concurrent_leases_hold_distinct_uids_in_range() {
+        let a = UidLease::acquire();
+        let b = UidLease::acquire();
+        assert_ne!(a.uid, b.uid);
+        let released = a.uid;
+        drop(a);
+        // Round-robin: the uid just released is not handed out again at once.
+        let c = UidLease::acquire();
+        assert_ne!(c.uid, released);
+        for uid in [released, b.uid, c.uid] {
+            assert!(uid >= UID_BASE && uid < i32::MAX as u32);
+        }
+    }
+}
