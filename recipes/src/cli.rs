@@ -17,6 +17,9 @@ pub struct Cli {
     /// Model directory in the Hugging Face layout.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Reward-model directory in the Hugging Face layout.
+    #[arg(long)]
+    pub rm: Option<std::path::PathBuf>,
     /// Input file of a tool recipe.
     #[arg(long)]
     pub input: Option<PathBuf>,

@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod jsonl;
 pub mod logprobs;
 pub mod registry;
+pub mod rm_score;
 pub mod run;
 
 pub use registry::{find_recipe, recipes, Recipe};

@@ -21,6 +21,10 @@ pub fn recipes() -> Vec<Recipe> {
         description:
             "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",
         run: crate::logprobs::run,
+    }, Recipe {
+        name: "rm-score",
+        description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
+        run: crate::rm_score::run,
     }]
 }
 
