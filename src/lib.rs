@@ -4,6 +4,7 @@
 //! The core knows no actor, loss or recipe: those live in `mathrl-rewards`, `mathrl-learners`,
 //! `mathrl-actors` and `mathrl-recipes`, which depend on it.
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
