@@ -10,6 +10,7 @@ pub mod error;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
+pub mod tokenizer_training;
 
 pub use error::{Error, Result};
 pub use policy::Policy;
