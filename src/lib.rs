@@ -4,12 +4,14 @@
 //! The core knows no actor, loss or recipe: those live in `mathrl-rewards`, `mathrl-learners`,
 //! `mathrl-actors` and `mathrl-recipes`, which depend on it.
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
+pub mod tokenizer_training;
 
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSink};
