@@ -17,7 +17,9 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 fn batch(vocab: usize, b: usize, t: usize) -> (Tensor, Tensor) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let ids: Vec<u32> = (0..b * t)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect();
     let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
     let mask = Tensor::ones((b, t), DType::U32, &Device::Cpu).unwrap();
     (ids, mask)
@@ -31,7 +33,10 @@ fn train_step(policy: &Policy, ids: &Tensor, mask: &Tensor) {
 }
 
 fn score(policy: &Policy, ids: &Tensor, mask: &Tensor, chunk: usize) {
-    let options = LogprobOptions { temperature: 1.0, chunk_positions: chunk };
+    let options = LogprobOptions {
+        temperature: 1.0,
+        chunk_positions: chunk,
+    };
     std::hint::black_box(next_token_logprobs(policy.model(), ids, mask, options).unwrap());
 }
 
@@ -55,13 +60,21 @@ fn bench_config(c: &mut Criterion, label: &str, config: &Qwen2Config, b: usize, 
 
     let mut group = c.benchmark_group(label);
     group.sample_size(10);
-    group.bench_function("train_forward_backward", |bench| bench.iter(|| train_step(&trainable, &ids, &mask)));
-    group.bench_function("logprobs_chunk256_no_grad", |bench| bench.iter(|| score(&frozen, &ids, &mask, 256)));
+    group.bench_function("train_forward_backward", |bench| {
+        bench.iter(|| train_step(&trainable, &ids, &mask))
+    });
+    group.bench_function("logprobs_chunk256_no_grad", |bench| {
+        bench.iter(|| score(&frozen, &ids, &mask, 256))
+    });
     group.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    let tiny = Qwen2Config::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-qwen2/config.json")).unwrap();
+    let tiny = Qwen2Config::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny-qwen2/config.json"
+    ))
+    .unwrap();
     bench_config(c, "tiny-qwen2", &tiny, 4, 64);
     bench_config(c, "qwen2-60m", &config_60m(), 4, 128);
 }

@@ -41,6 +41,9 @@ pub enum Error {
     /// Input data (ids, masks, prompts) is malformed.
     #[error("{0}")]
     Input(String),
+    /// Generation cannot proceed (KV-cache budget, tool calls).
+    #[error("generation: {0}")]
+    Generation(String),
 }
 
 /// Result with the core crate's [`Error`].
@@ -49,6 +52,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -6,9 +6,11 @@
 
 pub mod device;
 pub mod error;
+pub mod generation;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use policy::Policy;

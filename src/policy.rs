@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::device::default_dtype;
-use crate::model::weights::{checkpoint_builder, random_builder, save_safetensors, tensors_builder, WeightStore};
+use crate::model::weights::{
+    checkpoint_builder, random_builder, save_safetensors, tensors_builder, WeightStore,
+};
 use crate::model::{Qwen2Config, Qwen2ForCausalLM, Trainable};
 use crate::{Error, Result};
 
@@ -34,24 +36,50 @@ pub struct Policy {
 impl Policy {
     /// Loads `config.json` and the safetensors of `dir`; `dtype` defaults to the device's compute
     /// dtype (f32 on CPU, bf16 on GPU).
-    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: Option<DType>, trainable: Trainable) -> Result<Self> {
+    pub fn load(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        dtype: Option<DType>,
+        trainable: Trainable,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(Error::Input(format!("model directory {} does not exist", dir.display())));
+            return Err(Error::Input(format!(
+                "model directory {} does not exist",
+                dir.display()
+            )));
         }
         let config = Qwen2Config::from_file(dir.join("config.json"))?;
         let dtype = dtype.unwrap_or_else(|| default_dtype(device));
         let (vb, store) = checkpoint_builder(dir, dtype, device, trainable)?;
         let model = Qwen2ForCausalLM::new(&config, vb)
             .map_err(|e| Error::Weights(format!("loading {}: {e}", dir.display())))?;
-        Ok(Self { model, store, dtype, device: device.clone(), source: Some(dir.to_path_buf()) })
+        Ok(Self {
+            model,
+            store,
+            dtype,
+            device: device.clone(),
+            source: Some(dir.to_path_buf()),
+        })
     }
 
     /// A model with seeded random weights (linear and embedding weights ~ N(0, 0.02), norm gains 1).
-    pub fn random(config: &Qwen2Config, seed: u64, device: &Device, dtype: DType, trainable: Trainable) -> Result<Self> {
+    pub fn random(
+        config: &Qwen2Config,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+        trainable: Trainable,
+    ) -> Result<Self> {
         let (vb, store) = random_builder(seed, dtype, device, trainable);
         let model = Qwen2ForCausalLM::new(config, vb)?;
-        Ok(Self { model, store, dtype, device: device.clone(), source: None })
+        Ok(Self {
+            model,
+            store,
+            dtype,
+            device: device.clone(),
+            source: None,
+        })
     }
 
     /// A model built from named tensors (e.g. weights published by the learner).
@@ -64,7 +92,13 @@ impl Policy {
     ) -> Result<Self> {
         let (vb, store) = tensors_builder(tensors, dtype, device, trainable);
         let model = Qwen2ForCausalLM::new(config, vb)?;
-        Ok(Self { model, store, dtype, device: device.clone(), source: None })
+        Ok(Self {
+            model,
+            store,
+            dtype,
+            device: device.clone(),
+            source: None,
+        })
     }
 
     /// The model.
@@ -105,7 +139,13 @@ impl Policy {
             .into_iter()
             .map(|(n, t)| Ok((n, t.copy()?.detach())))
             .collect::<Result<Vec<_>>>()?;
-        let mut copy = Self::from_tensors(self.config(), tensors, &self.device, self.dtype, Trainable::No)?;
+        let mut copy = Self::from_tensors(
+            self.config(),
+            tensors,
+            &self.device,
+            self.dtype,
+            Trainable::No,
+        )?;
         copy.source = self.source.clone();
         Ok(copy)
     }
@@ -130,7 +170,13 @@ impl Policy {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let save_dtype = self.config().weights_dtype()?.unwrap_or(self.dtype);
         let config = self.config().to_json(save_dtype);
-        save_pretrained(dir.as_ref(), &config, &self.named_tensors(), save_dtype, self.source_dir())
+        save_pretrained(
+            dir.as_ref(),
+            &config,
+            &self.named_tensors(),
+            save_dtype,
+            self.source_dir(),
+        )
     }
 }
 

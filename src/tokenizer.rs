@@ -21,7 +21,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with `role` and `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -69,8 +72,12 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.is_file() {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?
+            let text =
+                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: config_path.clone(),
+                source,
+            })?
         } else {
             Value::Null
         };
@@ -87,7 +94,9 @@ impl Tokenizer {
             match token {
                 None => Ok(None),
                 Some(t) => inner.token_to_id(t).map(Some).ok_or_else(|| {
-                    Error::Tokenizer(format!("tokenizer_config.json field `{field}` = `{t}` is not in the vocabulary"))
+                    Error::Tokenizer(format!(
+                        "tokenizer_config.json field `{field}` = `{t}` is not in the vocabulary"
+                    ))
                 }),
             }
         };
@@ -103,10 +112,19 @@ impl Tokenizer {
                 .and_then(|t| t.get("template").and_then(Value::as_str))
                 .map(str::to_string),
             Some(other) => {
-                return Err(Error::Tokenizer(format!("chat_template must be a string, found {other}")))
+                return Err(Error::Tokenizer(format!(
+                    "chat_template must be a string, found {other}"
+                )))
             }
         };
-        Ok(Self { inner, chat_template, eos_token, bos_token, eos_token_id, pad_token_id })
+        Ok(Self {
+            inner,
+            chat_template,
+            eos_token,
+            bos_token,
+            eos_token_id,
+            pad_token_id,
+        })
     }
 
     /// The wrapped `tokenizers` tokenizer.
@@ -157,7 +175,11 @@ impl Tokenizer {
 
     /// Renders `messages` with the chat template; with `add_generation_prompt` the text ends with
     /// the opening of an assistant turn.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -170,9 +192,12 @@ impl Tokenizer {
             .expect("the default delimiters are valid");
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         let context = minijinja::context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,

@@ -19,9 +19,17 @@ fn chat_template_renders_exactly_like_transformers() {
         let add = case["add_generation_prompt"].as_bool().unwrap();
         let text = tok.apply_chat_template(&messages, add).unwrap();
         assert_eq!(text, case["text"].as_str().unwrap());
-        let ids: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = case["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(tok.encode(&text).unwrap(), ids, "ids of {text:?}");
-        assert_eq!(tok.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap());
+        assert_eq!(
+            tok.decode(&ids, false).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
     }
 }
 
@@ -41,10 +49,18 @@ fn special_tokens_are_single_ids_and_text_round_trips() {
     let tok = qwen();
     assert_eq!(tok.eos_token_id(), Some(151645));
     assert_eq!(tok.pad_token_id(), Some(151643));
-    for (token, id) in [("<|im_start|>", 151644), ("<|im_end|>", 151645), ("<|endoftext|>", 151643)] {
+    for (token, id) in [
+        ("<|im_start|>", 151644),
+        ("<|im_end|>", 151645),
+        ("<|endoftext|>", 151643),
+    ] {
         assert_eq!(tok.encode(token).unwrap(), vec![id]);
     }
-    for text in ["Let $x = \\frac{1}{2}$. Then 2x = 1, so \\boxed{1}.", "求 $\\sqrt{2}$ 的值。", "  spaces\n\nand\ttabs "] {
+    for text in [
+        "Let $x = \\frac{1}{2}$. Then 2x = 1, so \\boxed{1}.",
+        "求 $\\sqrt{2}$ 的值。",
+        "  spaces\n\nand\ttabs ",
+    ] {
         let ids = tok.encode(text).unwrap();
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
     }

@@ -92,13 +92,19 @@ impl Qwen2Config {
         };
         let opt_u32 = |key: &str| -> std::result::Result<Option<u32>, String> {
             get(key)
-                .map(|v| v.as_u64().map(|x| x as u32).ok_or(format!("field `{key}` must be an integer")))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as u32)
+                        .ok_or(format!("field `{key}` must be an integer"))
+                })
                 .transpose()
         };
 
         if let Some(model_type) = get("model_type").and_then(Value::as_str) {
             if model_type != "qwen2" {
-                return Err(format!("model_type `{model_type}` is not supported (expected qwen2)"));
+                return Err(format!(
+                    "model_type `{model_type}` is not supported (expected qwen2)"
+                ));
             }
         }
         if get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
@@ -106,7 +112,9 @@ impl Qwen2Config {
         }
         if let Some(act) = get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(format!("hidden_act `{act}` is not supported (expected silu)"));
+                return Err(format!(
+                    "hidden_act `{act}` is not supported (expected silu)"
+                ));
             }
         }
         if let Some(scaling) = get("rope_scaling") {
@@ -114,7 +122,9 @@ impl Qwen2Config {
         }
         if let Some(types) = get("layer_types").and_then(Value::as_array) {
             if let Some(other) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
-                return Err(format!("layer_types entry {other} is not supported (full_attention only)"));
+                return Err(format!(
+                    "layer_types entry {other} is not supported (full_attention only)"
+                ));
             }
         }
         let rope_theta = match (get("rope_theta"), get("rope_parameters")) {
@@ -122,7 +132,9 @@ impl Qwen2Config {
             (None, Some(params)) => {
                 if let Some(kind) = params.get("rope_type").and_then(Value::as_str) {
                     if kind != "default" {
-                        return Err(format!("rope_parameters.rope_type `{kind}` is not supported"));
+                        return Err(format!(
+                            "rope_parameters.rope_type `{kind}` is not supported"
+                        ));
                     }
                 }
                 let theta = params
@@ -162,7 +174,10 @@ impl Qwen2Config {
                 .map(|v| v.as_u64().map(|x| x as u32))
                 .collect::<Option<Vec<_>>>()
                 .ok_or("field `eos_token_id` must be an integer or a list of integers")?,
-            Some(v) => vec![v.as_u64().ok_or("field `eos_token_id` must be an integer")? as u32],
+            Some(v) => vec![v
+                .as_u64()
+                .ok_or("field `eos_token_id` must be an integer")?
+                as u32],
         };
         let torch_dtype = get("torch_dtype")
             .or_else(|| get("dtype"))
@@ -188,7 +203,9 @@ impl Qwen2Config {
             },
             rope_theta,
             rms_norm_eps,
-            tie_word_embeddings: get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             torch_dtype,
             bos_token_id: opt_u32("bos_token_id")?,
             eos_token_ids,
@@ -198,7 +215,9 @@ impl Qwen2Config {
                 .and_then(|a| a.first())
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            num_labels: get("num_labels").and_then(Value::as_u64).map(|v| v as usize),
+            num_labels: get("num_labels")
+                .and_then(Value::as_u64)
+                .map(|v| v as usize),
         })
     }
 
@@ -274,7 +293,11 @@ mod tests {
         for (key, value, needle) in [
             ("use_sliding_window", json!(true), "use_sliding_window"),
             ("hidden_act", json!("gelu"), "hidden_act"),
-            ("rope_scaling", json!({"type": "yarn", "factor": 4.0}), "rope_scaling"),
+            (
+                "rope_scaling",
+                json!({"type": "yarn", "factor": 4.0}),
+                "rope_scaling",
+            ),
             ("num_key_value_heads", json!(3), "num_key_value_heads"),
         ] {
             let mut c = base();
@@ -284,7 +307,9 @@ mod tests {
         }
         let mut c = base();
         c.as_object_mut().unwrap().remove("hidden_size");
-        assert!(Qwen2Config::from_json(&c).unwrap_err().contains("hidden_size"));
+        assert!(Qwen2Config::from_json(&c)
+            .unwrap_err()
+            .contains("hidden_size"));
     }
 
     #[test]
@@ -295,6 +320,16 @@ mod tests {
         let cfg = Qwen2Config::from_json(&c).unwrap();
         let again = Qwen2Config::from_json(&cfg.to_json(DType::F32)).unwrap();
         assert_eq!(again.eos_token_ids, vec![3, 4]);
-        assert_eq!(Qwen2Config { torch_dtype: None, architecture: None, ..again }, Qwen2Config { architecture: None, ..cfg });
+        assert_eq!(
+            Qwen2Config {
+                torch_dtype: None,
+                architecture: None,
+                ..again
+            },
+            Qwen2Config {
+                architecture: None,
+                ..cfg
+            }
+        );
     }
 }

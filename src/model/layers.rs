@@ -25,7 +25,10 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
     let weight = vb.get_with_hints(
         (out_dim, in_dim),
         "weight",
-        Init::Randn { mean: 0.0, stdev: INIT_STD },
+        Init::Randn {
+            mean: 0.0,
+            stdev: INIT_STD,
+        },
     )?;
     let bias = if bias {
         Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
@@ -40,7 +43,10 @@ pub fn embedding(vocab: usize, hidden: usize, vb: VarBuilder) -> Result<Embeddin
     let weight = vb.get_with_hints(
         (vocab, hidden),
         "weight",
-        Init::Randn { mean: 0.0, stdev: INIT_STD },
+        Init::Randn {
+            mean: 0.0,
+            stdev: INIT_STD,
+        },
     )?;
     Ok(Embedding::new(weight, hidden))
 }
@@ -65,7 +71,11 @@ impl RmsNorm {
         if tracks_gradient(&[x, &self.weight]) {
             Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
         } else {
-            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, eps)?)
+            Ok(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
+                &self.weight,
+                eps,
+            )?)
         }
     }
 }
@@ -120,7 +130,11 @@ impl RopeTables {
             let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
             Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
         } else {
-            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos, &self.sin)?)
+            Ok(candle_nn::rotary_emb::rope(
+                &x.contiguous()?,
+                &self.cos,
+                &self.sin,
+            )?)
         }
     }
 }
@@ -173,9 +187,21 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, h, hd))?
+            .transpose(1, 2)?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, kvh, hd))?
+            .transpose(1, 2)?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, kvh, hd))?
+            .transpose(1, 2)?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         let v = v.contiguous()?;
@@ -265,7 +291,9 @@ impl DecoderLayer {
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, rope, bias, cache)?;
         let h = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
         Ok((h + mlp)?)
     }
 }

@@ -21,7 +21,10 @@ pub struct LogprobOptions {
 
 impl Default for LogprobOptions {
     fn default() -> Self {
-        Self { temperature: 1.0, chunk_positions: 1024 }
+        Self {
+            temperature: 1.0,
+            chunk_positions: 1024,
+        }
     }
 }
 
@@ -67,7 +70,10 @@ pub fn logprobs_of_hidden(
         } else {
             logits
         };
-        pieces.push(gather_log_softmax(&logits, &targets.narrow(0, start, len)?)?);
+        pieces.push(gather_log_softmax(
+            &logits,
+            &targets.narrow(0, start, len)?,
+        )?);
     }
     Ok(Tensor::cat(&pieces, 0)?.reshape((b, t - 1))?)
 }

@@ -10,7 +10,7 @@ pub use config::Qwen2Config;
 pub use layers::KvStore;
 pub use logprobs::{gather_log_softmax, next_token_logprobs, LogprobOptions};
 pub use qwen2::{
-    causal_padding_bias, mask_rows, positions_from_mask, CausalLmOutput, Qwen2ForCausalLM,
-    Qwen2Model, masked_score,
+    causal_padding_bias, mask_rows, masked_score, positions_from_mask, CausalLmOutput,
+    Qwen2ForCausalLM, Qwen2Model,
 };
 pub use weights::Trainable;

@@ -177,7 +177,11 @@ impl Qwen2ForCausalLM {
                 .weight()
                 .clone()
         };
-        Ok(Self { model, lm_head, config: cfg.clone() })
+        Ok(Self {
+            model,
+            lm_head,
+            config: cfg.clone(),
+        })
     }
 
     /// The backbone.

@@ -93,7 +93,11 @@ pub struct WeightStore {
 impl WeightStore {
     /// An empty store.
     pub fn new(trainable: Trainable) -> Self {
-        Self { trainable, tensors: Arc::default(), varmap: VarMap::new() }
+        Self {
+            trainable,
+            tensors: Arc::default(),
+            varmap: VarMap::new(),
+        }
     }
 
     /// Whether the tensors are trainable variables.
@@ -104,7 +108,10 @@ impl WeightStore {
     /// Every tensor by name, in name order (trainable ones share storage with their var).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let tensors = self.tensors.lock().expect("weight store lock poisoned");
-        tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
+        tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
     }
 
     /// The variables by name (empty when not trainable).
@@ -115,7 +122,8 @@ impl WeightStore {
     /// The variables in name order (empty when not trainable).
     pub fn vars(&self) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().expect("varmap lock poisoned");
-        let mut vars: Vec<(String, Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
     }
@@ -150,18 +158,33 @@ struct TensorsBackend {
 }
 
 impl candle_nn::var_builder::SimpleBackend for TensorsBackend {
-    fn get(&self, expected: Shape, name: &str, _init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        expected: Shape,
+        name: &str,
+        _init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self.tensors.get(name).ok_or_else(|| {
-            candle_core::Error::Msg(format!("tensor `{name}` is missing (model expects shape {expected:?})"))
+            candle_core::Error::Msg(format!(
+                "tensor `{name}` is missing (model expects shape {expected:?})"
+            ))
         })?;
         if t.dims() != expected.dims() {
-            candle_core::bail!("tensor `{name}` has shape {:?}, the model expects {expected:?}", t.dims());
+            candle_core::bail!(
+                "tensor `{name}` has shape {:?}, the model expects {expected:?}",
+                t.dims()
+            );
         }
         self.store.keep(name, t.to_device(dev)?.to_dtype(dtype)?)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("tensor `{name}` is missing")))?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("tensor `{name}` is missing")))?;
         self.store.keep(name, t.to_device(dev)?.to_dtype(dtype)?)
     }
 
@@ -171,7 +194,14 @@ impl candle_nn::var_builder::SimpleBackend for TensorsBackend {
 }
 
 impl candle_nn::var_builder::SimpleBackend for CheckpointBackend {
-    fn get(&self, expected: Shape, name: &str, _init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        expected: Shape,
+        name: &str,
+        _init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let view = self.files.get(name).map_err(|_| {
             candle_core::Error::Msg(format!(
                 "tensor `{name}` is missing from {} (model expects shape {expected:?})",
@@ -200,7 +230,14 @@ impl candle_nn::var_builder::SimpleBackend for CheckpointBackend {
 }
 
 impl candle_nn::var_builder::SimpleBackend for RandomBackend {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let n = shape.elem_count();
         let values: Vec<f32> = match init {
             Init::Const(c) => vec![c as f32; n],
@@ -210,13 +247,20 @@ impl candle_nn::var_builder::SimpleBackend for RandomBackend {
                 let mut rng = self.rng.lock().expect("rng lock poisoned");
                 (0..n).map(|_| normal.sample(&mut *rng)).collect()
             }
-            other => candle_core::bail!("init {other:?} of {name} is not supported by the seeded initialiser"),
+            other => candle_core::bail!(
+                "init {other:?} of {name} is not supported by the seeded initialiser"
+            ),
         };
         let tensor = Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?;
         self.store.keep(name, tensor)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("tensor `{name}` has no shape to initialise from")
     }
 
@@ -238,14 +282,26 @@ pub fn checkpoint_builder(
     // safetensors, transformers) we rely on them not being truncated while the model loads.
     let mapped = unsafe { MmapedSafetensors::multi(&files)? };
     let store = WeightStore::new(trainable);
-    let backend = CheckpointBackend { files: mapped, source: dir.display().to_string(), store: store.clone() };
+    let backend = CheckpointBackend {
+        files: mapped,
+        source: dir.display().to_string(),
+        store: store.clone(),
+    };
     Ok((builder(backend, dtype, device), store))
 }
 
 /// A [`VarBuilder`] that draws every tensor from a seeded RNG with the init the layer asks for.
-pub fn random_builder(seed: u64, dtype: DType, device: &Device, trainable: Trainable) -> (VarBuilder<'static>, WeightStore) {
+pub fn random_builder(
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+    trainable: Trainable,
+) -> (VarBuilder<'static>, WeightStore) {
     let store = WeightStore::new(trainable);
-    let backend = RandomBackend { rng: Mutex::new(StdRng::seed_from_u64(seed)), store: store.clone() };
+    let backend = RandomBackend {
+        rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        store: store.clone(),
+    };
     (builder(backend, dtype, device), store)
 }
 
@@ -257,11 +313,18 @@ pub fn tensors_builder(
     trainable: Trainable,
 ) -> (VarBuilder<'static>, WeightStore) {
     let store = WeightStore::new(trainable);
-    let backend = TensorsBackend { tensors: tensors.into_iter().collect(), store: store.clone() };
+    let backend = TensorsBackend {
+        tensors: tensors.into_iter().collect(),
+        store: store.clone(),
+    };
     (builder(backend, dtype, device), store)
 }
 
-fn builder(backend: impl candle_nn::var_builder::SimpleBackend + 'static, dtype: DType, device: &Device) -> VarBuilder<'static> {
+fn builder(
+    backend: impl candle_nn::var_builder::SimpleBackend + 'static,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = Box::new(backend);
     VarBuilder::from_backend(backend, dtype, device.clone())
 }

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 /// `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Parses `tests/fixtures/<dir>/<file>` as JSON.
@@ -22,17 +24,30 @@ pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .expect("array")
         .iter()
-        .map(|row| row.as_array().expect("row").iter().map(|x| x.as_u64().expect("int") as u32).collect())
+        .map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_u64().expect("int") as u32)
+                .collect()
+        })
         .collect()
 }
 
 /// A JSON array of numbers as f32 (nulls become NaN).
 pub fn f32_vec(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32)).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32))
+        .collect()
 }
 
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
