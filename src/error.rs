@@ -41,6 +41,9 @@ pub enum Error {
     /// Input data (ids, masks, prompts) is malformed.
     #[error("{0}")]
     Input(String),
+    /// Generation cannot proceed (KV-cache budget, tool calls).
+    #[error("generation: {0}")]
+    Generation(String),
 }
 
 /// Result with the core crate's [`Error`].

@@ -7,11 +7,13 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generation;
 pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
 pub mod tokenizer_training;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSink};
