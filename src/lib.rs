@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod tokenizer;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use metrics::{Metrics, MetricsSink};
