@@ -15,6 +15,8 @@ pub mod rm_loss;
 pub mod rng;
 pub mod rollout;
 pub mod schedule;
+pub mod sft;
+pub mod sft_data;
 pub mod sft_loss;
 pub mod train_step;
 
@@ -34,6 +36,10 @@ pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
 pub use rollout::{RolloutBatch, ScoredGroup};
 pub use schedule::{Decay, LrSchedule};
+pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};
+pub use sft_data::{
+    load_conversations, pack, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
+};
 pub use sft_loss::{sft_loss_from_logits, sft_loss_from_logprobs, SftLoss, TokenNormaliser};
 pub use train_step::{
     clip_grad_norm, global_grad_norm, GradAccumulator, SkipReason, StepStats, TrainStep,
