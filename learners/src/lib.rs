@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpo;
 pub mod optim;
 pub mod policy_loss;
+pub mod rm;
 pub mod rm_loss;
 pub mod rng;
 pub mod rollout;
@@ -32,6 +33,7 @@ pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
     StepNormaliser,
 };
+pub use rm::{RmConfig, RmEval, RmLearner, RmQuery, RmStepReport};
 pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
 pub use rollout::{RolloutBatch, ScoredGroup};
