@@ -35,6 +35,45 @@ pub enum Error {
     /// Optimiser state being restored does not match the optimiser's parameters.
     #[error("optimiser state: {0}")]
     State(String),
+    /// The reward model failed (loading, scoring, saving).
+    #[error(transparent)]
+    RewardModel(#[from] mathrl_rewards::reward_model::RewardModelError),
+    /// Reading or writing a file or directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory at fault.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A data file has a malformed entry.
+    #[error("{path}:{line}: {message}")]
+    Data {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A checkpoint directory is incomplete or inconsistent with the learner restoring it.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// Result with the learners' [`Error`].

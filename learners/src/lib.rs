@@ -5,23 +5,43 @@
 //! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`].
 
 pub mod advantage;
+pub mod checkpoint;
+pub mod entropy;
 pub mod error;
+pub mod grpo;
 pub mod optim;
 pub mod policy_loss;
+pub mod rm;
 pub mod rm_loss;
+pub mod rng;
+pub mod rollout;
 pub mod schedule;
+pub mod sft;
+pub mod sft_data;
 pub mod sft_loss;
 pub mod train_step;
 
 pub use advantage::{AdvantageEstimator, GroupAdvantages};
+pub use checkpoint::{
+    latest_checkpoint, read_checkpoint, Checkpoint, CheckpointConfig, DataCursor, RunState,
+    TrainerState,
+};
 pub use error::{Error, Result};
+pub use grpo::{GrpoConfig, GrpoLearner, GrpoStepReport, OldLogprobs};
 pub use optim::{AdamW, AdamWConfig, Optimizer};
 pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
     StepNormaliser,
 };
+pub use rm::{RmConfig, RmEval, RmLearner, RmQuery, RmStepReport};
 pub use rm_loss::{ranking_loss, RankingLoss};
+pub use rng::SeededRng;
+pub use rollout::{RolloutBatch, ScoredGroup};
 pub use schedule::{Decay, LrSchedule};
+pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};
+pub use sft_data::{
+    load_conversations, pack, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
+};
 pub use sft_loss::{sft_loss_from_logits, sft_loss_from_logprobs, SftLoss, TokenNormaliser};
 pub use train_step::{
     clip_grad_norm, global_grad_norm, GradAccumulator, SkipReason, StepStats, TrainStep,

@@ -1,0 +1,717 @@
+//! `GrpoLearner`: one GRPO update per batch of scored groups, as in the Qwen2.5-Math report.
+//!
+//! [`GrpoLearner::step`] reads top to bottom: group advantages → padded `[prompt | completion]`
+//! rows → μ optimisation passes, each over micro-batches whose gradients are accumulated (peak
+//! memory follows the micro-batch, not the batch) → one guarded AdamW update per pass → metrics.
+//!
+//! What it does not do, and why:
+//! - No value network: advantages are group-relative (that is GRPO).
+//! - With μ = 1 (the default) the old policy is the current one, so ρ = 1 exactly and clipping
+//!   never binds; for μ > 1 the old log-probs are the learner's own from the first pass (no extra
+//!   forward). [`OldLogprobs::Behaviour`] uses the sampler's instead, for stale groups.
+//! - The reference model is loaded (a frozen copy of the initial policy) only when β > 0.
+//! - Completions with no trainable token (empty, or all tool output) are dropped before padding.
+//! - Tool-output tokens (TIR) are context: they are in the rows but masked out of the loss.
+
+use candle_core::{Device, Tensor};
+use mathrl::model::logprobs::logprobs_of_hidden;
+use mathrl::model::LogprobOptions;
+use mathrl::{Metrics, Policy};
+use serde::{Deserialize, Serialize};
+
+use crate::advantage::AdvantageEstimator;
+use crate::checkpoint::{
+    read_checkpoint, restore_optimizer, write_checkpoint, CheckpointConfig, RunState, TrainerState,
+    FORMAT_VERSION,
+};
+use crate::entropy::entropy_of_hidden;
+use crate::optim::{AdamW, AdamWConfig, Optimizer};
+use crate::policy_loss::{
+    grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
+};
+use crate::rollout::RolloutBatch;
+use crate::schedule::LrSchedule;
+use crate::train_step::{GradAccumulator, StepStats, TrainStep, TrainStepConfig};
+use crate::{Error, Result};
+
+/// Where the π_old of the importance ratio comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OldLogprobs {
+    /// The learner's own log-probs before this step's first update (ρ = 1 in the first pass).
+    #[default]
+    Recompute,
+    /// The sampler's behaviour log-probs: an importance-sampling correction for groups sampled
+    /// by an older policy version (sampler/learner numerical drift enters the ratio too).
+    Behaviour,
+}
+
+/// Settings of the GRPO learner. The report's recipe (7B) samples 32 completions for each of
+/// 128 prompts per step; those sizes belong to the recipe that builds the batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoConfig {
+    /// Clipped surrogate and KL penalty: ε_low = ε_high = 0.2, β = 1e-3 (the report's KL
+    /// coefficient), token-level aggregation.
+    pub loss: GrpoLossConfig,
+    /// How rewards become advantages within a group.
+    pub advantage: AdvantageEstimator,
+    /// AdamW moments and weight decay; its `lr` is overridden by `train_step.schedule`.
+    pub optimizer: AdamWConfig,
+    /// Learning-rate schedule (peak 1e-5, the report's rate for 7B) and gradient clipping.
+    pub train_step: TrainStepConfig,
+    /// Temperature the completions were sampled at; log-probs are taken of logits / T, like the
+    /// sampler's.
+    pub temperature: f64,
+    /// Optimisation passes over each batch (μ, TRL's `num_iterations`); each pass is one update.
+    pub num_iterations: usize,
+    /// Completions per forward/backward pass; gradients of a pass's micro-batches are summed.
+    pub micro_batch_size: usize,
+    /// Drop groups whose rewards are all equal before the forward pass (DAPO's dynamic
+    /// sampling); otherwise they stay in the batch with advantage 0 (no policy gradient, but
+    /// their KL term and their tokens in the normaliser count).
+    pub filter_zero_variance_groups: bool,
+    /// The π_old of the ratio.
+    pub old_logprobs: OldLogprobs,
+    /// Positions per block of logits when computing log-probs and entropies.
+    pub logprob_chunk_positions: usize,
+    /// Compute the mean entropy of the current policy over trained tokens (one extra LM-head
+    /// pass without gradient).
+    pub log_entropy: bool,
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        Self {
+            loss: GrpoLossConfig {
+                beta: 1e-3,
+                ..GrpoLossConfig::default()
+            },
+            advantage: AdvantageEstimator::Grpo,
+            optimizer: AdamWConfig {
+                weight_decay: 0.0,
+                ..AdamWConfig::default()
+            },
+            train_step: TrainStepConfig {
+                schedule: LrSchedule::constant(1e-5),
+                max_grad_norm: Some(1.0),
+            },
+            temperature: 1.0,
+            num_iterations: 1,
+            micro_batch_size: 8,
+            filter_zero_variance_groups: false,
+            old_logprobs: OldLogprobs::Recompute,
+            logprob_chunk_positions: 1024,
+            log_entropy: true,
+        }
+    }
+}
+
+impl GrpoConfig {
+    /// Checks that the settings are in range.
+    pub fn validate(&self) -> Result<()> {
+        self.loss.validate()?;
+        self.optimizer.validate()?;
+        let bad = |field, message: &str| {
+            Err(Error::Config {
+                field,
+                message: message.into(),
+            })
+        };
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad("temperature", "must be finite and > 0");
+        }
+        if self.num_iterations == 0 {
+            return bad("num_iterations", "must be >= 1");
+        }
+        if self.micro_batch_size == 0 {
+            return bad("micro_batch_size", "must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+/// What one learner step did (also logged under `train/...`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GrpoStepReport {
+    /// Learner step (1-based).
+    pub step: u64,
+    /// Loss, averaged over the passes.
+    pub loss: f64,
+    /// Clipped-surrogate part of the loss, averaged over the passes.
+    pub pg_loss: f64,
+    /// Token mean of the k3 KL to the reference (β > 0 only).
+    pub kl: Option<f64>,
+    /// Fraction of trained tokens where the lower clip binds, over all passes.
+    pub clip_fraction_low: f64,
+    /// Fraction of trained tokens where the upper clip binds, over all passes.
+    pub clip_fraction_high: f64,
+    /// Mean per-token entropy of the policy before the update (when `log_entropy`).
+    pub entropy: Option<f64>,
+    /// Gradient norm before clipping, averaged over the passes that computed one.
+    pub grad_norm: Option<f64>,
+    /// Learning rate of the last update.
+    pub learning_rate: f64,
+    /// Mean reward over all completions of the batch.
+    pub reward_mean: f64,
+    /// Standard deviation of the rewards over the batch.
+    pub reward_std: f64,
+    /// Fraction of completions the checker accepted, when the batch carries verdicts.
+    pub accuracy: Option<f64>,
+    /// Mean completion length in tokens (tool output included).
+    pub completion_length_mean: f64,
+    /// Longest completion in tokens.
+    pub completion_length_max: usize,
+    /// Fraction of groups whose rewards are all equal.
+    pub zero_variance_fraction: f64,
+    /// Trained (non-padding, non-tool) completion tokens of the step.
+    pub trained_tokens: usize,
+    /// Updates skipped so far (non-finite loss or gradient, or nothing to train on).
+    pub skipped_updates: u64,
+    /// Mean |behaviour − learner| log-prob over trained tokens, before the first update.
+    pub logprob_drift_mean: f64,
+    /// Max |behaviour − learner| log-prob over trained tokens, before the first update.
+    pub logprob_drift_max: f64,
+    /// Largest `learner version − group version` in the batch.
+    pub policy_lag_max: u64,
+    /// Each pass's optimiser step (empty when there was nothing to train on).
+    pub updates: Vec<StepStats>,
+}
+
+/// One completion ready to be padded: its prompt, tokens, behaviour log-probs, which tokens are
+/// trained on, and its advantage.
+struct Row<'a> {
+    prompt: &'a [u32],
+    completion: &'a [u32],
+    behaviour: Vec<f32>,
+    trained: Vec<bool>,
+    advantage: f32,
+}
+
+/// A micro-batch of rows as tensors: prompts left-padded to `prompt_width`, completions
+/// right-padded to `completion_width`, so completion token j of every row sits at column
+/// `prompt_width + j`.
+struct MicroBatch {
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_width: usize,
+    completion_width: usize,
+    /// `[n, C]` f32, 1 on trained tokens.
+    completion_mask: Tensor,
+    /// `[n, C]` f32, the sampler's log-probs (0 where not trained).
+    behaviour: Tensor,
+    /// `[n]` f32.
+    advantages: Tensor,
+    /// Flat indices `row * C + j` of the trained tokens.
+    trained_positions: Tensor,
+}
+
+/// The GRPO learner: the policy, its optimiser and, when β > 0, the frozen reference.
+pub struct GrpoLearner {
+    policy: Policy,
+    reference: Option<Policy>,
+    optimizer: AdamW,
+    train_step: TrainStep,
+    config: GrpoConfig,
+    metrics: Metrics,
+    step: u64,
+    zero_variance_groups: u64,
+    groups_seen: u64,
+    steps_without_tokens: u64,
+}
+
+impl GrpoLearner {
+    /// A learner for `policy` (loaded trainable). When β > 0 the reference is `reference`, or a
+    /// frozen copy of `policy` as it is now; when β = 0 no reference is kept or made.
+    pub fn new(
+        policy: Policy,
+        reference: Option<Policy>,
+        config: GrpoConfig,
+        metrics: Metrics,
+    ) -> Result<Self> {
+        config.validate()?;
+        let params = policy.vars();
+        if params.is_empty() {
+            return Err(Error::Input(
+                "GrpoLearner: the policy has no trainable weights (load it with Trainable::Yes)"
+                    .into(),
+            ));
+        }
+        let reference = match (config.loss.beta > 0.0, reference) {
+            (false, _) => None,
+            (true, Some(r)) => Some(r),
+            (true, None) => Some(policy.frozen_copy()?),
+        };
+        let optimizer = AdamW::new(params, config.optimizer)?
+            .exclude_from_weight_decay(|name| name.ends_with(".bias") || name.contains("norm"));
+        Ok(Self {
+            policy,
+            reference,
+            optimizer,
+            train_step: TrainStep::new(config.train_step)?,
+            config,
+            metrics,
+            step: 0,
+            zero_variance_groups: 0,
+            groups_seen: 0,
+            steps_without_tokens: 0,
+        })
+    }
+
+    /// The policy being trained (its weights change in place with each update).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The frozen reference, present only when β > 0.
+    pub fn reference(&self) -> Option<&Policy> {
+        self.reference.as_ref()
+    }
+
+    /// The optimiser.
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GrpoConfig {
+        &self.config
+    }
+
+    /// Learner steps completed.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Version of the policy weights: optimiser updates applied so far (rollout actors tag
+    /// their groups with the version they sampled from).
+    pub fn policy_version(&self) -> u64 {
+        self.optimizer.step_count()
+    }
+
+    /// One GRPO step on `batch`.
+    pub fn step(&mut self, batch: RolloutBatch) -> Result<GrpoStepReport> {
+        batch.validate(self.policy.config().vocab_size)?;
+        self.step += 1;
+        let mut report = self.batch_statistics(&batch);
+
+        // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
+        let rows = self.rows_with_advantages(&batch, &mut report)?;
+
+        // 2. Padded micro-batches and the step's loss normaliser.
+        let device = self.policy.device().clone();
+        let micro_batches = rows
+            .chunks(self.config.micro_batch_size)
+            .map(|chunk| collate(chunk, &device))
+            .collect::<Result<Vec<_>>>()?;
+        if micro_batches.is_empty() {
+            self.steps_without_tokens += 1;
+            report.skipped_updates = self.skipped_updates();
+            self.log(&report);
+            return Ok(report);
+        }
+        let masks: Vec<&Tensor> = micro_batches.iter().map(|m| &m.completion_mask).collect();
+        let normaliser = StepNormaliser::from_masks(&masks)?;
+        report.trained_tokens = normaliser.step_active_tokens as usize;
+
+        // 3. Reference log-probs, once per step (they do not change between passes).
+        let reference = micro_batches
+            .iter()
+            .map(|mb| match &self.reference {
+                Some(r) => self
+                    .completion_logprobs(r, mb)
+                    .map(|(lp, _)| Some(lp.detach())),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // 4. μ passes, each one optimiser update from the summed micro-batch gradients.
+        let mut first_pass = Vec::with_capacity(micro_batches.len());
+        let mut sums = PassSums::default();
+        for pass in 0..self.config.num_iterations {
+            let mut grads = GradAccumulator::new(self.optimizer.params());
+            for (k, mb) in micro_batches.iter().enumerate() {
+                let (logprobs, hidden) = self.completion_logprobs(&self.policy, mb)?;
+                if pass == 0 {
+                    sums.add_first_pass(self.first_pass_statistics(mb, &logprobs, &hidden)?);
+                    first_pass.push(logprobs.detach());
+                }
+                let old = match (self.config.old_logprobs, pass) {
+                    (OldLogprobs::Behaviour, _) => Some(&mb.behaviour),
+                    (OldLogprobs::Recompute, 0) => None,
+                    (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
+                };
+                let out = grpo_loss(
+                    &self.config.loss,
+                    &PolicyLossInputs {
+                        logprobs: &logprobs,
+                        old_logprobs: old,
+                        ref_logprobs: reference[k].as_ref(),
+                        advantages: &mb.advantages,
+                        completion_mask: &mb.completion_mask,
+                    },
+                    &normaliser,
+                )?;
+                grads.backward(&out.loss)?;
+                sums.add_loss_metrics(&out.metrics);
+            }
+            let update = self.train_step.apply(&mut self.optimizer, grads)?;
+            report.updates.push(update);
+        }
+
+        // 5. Metrics.
+        sums.finish(&mut report);
+        report.learning_rate = report.updates.last().map_or(0.0, |u| u.lr);
+        report.skipped_updates = self.skipped_updates();
+        self.log(&report);
+        Ok(report)
+    }
+
+    /// Per-token log-probs `[n, C]` of the completion tokens under `model` at the sampling
+    /// temperature, and the final hidden states `[n, C, d]` that predicted them.
+    fn completion_logprobs(&self, model: &Policy, mb: &MicroBatch) -> Result<(Tensor, Tensor)> {
+        let hidden = model
+            .model()
+            .backbone()
+            .forward(&mb.input_ids, &mb.attention_mask)?;
+        // Completion token j sits at column P + j and is predicted by the hidden state at P + j − 1.
+        let (p, c) = (mb.prompt_width, mb.completion_width);
+        let hidden = hidden.narrow(1, p - 1, c + 1)?;
+        let logprobs = logprobs_of_hidden(
+            model.model(),
+            &hidden,
+            &mb.input_ids.narrow(1, p - 1, c + 1)?,
+            LogprobOptions {
+                temperature: self.config.temperature,
+                chunk_positions: self.config.logprob_chunk_positions,
+            },
+        )?;
+        Ok((logprobs, hidden.narrow(1, 0, c)?))
+    }
+
+    /// Log-prob drift and entropy of one micro-batch before any update of this step.
+    fn first_pass_statistics(
+        &self,
+        mb: &MicroBatch,
+        logprobs: &Tensor,
+        hidden: &Tensor,
+    ) -> Result<FirstPass> {
+        let (n, c, d) = hidden.dims3()?;
+        let diff = ((logprobs.detach() - &mb.behaviour)?.abs()? * &mb.completion_mask)?;
+        let tokens = mb.trained_positions.dim(0)?;
+        let entropy_sum = if self.config.log_entropy && tokens > 0 {
+            let rows = hidden
+                .detach()
+                .reshape((n * c, d))?
+                .index_select(&mb.trained_positions, 0)?;
+            let entropy = entropy_of_hidden(
+                self.policy.model(),
+                &rows,
+                self.config.temperature,
+                self.config.logprob_chunk_positions,
+            )?;
+            Some(entropy.sum_all()?.to_scalar::<f32>()? as f64)
+        } else {
+            None
+        };
+        Ok(FirstPass {
+            drift_sum: diff.sum_all()?.to_scalar::<f32>()? as f64,
+            drift_max: diff
+                .max_keepdim(1)?
+                .max(0)?
+                .squeeze(0)?
+                .to_scalar::<f32>()? as f64,
+            entropy_sum,
+            tokens,
+        })
+    }
+
+    /// Rewards, accuracy, lengths and policy lag of the whole batch (before any filtering).
+    fn batch_statistics(&self, batch: &RolloutBatch) -> GrpoStepReport {
+        let rewards: Vec<f64> = batch
+            .groups
+            .iter()
+            .flat_map(|g| g.rewards.iter().map(|&r| r as f64))
+            .collect();
+        let n = rewards.len().max(1) as f64;
+        let mean = rewards.iter().sum::<f64>() / n;
+        let var = rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n;
+        let verdicts: Vec<bool> = batch
+            .groups
+            .iter()
+            .filter_map(|g| g.verdicts.as_ref())
+            .flatten()
+            .copied()
+            .collect();
+        let lengths: Vec<usize> = batch
+            .groups
+            .iter()
+            .flat_map(|g| g.group.completions.iter().map(|c| c.token_ids.len()))
+            .collect();
+        let version = self.policy_version();
+        GrpoStepReport {
+            step: self.step,
+            reward_mean: mean,
+            reward_std: var.sqrt(),
+            accuracy: (!verdicts.is_empty())
+                .then(|| verdicts.iter().filter(|&&v| v).count() as f64 / verdicts.len() as f64),
+            completion_length_mean: lengths.iter().sum::<usize>() as f64
+                / lengths.len().max(1) as f64,
+            completion_length_max: lengths.iter().copied().max().unwrap_or(0),
+            policy_lag_max: batch
+                .groups
+                .iter()
+                .map(|g| version.saturating_sub(g.group.policy_version))
+                .max()
+                .unwrap_or(0),
+            ..GrpoStepReport::default()
+        }
+    }
+
+    /// Advantages per group, then one [`Row`] per completion that has a trained token.
+    fn rows_with_advantages<'a>(
+        &mut self,
+        batch: &'a RolloutBatch,
+        report: &mut GrpoStepReport,
+    ) -> Result<Vec<Row<'a>>> {
+        let mut rows = Vec::with_capacity(batch.num_completions());
+        let mut zero_variance = 0usize;
+        for (g, scored) in batch.groups.iter().enumerate() {
+            let (advantages, zero) = self
+                .config
+                .advantage
+                .group(&scored.rewards)
+                .map_err(|e| Error::Input(format!("rollout group {g}: {e}")))?;
+            zero_variance += usize::from(zero);
+            if zero && self.config.filter_zero_variance_groups {
+                continue;
+            }
+            let group = &scored.group;
+            for (completion, advantage) in group.completions.iter().zip(advantages) {
+                let trained: Vec<bool> = completion.tool_mask.iter().map(|&t| !t).collect();
+                if !trained.contains(&true) {
+                    continue;
+                }
+                rows.push(Row {
+                    prompt: &group.prompt_ids,
+                    completion: &completion.token_ids,
+                    behaviour: completion
+                        .logprobs
+                        .iter()
+                        .map(|lp| lp.unwrap_or(0.0))
+                        .collect(),
+                    trained,
+                    advantage,
+                });
+            }
+        }
+        self.zero_variance_groups += zero_variance as u64;
+        self.groups_seen += batch.groups.len() as u64;
+        report.zero_variance_fraction = zero_variance as f64 / batch.groups.len().max(1) as f64;
+        Ok(rows)
+    }
+
+    fn skipped_updates(&self) -> u64 {
+        self.train_step.skipped_steps() + self.steps_without_tokens
+    }
+
+    fn log(&self, r: &GrpoStepReport) {
+        let mut scalars = vec![
+            ("train/reward_mean", r.reward_mean),
+            ("train/reward_std", r.reward_std),
+            ("train/completion_length_mean", r.completion_length_mean),
+            (
+                "train/completion_length_max",
+                r.completion_length_max as f64,
+            ),
+            ("train/zero_variance_fraction", r.zero_variance_fraction),
+            ("train/skipped_updates", r.skipped_updates as f64),
+            ("train/policy_lag_max", r.policy_lag_max as f64),
+        ];
+        if let Some(a) = r.accuracy {
+            scalars.push(("train/accuracy", a));
+        }
+        if !r.updates.is_empty() {
+            scalars.extend([
+                ("train/loss", r.loss),
+                ("train/pg_loss", r.pg_loss),
+                ("train/clip_fraction_low", r.clip_fraction_low),
+                ("train/clip_fraction_high", r.clip_fraction_high),
+                ("train/learning_rate", r.learning_rate),
+                ("train/trained_tokens", r.trained_tokens as f64),
+                ("train/logprob_drift_mean", r.logprob_drift_mean),
+                ("train/logprob_drift_max", r.logprob_drift_max),
+            ]);
+            for (tag, value) in [
+                ("train/kl", r.kl),
+                ("train/entropy", r.entropy),
+                ("train/grad_norm", r.grad_norm),
+            ] {
+                if let Some(v) = value {
+                    scalars.push((tag, v));
+                }
+            }
+        }
+        self.metrics.scalars(r.step, &scalars);
+    }
+
+    /// Writes a checkpoint of the current step (policy weights, optimiser, counters, `run`).
+    pub fn save_checkpoint(
+        &self,
+        config: &CheckpointConfig,
+        run: &RunState,
+    ) -> Result<std::path::PathBuf> {
+        let state = TrainerState {
+            format_version: FORMAT_VERSION,
+            learner: LEARNER_NAME.into(),
+            step: self.step,
+            optimizer_step: self.optimizer.step_count(),
+            learning_rate: self
+                .config
+                .train_step
+                .schedule
+                .lr_at(self.optimizer.step_count()),
+            skipped_steps: self.train_step.skipped_steps(),
+            counters: [
+                ("zero_variance_groups", self.zero_variance_groups),
+                ("groups_seen", self.groups_seen),
+                ("steps_without_tokens", self.steps_without_tokens),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            config: serde_json::to_value(self.config).expect("the config always serialises"),
+            run: run.clone(),
+        };
+        write_checkpoint(
+            config,
+            self.step,
+            |dir| Ok(self.policy.save(dir)?),
+            &self.optimizer,
+            &state,
+        )
+    }
+
+    /// Restores the optimiser and counters of the checkpoint in `dir` (whose weights `policy`
+    /// was loaded from) and returns the caller's [`RunState`].
+    pub fn restore(&mut self, dir: impl AsRef<std::path::Path>) -> Result<RunState> {
+        let checkpoint = read_checkpoint(dir, self.policy.device())?;
+        restore_optimizer(
+            &checkpoint,
+            LEARNER_NAME,
+            &mut self.optimizer,
+            &mut self.train_step,
+        )?;
+        let counter = |name: &str| checkpoint.state.counters.get(name).copied().unwrap_or(0);
+        self.step = checkpoint.state.step;
+        self.zero_variance_groups = counter("zero_variance_groups");
+        self.groups_seen = counter("groups_seen");
+        self.steps_without_tokens = counter("steps_without_tokens");
+        Ok(checkpoint.state.run)
+    }
+}
+
+/// The `learner` name in checkpoints written by [`GrpoLearner`].
+const LEARNER_NAME: &str = "grpo";
+
+/// Drift and entropy of one micro-batch in the first pass.
+struct FirstPass {
+    drift_sum: f64,
+    drift_max: f64,
+    entropy_sum: Option<f64>,
+    tokens: usize,
+}
+
+/// Running sums of the step's metrics over micro-batches and passes.
+#[derive(Default)]
+struct PassSums {
+    loss_terms: usize,
+    pg_loss: f64,
+    kl_weighted: Option<f64>,
+    clip_low_weighted: f64,
+    clip_high_weighted: f64,
+    tokens: f64,
+    drift_sum: f64,
+    drift_max: f64,
+    drift_tokens: usize,
+    entropy_sum: Option<f64>,
+}
+
+impl PassSums {
+    fn add_first_pass(&mut self, f: FirstPass) {
+        self.drift_sum += f.drift_sum;
+        self.drift_max = self.drift_max.max(f.drift_max);
+        self.drift_tokens += f.tokens;
+        if let Some(e) = f.entropy_sum {
+            *self.entropy_sum.get_or_insert(0.0) += e;
+        }
+    }
+
+    fn add_loss_metrics(&mut self, m: &PolicyLossMetrics) {
+        let w = m.active_tokens as f64;
+        self.loss_terms += 1;
+        self.pg_loss += m.pg_loss;
+        if let Some(kl) = m.kl_mean {
+            *self.kl_weighted.get_or_insert(0.0) += kl * w;
+        }
+        self.clip_low_weighted += m.clip_fraction_low * w;
+        self.clip_high_weighted += m.clip_fraction_high * w;
+        self.tokens += w;
+    }
+
+    fn finish(&self, r: &mut GrpoStepReport) {
+        let passes = r.updates.len().max(1) as f64;
+        let tokens = self.tokens.max(1.0);
+        r.loss = r.updates.iter().map(|u| u.loss).sum::<f64>() / passes;
+        r.pg_loss = self.pg_loss / passes;
+        r.kl = self.kl_weighted.map(|k| k / tokens);
+        r.clip_fraction_low = self.clip_low_weighted / tokens;
+        r.clip_fraction_high = self.clip_high_weighted / tokens;
+        let drift_tokens = self.drift_tokens.max(1) as f64;
+        r.logprob_drift_mean = self.drift_sum / drift_tokens;
+        r.logprob_drift_max = self.drift_max;
+        r.entropy = self.entropy_sum.map(|e| e / drift_tokens);
+        let norms: Vec<f64> = r.updates.iter().filter_map(|u| u.grad_norm).collect();
+        r.grad_norm = (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64);
+    }
+}
+
+/// Pads `rows` into one [`MicroBatch`] (pad id 0, masked everywhere).
+fn collate(rows: &[Row], device: &Device) -> Result<MicroBatch> {
+    let n = rows.len();
+    let p = rows.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let c = rows.iter().map(|r| r.completion.len()).max().unwrap_or(0);
+    let width = p + c;
+    let mut ids = vec![0u32; n * width];
+    let mut attention = vec![0u32; n * width];
+    let mut mask = vec![0f32; n * c];
+    let mut behaviour = vec![0f32; n * c];
+    let mut trained_positions = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let line = i * width;
+        let offset = p - row.prompt.len();
+        ids[line + offset..line + p].copy_from_slice(row.prompt);
+        attention[line + offset..line + p].fill(1);
+        ids[line + p..line + p + row.completion.len()].copy_from_slice(row.completion);
+        attention[line + p..line + p + row.completion.len()].fill(1);
+        for (j, &trained) in row.trained.iter().enumerate() {
+            if trained {
+                mask[i * c + j] = 1.0;
+                behaviour[i * c + j] = row.behaviour[j];
+                trained_positions.push((i * c + j) as u32);
+            }
+        }
+    }
+    let advantages: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
+    let positions = trained_positions.len();
+    Ok(MicroBatch {
+        input_ids: Tensor::from_vec(ids, (n, width), device)?,
+        attention_mask: Tensor::from_vec(attention, (n, width), device)?,
+        prompt_width: p,
+        completion_width: c,
+        completion_mask: Tensor::from_vec(mask, (n, c), device)?,
+        behaviour: Tensor::from_vec(behaviour, (n, c), device)?,
+        advantages: Tensor::from_vec(advantages, n, device)?,
+        trained_positions: Tensor::from_vec(trained_positions, positions, device)?,
+    })
+}
