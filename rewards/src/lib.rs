@@ -2,5 +2,12 @@
 //! reward shaping.
 
 pub mod reward_model;
+pub mod shaping;
+pub mod verdict;
 
 pub use reward_model::{RewardHeadKind, RewardModel, RewardModelError};
+pub use shaping::{
+    shaped_reward, PreferenceScorer, RewardFunction, RewardInput, RewardOutput, ShapedReward,
+    ShapingMode, Verifier,
+};
+pub use verdict::{Outcome, Verdict};
