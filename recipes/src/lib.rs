@@ -2,12 +2,17 @@
 //!
 //! A recipe is a short file that composes the core, rewards, learners and actors.
 
+pub mod accuracy;
 pub mod cli;
 pub mod config;
 pub mod jsonl;
 pub mod logprobs;
 pub mod registry;
+pub mod rm_retraining;
 pub mod rm_score;
 pub mod run;
+pub mod sft;
+pub mod tiny_bootstrap;
+pub mod verifier;
 
 pub use registry::{find_recipe, recipes, Recipe};

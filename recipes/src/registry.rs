@@ -25,6 +25,18 @@ pub fn recipes() -> Vec<Recipe> {
         name: "rm-score",
         description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
         run: crate::rm_score::run,
+    }, Recipe {
+        name: "sft",
+        description: "supervised fine-tuning on {\"messages\": [...]} JSONL (--model DIR --data FILE)",
+        run: crate::sft::run,
+    }, Recipe {
+        name: "rm-retraining",
+        description: "sample, label with the checker, train the RM with the listwise loss (--model DIR --data qa.jsonl [--rm DIR])",
+        run: crate::rm_retraining::run,
+    }, Recipe {
+        name: "tiny-bootstrap",
+        description: "reproduce the embedded default from scratch: tokenizer, SFT policy and RM on the procedural task",
+        run: crate::tiny_bootstrap::run,
     }]
 }
 
