@@ -3,10 +3,12 @@
 //! A recipe is a short file that composes the core, rewards, learners and actors.
 
 pub mod accuracy;
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod jsonl;
 pub mod logprobs;
+pub mod query_filter;
 pub mod registry;
 pub mod rm_retraining;
 pub mod rm_score;
