@@ -37,6 +37,10 @@ pub fn recipes() -> Vec<Recipe> {
         name: "tiny-bootstrap",
         description: "reproduce the embedded default from scratch: tokenizer, SFT policy and RM on the procedural task",
         run: crate::tiny_bootstrap::run,
+    }, Recipe {
+        name: "eval",
+        description: "accuracy on the Qwen2.5-Math evaluation sets: greedy CoT, TIR, Maj@N, RM@N ([--model DIR] --datasets gsm8k,math500 [--limit N])",
+        run: crate::eval::recipe::run,
     }]
 }
 
