@@ -6,6 +6,7 @@ pub mod accuracy;
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod generate;
 pub mod jsonl;
 pub mod logprobs;
 pub mod registry;

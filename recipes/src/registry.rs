@@ -41,6 +41,10 @@ pub fn recipes() -> Vec<Recipe> {
         name: "eval",
         description: "accuracy on the Qwen2.5-Math evaluation sets: greedy CoT, TIR, Maj@N, RM@N ([--model DIR] --datasets gsm8k,math500 [--limit N])",
         run: crate::eval::recipe::run,
+    }, Recipe {
+        name: "generate",
+        description: "sample completions for JSONL prompts: text, token ids, log-probs, finish reason (--model DIR --input IN.jsonl --output OUT.jsonl [--set n=4] [--set tir=true])",
+        run: crate::generate::run,
     }]
 }
 
