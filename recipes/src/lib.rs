@@ -14,6 +14,7 @@ pub mod rm_retraining;
 pub mod rm_score;
 pub mod run;
 pub mod sft;
+pub mod sft_data_evolution;
 pub mod tiny_bootstrap;
 pub mod verifier;
 

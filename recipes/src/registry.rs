@@ -45,6 +45,10 @@ pub fn recipes() -> Vec<Recipe> {
         name: "generate",
         description: "sample completions for JSONL prompts: text, token ids, log-probs, finish reason (--model DIR --input IN.jsonl --output OUT.jsonl [--set n=4] [--set tir=true])",
         run: crate::generate::run,
+    }, Recipe {
+        name: "sft-data-evolution",
+        description: "rounds of: sample K per question, keep checked-correct, top m by RM, fine-tune (--model DIR --data qa.jsonl [--rm DIR])",
+        run: crate::sft_data_evolution::run,
     }]
 }
 

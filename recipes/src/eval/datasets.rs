@@ -33,7 +33,8 @@ pub const DATASETS: [&str; 14] = [
 /// One evaluation question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalItem {
-    /// The data set it comes from (one of [`DATASETS`]).
+    /// The data set it comes from (one of [`DATASETS`]; empty for questions of no named set,
+    /// which the checker grades with its default rule).
     pub dataset: String,
     /// 1-based line of the question in its `test.jsonl`.
     pub line: usize,

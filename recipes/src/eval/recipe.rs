@@ -123,7 +123,7 @@ pub fn parse_mode(name: &str, config: &EvalConfig, seed: u64) -> Result<EvalMode
 }
 
 /// The answer checker of a profile name.
-fn checker(profile: &str) -> Result<Arc<dyn Verifier>> {
+pub fn checker(profile: &str) -> Result<Arc<dyn Verifier>> {
     match profile {
         // TEMPORARY until the checker branch lands: the lead's stand-in verifier; then
         // `Checker::new(CheckerProfile::Qwen25Math)`.

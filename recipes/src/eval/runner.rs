@@ -203,9 +203,10 @@ pub fn evaluate(
                     None => Ok(tokenizer.decode(&c.token_ids, true)?),
                 })
                 .collect::<Result<Vec<String>>>()?;
+            let dataset = (!item.dataset.is_empty()).then_some(item.dataset.as_str());
             let verdicts: Vec<_> = texts
                 .iter()
-                .map(|t| checker.verify(t, &item.gold, Some(&item.dataset)))
+                .map(|t| checker.verify(t, &item.gold, dataset))
                 .collect();
             let answers: Vec<Option<String>> =
                 verdicts.iter().map(|v| v.extracted.clone()).collect();
