@@ -9,12 +9,14 @@ pub mod eval;
 pub mod generate;
 pub mod jsonl;
 pub mod logprobs;
+pub mod minhash;
 pub mod registry;
 pub mod rm_retraining;
 pub mod rm_score;
 pub mod run;
 pub mod sft;
 pub mod sft_data_evolution;
+pub mod synthesize;
 pub mod tiny_bootstrap;
 pub mod verifier;
 

@@ -49,6 +49,10 @@ pub fn recipes() -> Vec<Recipe> {
         name: "sft-data-evolution",
         description: "rounds of: sample K per question, keep checked-correct, top m by RM, fine-tune (--model DIR --data qa.jsonl [--rm DIR])",
         run: crate::sft_data_evolution::run,
+    }, Recipe {
+        name: "synthesize",
+        description: "an instruct model rephrases and extends seed problems; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl)",
+        run: crate::synthesize::run,
     }]
 }
 

@@ -23,20 +23,25 @@ pub const SCRIPT_TOKENS: [&str; 7] = [
 /// A tokenizer over printable ASCII and "\n" plus the script tokens, with `chat_template`,
 /// written to `dir` (`tokenizer.json`, `tokenizer_config.json`).
 pub fn script_tokenizer(dir: &Path, chat_template: &str) -> Tokenizer {
+    script_tokenizer_with(dir, chat_template, &[])
+}
+
+/// [`script_tokenizer`] with `extra` multi-character tokens after the script tokens.
+pub fn script_tokenizer_with(dir: &Path, chat_template: &str, extra: &[&str]) -> Tokenizer {
     let mut vocab = serde_json::Map::new();
     let mut added = vec![
         json!({"id": 0, "content": "<eos>", "special": true, "single_word": false,
         "lstrip": false, "rstrip": false, "normalized": false}),
     ];
     vocab.insert("<eos>".into(), 0.into());
-    for (i, t) in SCRIPT_TOKENS.iter().enumerate() {
+    for (i, t) in SCRIPT_TOKENS.iter().chain(extra).enumerate() {
         vocab.insert(t.to_string(), (i + 1).into());
         added.push(
             json!({"id": i + 1, "content": t, "special": false, "single_word": false,
             "lstrip": false, "rstrip": false, "normalized": false}),
         );
     }
-    let first_char = SCRIPT_TOKENS.len() + 1;
+    let first_char = SCRIPT_TOKENS.len() + extra.len() + 1;
     for (i, c) in (32u8..127).map(char::from).chain(['\n']).enumerate() {
         vocab.insert(c.to_string(), (first_char + i).into());
     }
