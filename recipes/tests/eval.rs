@@ -137,3 +137,50 @@ fn eval_config_errors_name_the_problem() {
     let err = run(&["--set", "max_new_tokns=3"]);
     assert!(err.contains("did you mean `max_new_tokens`"), "{err}");
 }
+
+#[test]
+fn sampled_modes_vote_and_rank_with_the_reward_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    let output = tmp.path().join("run");
+    let out = mathrl()
+        .args(["--recipe", "eval", "--datasets", "gsm8k", "--limit", "3"])
+        .args([
+            "--set",
+            "max_new_tokens=6",
+            "--set",
+            "modes=[\"maj@3\", \"rm@3\"]",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--rm")
+        .arg(fixture("tiny-rm"))
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("eval.json")).unwrap()).unwrap();
+    let modes: Vec<&str> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["maj@3", "rm@3"]);
+    let rm = jsonl_lines(&output.join("responses/gsm8k.rm@3.jsonl"));
+    assert_eq!(rm.len(), 3);
+    assert!(
+        rm.iter()
+            .all(|r| r["rm_score"].as_f64().is_some_and(f64::is_finite)),
+        "{rm:?}"
+    );
+    let maj = jsonl_lines(&output.join("responses/gsm8k.maj@3.jsonl"));
+    assert!(maj.iter().all(|r| r["rm_score"].is_null()));
+}

@@ -201,6 +201,11 @@ pub fn run(cli: &Cli) -> Result<()> {
             if config.save_responses {
                 save_responses(&run, name, &result)?;
             }
+            run.metrics.text(
+                &format!("eval/{name}/{}/samples", result.mode),
+                0,
+                &sample_text(&result, 3),
+            );
             for row in &result.per_dataset {
                 run.metrics.scalar(
                     &format!("eval/{}/{}", row.dataset, row.mode),
@@ -262,6 +267,25 @@ fn save_responses(run: &RunContext, dataset: &str, result: &EvalResult) -> Resul
     }
     out.flush()?;
     Ok(())
+}
+
+/// The first `k` picked responses with their gold answer and verdict, for TensorBoard.
+fn sample_text(result: &EvalResult, k: usize) -> String {
+    result
+        .records
+        .iter()
+        .take(k)
+        .map(|r| {
+            format!(
+                "**line {}** gold `{}`, extracted `{}`, {}\n\n```\n{}\n```\n",
+                r.line,
+                r.gold,
+                r.extracted.as_deref().unwrap_or("-"),
+                if r.correct { "correct" } else { "wrong" },
+                r.response
+            )
+        })
+        .collect()
 }
 
 /// The plain-text table printed at the end.
