@@ -239,6 +239,10 @@ pub fn extract_normalized(response: &str, dataset: &str, mode: ExtractMode) -> O
     let strict = mode == ExtractMode::Strict;
     let opts = normalize_options(dataset, strict);
     let raw = extract_raw(response, dataset, mode)?;
+    if raw.len() > super::budget::MAX_ANSWER_BYTES {
+        // Normalisation is linear per unit word; bound it by refusing huge answers upstream.
+        return Some(raw);
+    }
     let once = if is_choice_set(dataset) && matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023") {
         raw
     } else {

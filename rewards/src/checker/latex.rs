@@ -27,6 +27,9 @@ enum Tok {
     Le,
     Ge,
     Ne,
+    /// A character outside the grammar; sympy's lexer is lazy, so it is an error only once the
+    /// parser looks at it.
+    Bad(String),
 }
 
 /// Why a parse failed.
@@ -82,7 +85,20 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
                         j += 1;
                     }
                 } else if dialect == Dialect::Sympy && j + 1 == c.len() {
-                    return Err(syntax("number ends with '.'"));
+                    out.push(Tok::Bad("number ends with '.'".into()));
+                    return Ok(out);
+                }
+            }
+            // sympy reads a thin space between digit groups as part of the number: 3\,200.
+            while dialect == Dialect::Sympy
+                && c.get(j) == Some(&'\\')
+                && c.get(j + 1) == Some(&',')
+                && c.get(j + 2).is_some_and(|d| d.is_ascii_digit())
+            {
+                j += 2;
+                while j < c.len() && c[j].is_ascii_digit() {
+                    text.push(c[j]);
+                    j += 1;
                 }
             }
             if text.len() > 400 {
@@ -130,7 +146,10 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
                 }
                 Some(' ') if dialect == Dialect::Strict => i += 2,
                 Some('%') if dialect == Dialect::Strict => i += 2,
-                _ => return Err(syntax(format!("unexpected '\\' at {i}"))),
+                _ => {
+                    out.push(Tok::Bad(format!("unexpected '\\' at {i}")));
+                    return Ok(out);
+                }
             }
             continue;
         }
@@ -148,7 +167,10 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
                 '°' | '%' => {}
                 _ => return Err(syntax(format!("unexpected character {ch:?}"))),
             },
-            _ => return Err(syntax(format!("unexpected character {ch:?}"))),
+            _ => {
+                out.push(Tok::Bad(format!("unexpected character {ch:?}")));
+                return Ok(out);
+            }
         }
         i += 1;
     }
@@ -167,11 +189,32 @@ struct Parser<'a> {
     budget: &'a mut Budget,
     depth: usize,
     abs_depth: usize,
+    /// Furthest token index looked at (lexer errors count only once reached).
+    seen: std::cell::Cell<usize>,
 }
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
+        if self.pos > self.seen.get() {
+            self.seen.set(self.pos);
+        }
         self.toks.get(self.pos)
+    }
+
+    /// Runs `f` speculatively: in the sympy dialect a continuation that does not parse ends the
+    /// parse before it (ANTLR's prediction exits the loop); in the strict dialect it is an error.
+    fn try_continue<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<Option<T>, ParseError> {
+        let (pos, depth, abs) = (self.pos, self.depth, self.abs_depth);
+        match f(self) {
+            Ok(v) => Ok(Some(v)),
+            Err(ParseError::Syntax(_)) if self.dialect == Dialect::Sympy => {
+                self.pos = pos;
+                self.depth = depth;
+                self.abs_depth = abs;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
     fn peek_p(&self, ch: char) -> bool {
         self.peek() == Some(&Tok::P(ch))
@@ -212,8 +255,13 @@ impl Parser<'_> {
                 Some(Tok::Ne) => RelOp::Ne,
                 _ => return Ok(lhs),
             };
-            self.pos += 1;
-            let rhs = self.expr()?;
+            let Some(rhs) = self.try_continue(|p| {
+                p.pos += 1;
+                p.expr()
+            })?
+            else {
+                return Ok(lhs);
+            };
             lhs = Expr::Rel(op, Box::new(lhs), Box::new(rhs));
         }
     }
@@ -221,13 +269,18 @@ impl Parser<'_> {
     fn expr(&mut self) -> Result<Expr, ParseError> {
         self.enter()?;
         let mut terms = vec![self.mp()?];
-        loop {
-            if self.eat_p('+') {
-                terms.push(self.mp()?);
-            } else if self.eat_p('-') {
-                terms.push(Expr::Neg(Box::new(self.mp()?)));
-            } else {
-                break;
+        while self.peek_p('+') || self.peek_p('-') {
+            let next = self.try_continue(|p| {
+                let minus = p.eat_p('-');
+                if !minus {
+                    p.expect_p('+')?;
+                }
+                let t = p.mp()?;
+                Ok(if minus { Expr::Neg(Box::new(t)) } else { t })
+            })?;
+            match next {
+                Some(t) => terms.push(t),
+                None => break,
             }
         }
         self.depth -= 1;
@@ -244,8 +297,13 @@ impl Parser<'_> {
                 Some(Tok::Cmd(c)) if c == "div" => true,
                 _ => return Ok(acc),
             };
-            self.pos += 1;
-            let rhs = self.unary()?;
+            let Some(rhs) = self.try_continue(|p| {
+                p.pos += 1;
+                p.unary()
+            })?
+            else {
+                return Ok(acc);
+            };
             acc = if div { Expr::Div(Box::new(acc), Box::new(rhs)) } else { Expr::Mul(vec![acc, rhs]) };
         }
     }
@@ -259,7 +317,10 @@ impl Parser<'_> {
         } else {
             let mut items = vec![self.postfix()?];
             while self.starts_item() {
-                items.push(self.postfix()?);
+                match self.try_continue(|p| p.postfix())? {
+                    Some(e) => items.push(e),
+                    None => break,
+                }
             }
             if items.len() == 1 { items.pop().expect("one item") } else { Expr::Mul(items) }
         };
@@ -574,6 +635,7 @@ fn render_tokens(toks: &[Tok]) -> String {
             }
             Tok::LBraceLit => s.push_str("\\{"),
             Tok::RBraceLit => s.push_str("\\}"),
+            Tok::Bad(_) => {}
             Tok::Le => s.push_str("\\le"),
             Tok::Ge => s.push_str("\\ge"),
             Tok::Ne => s.push_str("\\ne"),
@@ -596,8 +658,17 @@ pub fn parse_latex(s: &str, dialect: Dialect, budget: &mut Budget) -> Result<Exp
     if toks.is_empty() {
         return Err(syntax("empty"));
     }
-    let mut p = Parser { toks, pos: 0, dialect, budget, depth: 0, abs_depth: 0 };
-    let e = p.relation()?;
+    let bad_at = toks.iter().position(|t| matches!(t, Tok::Bad(_)));
+    let mut p = Parser { toks, pos: 0, dialect, budget, depth: 0, abs_depth: 0, seen: std::cell::Cell::new(0) };
+    let e = p.relation();
+    if let Some(b) = bad_at {
+        if p.seen.get() >= b {
+            if let Tok::Bad(msg) = &p.toks[b] {
+                return Err(syntax(msg.clone()));
+            }
+        }
+    }
+    let e = e?;
     if dialect == Dialect::Strict && p.pos < p.toks.len() {
         return Err(syntax(format!("unexpected {:?}", p.toks[p.pos])));
     }

@@ -75,15 +75,18 @@ fn delete_unit(s: &[char], unit: &[char]) -> Vec<char> {
 
 /// Two passes over the unit list, each deletion kept unless it empties the string.
 pub fn strip_unit_words(s: &str) -> String {
+    static UNITS: std::sync::OnceLock<Vec<Vec<char>>> = std::sync::OnceLock::new();
+    let units = UNITS.get_or_init(|| {
+        UNIT_WORDS
+            .iter()
+            .map(|u| u.chars().collect())
+            .chain(UNIT_WORDS.iter().map(|u| format!("{u}s").chars().collect()))
+            .collect()
+    });
     let mut cur: Vec<char> = s.chars().collect();
-    let units: Vec<Vec<char>> = UNIT_WORDS
-        .iter()
-        .map(|u| u.chars().collect())
-        .chain(UNIT_WORDS.iter().map(|u| format!("{u}s").chars().collect()))
-        .collect();
     for _ in 0..2 {
-        for unit in &units {
-            if cur.len() < unit.len() {
+        for unit in units {
+            if cur.len() < unit.len() || !(0..=cur.len() - unit.len()).any(|k| matches_at(&cur, k, unit)) {
                 continue;
             }
             let next = delete_unit(&cur, unit);
