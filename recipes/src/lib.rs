@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod grade;
 pub mod jsonl;
 pub mod logprobs;
 pub mod registry;

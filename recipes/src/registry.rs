@@ -25,6 +25,10 @@ pub fn recipes() -> Vec<Recipe> {
         name: "rm-score",
         description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
         run: crate::rm_score::run,
+    }, Recipe {
+        name: "grade",
+        description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
+        run: crate::grade::run,
     }]
 }
 
