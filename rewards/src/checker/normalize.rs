@@ -1,7 +1,7 @@
 //! Answer normalisation: the reference's `strip_string`, step by step, and the strict profile's
 //! variant of it (which skips the steps that change an answer's meaning).
 
-use super::units::strip_unit_words;
+use super::units::{strip_trailing_unit_word, strip_unit_words};
 use super::words::convert_word_number;
 
 /// Which normalisation to apply.
@@ -180,6 +180,27 @@ fn fix_a_slash_b(s: &str) -> String {
     }
 }
 
+/// Strict: `v = value` names a value when the left side is one letter and the right side has no
+/// variables (`x = 3`), but is an equation to keep when it does (`y = 2x + 1`).
+fn is_value_assignment(lhs: &str, rhs: &str) -> bool {
+    let lhs = lhs.trim();
+    if lhs.chars().count() != 1 || !lhs.chars().all(|c| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    let mut letters = false;
+    let mut chars = rhs.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            while chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
+                chars.next();
+            }
+        } else if c.is_ascii_alphabetic() && c != 'e' && c != 'i' {
+            letters = true;
+        }
+    }
+    !letters
+}
+
 /// The reference's `strip_string` (or the strict variant).
 pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
     let mut s = input.trim().replace('\n', "");
@@ -193,14 +214,21 @@ pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
     if !t.is_empty() && t != s {
         s = t;
     }
-    if !opts.skip_unit && !opts.strict {
+    if opts.strict {
+        s = strip_trailing_unit_word(&s);
+    } else if !opts.skip_unit {
         s = strip_unit_words(&s);
     }
     s = s.replace("^{\\circ}", "").replace("^\\circ", "");
     s = s.replace("\\$", "").replace('$', "").replace("\\(", "").replace("\\)", "");
     s = convert_word_number(&s);
     s = unwrap_command(&s, "\\text{", true);
-    for key in ["x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"] {
+    let keys: &[&str] = if opts.strict {
+        &["x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"]
+    } else {
+        &["x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"]
+    };
+    for key in keys {
         s = s.replace(key, "");
     }
     s = s.replace("\\emptyset", "{}").replace("(-\\infty,\\infty)", "\\mathbb{R}");
@@ -227,7 +255,7 @@ pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
         s.insert(0, '0');
     }
     let eq: Vec<&str> = s.split('=').collect();
-    if eq.len() == 2 && eq[0].chars().count() <= 2 {
+    if eq.len() == 2 && eq[0].chars().count() <= 2 && (!opts.strict || is_value_assignment(eq[0], eq[1])) {
         s = eq[1].to_string();
     }
     s = brace_sqrt_argument(&s);

@@ -113,3 +113,24 @@ mod tests {
         assert_eq!(s("12"), "12");
     }
 }
+
+/// Unit words the strict profile also drops after a number (the reference keeps them).
+const EXTRA_STRICT_UNITS: &[&str] = &["dollar", "cent", "euro", "yuan", "centimeter", "millimeter", "kilometer", "gram", "kilogram", "ounce", "pound", "mile", "hour", "people", "student", "page", "book"];
+
+/// Strict unit deletion: one trailing word of two or more letters from the unit lists, only
+/// after a number or a closing brace (`59 meters` → `59`, `x+a` unchanged).
+pub fn strip_trailing_unit_word(s: &str) -> String {
+    let t = s.trim_end();
+    let Some((rest, word)) = t.rsplit_once(char::is_whitespace) else { return s.to_string() };
+    let is_unit = |w: &str| {
+        w.len() >= 2
+            && w.chars().all(|c| c.is_ascii_alphabetic())
+            && UNIT_WORDS.iter().chain(EXTRA_STRICT_UNITS).any(|u| *u == w || format!("{u}s") == w || format!("{u}es") == w)
+    };
+    let rest = rest.trim_end();
+    if is_unit(word) && rest.ends_with(|c: char| c.is_ascii_digit() || c == '}') {
+        rest.to_string()
+    } else {
+        s.to_string()
+    }
+}
