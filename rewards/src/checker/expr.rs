@@ -343,8 +343,8 @@ fn close_c(a: C, b: C) -> bool {
 }
 
 /// Whether two expressions agree at every one of the seeded random points where either is
-/// defined (undefined at one side only means unequal; undefined at both is skipped; no point
-/// defined on either side means unknown and returns false).
+/// finite (finite at one side only means unequal; non-finite at both is skipped; no point
+/// compared means unknown and returns false).
 pub fn equal_at_random_points(a: &Expr, b: &Expr, budget: &mut Budget) -> Result<bool, BudgetError> {
     let mut compared = 0;
     for point in 0..RANDOM_POINTS {
@@ -359,14 +359,8 @@ pub fn equal_at_random_points(a: &Expr, b: &Expr, budget: &mut Budget) -> Result
                 }
                 compared += 1;
             }
-            (false, false) => {
-                if va.re.is_infinite() && vb.re.is_infinite() && va.im == 0.0 && vb.im == 0.0 {
-                    if va.re.signum() != vb.re.signum() {
-                        return Ok(false);
-                    }
-                    compared += 1;
-                }
-            }
+            // Overflowed or undefined on both sides: no evidence either way.
+            (false, false) => {}
             _ => return Ok(false),
         }
     }
@@ -379,6 +373,6 @@ pub fn real_value(e: &Expr, budget: &mut Budget) -> Result<Option<f64>, BudgetEr
         return Ok(None);
     }
     Ok(eval_complex(e, 0, budget)?.and_then(|v| {
-        (v.im.abs() <= 1e-12 * v.re.abs().max(1.0) && !v.re.is_nan()).then_some(v.re)
+        (v.im.abs() <= 1e-12 * v.re.abs().max(1.0) && v.re.is_finite()).then_some(v.re)
     }))
 }

@@ -234,6 +234,15 @@ impl Parser<'_> {
             Err(syntax(format!("expected '{ch}'")))
         }
     }
+    /// Left-nested chains (`a/b/c`, `x^2^2`, `n!!`) grow the tree without recursing in the
+    /// parser; they share the depth limit.
+    fn chain_limit(count: usize) -> Result<(), ParseError> {
+        if count > MAX_DEPTH {
+            return Err(BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into());
+        }
+        Ok(())
+    }
+
     fn enter(&mut self) -> Result<(), ParseError> {
         self.budget.tick()?;
         self.depth += 1;
@@ -245,7 +254,10 @@ impl Parser<'_> {
 
     fn relation(&mut self) -> Result<Expr, ParseError> {
         let mut lhs = self.expr()?;
+        let mut count = 0usize;
         loop {
+            count += 1;
+            Self::chain_limit(count)?;
             let op = match self.peek() {
                 Some(Tok::P('=')) => RelOp::Eq,
                 Some(Tok::P('<')) => RelOp::Lt,
@@ -289,7 +301,10 @@ impl Parser<'_> {
 
     fn mp(&mut self) -> Result<Expr, ParseError> {
         let mut acc = self.unary()?;
+        let mut count = 0usize;
         loop {
+            count += 1;
+            Self::chain_limit(count)?;
             let div = match self.peek() {
                 Some(Tok::P('*')) => false,
                 Some(Tok::Cmd(c)) if c == "cdot" || c == "times" => false,
@@ -340,7 +355,10 @@ impl Parser<'_> {
 
     fn postfix(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.power()?;
+        let mut count = 0;
         while self.eat_p('!') {
+            count += 1;
+            Self::chain_limit(count)?;
             e = Expr::Func("factorial".into(), vec![e]);
         }
         Ok(e)
@@ -348,7 +366,10 @@ impl Parser<'_> {
 
     fn power(&mut self) -> Result<Expr, ParseError> {
         let mut base = self.comp()?;
+        let mut count = 0;
         while self.peek_p('^') {
+            count += 1;
+            Self::chain_limit(count)?;
             let save = self.pos;
             self.pos += 1;
             match self.exponent()? {

@@ -118,7 +118,12 @@ impl Parser<'_> {
 
     fn term(&mut self) -> Result<Expr, ParseError> {
         let mut acc = self.factor()?;
+        let mut count = 0usize;
         loop {
+            count += 1;
+            if count > MAX_DEPTH {
+                return Err(BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into());
+            }
             if self.eat("*") {
                 acc = Expr::Mul(vec![acc, self.factor()?]);
             } else if self.eat("/") {

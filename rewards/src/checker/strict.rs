@@ -26,7 +26,7 @@ pub fn split_top_level<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
             b')' | b']' | b'}' => depth -= 1,
             _ => {}
         }
-        if depth == 0 && s[k..].starts_with(sep) {
+        if depth == 0 && bytes[k..].starts_with(sep.as_bytes()) {
             out.push(&s[start..k]);
             k += sep.len();
             start = k;
