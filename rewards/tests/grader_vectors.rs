@@ -101,3 +101,25 @@ fn qwen25_math_profile_agrees_with_the_reference_verdicts() {
     println!("verdict agreement: {:.4} ({} disagreements of {})", rate, disagree, cases.len());
     assert!(rate >= 0.995, "verdict agreement {rate:.4} < 0.995");
 }
+
+#[test]
+fn qwen25_math_profile_agrees_on_the_extra_cases() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checker_extra.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let checker = Checker::new(CheckerProfile::Qwen25Math);
+    let (mut total, mut disagree) = (0, 0);
+    for (k, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), k + 1));
+        let s = |key: &str| v[key].as_str().unwrap_or_default().to_string();
+        let verdict = checker.check_answer(&s("pred"), &s("gold"), Some(&s("dataset")));
+        total += 1;
+        assert_eq!(verdict.extracted.as_deref().unwrap_or(""), s("pipeline_pred"), "line {}", k + 1);
+        assert_eq!(parse_gold(&s("gold"), Some(&s("dataset"))), s("pipeline_gold"), "line {}", k + 1);
+        if verdict.is_correct() != v["pipeline_expected"].as_bool().expect("label") {
+            disagree += 1;
+            println!("extra line {}: ours {:?}, reference {}; {} vs {}", k + 1, verdict.outcome, v["pipeline_expected"], s("pipeline_pred"), s("pipeline_gold"));
+        }
+    }
+    println!("extra cases: {disagree} disagreements of {total}");
+    assert!(disagree * 20 <= total, "{disagree} of {total} extra cases disagree");
+}

@@ -62,6 +62,8 @@ pub enum Expr {
     Rel(RelOp, Box<Expr>, Box<Expr>),
     /// An ordered tuple (the Python dialect's `a, b`).
     Tuple(Vec<Expr>),
+    /// A set (the Python dialect's `{a, b}`): order and repeats do not matter.
+    Set(Vec<Expr>),
 }
 
 /// A complex number, enough for evaluation at random points.
@@ -227,7 +229,7 @@ pub fn eval_complex(e: &Expr, point: u64, budget: &mut Budget) -> Result<Option<
             }
             apply_function(name, &vals, point)
         }
-        Expr::Rel(..) | Expr::Tuple(_) => return Ok(None),
+        Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_) => return Ok(None),
     };
     Ok(Some(v))
 }
@@ -319,7 +321,7 @@ pub fn has_free_symbols(e: &Expr) -> bool {
     match e {
         Expr::Sym(_) => true,
         Expr::Num(_) | Expr::Float(_) | Expr::Const(_) => false,
-        Expr::Add(xs) | Expr::Mul(xs) | Expr::Tuple(xs) => xs.iter().any(has_free_symbols),
+        Expr::Add(xs) | Expr::Mul(xs) | Expr::Tuple(xs) | Expr::Set(xs) => xs.iter().any(has_free_symbols),
         Expr::Div(a, b) | Expr::Pow(a, b) | Expr::Rel(_, a, b) => has_free_symbols(a) || has_free_symbols(b),
         Expr::Neg(a) => has_free_symbols(a),
         Expr::Func(name, args) => !KNOWN_FUNCTIONS.contains(&name.as_str()) || args.iter().any(has_free_symbols),

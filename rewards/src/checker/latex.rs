@@ -529,6 +529,13 @@ impl Parser<'_> {
         let mut power: Option<Expr> = None;
         for _ in 0..2 {
             if self.eat_p('_') {
+                // `\log_28` is log base 2 of 8: a bare subscript is one digit.
+                if let Some(Tok::Num(n)) = self.peek().cloned() {
+                    if n.len() > 1 && n.chars().all(|c| c.is_ascii_digit()) {
+                        self.toks[self.pos] = Tok::Num(n[..1].to_string());
+                        self.toks.insert(self.pos + 1, Tok::Num(n[1..].to_string()));
+                    }
+                }
                 base = Some(self.exponent()?.ok_or_else(|| syntax("bad subscript"))?);
             } else if self.eat_p('^') {
                 power = Some(self.exponent()?.ok_or_else(|| syntax("bad superscript"))?);

@@ -59,6 +59,8 @@ fn lex(s: &str) -> Result<Vec<Tok>, ParseError> {
                 ('-', _) => "-",
                 ('/', _) => "/",
                 ('(', _) => "(",
+                ('{', _) => "{",
+                ('}', _) => "}",
                 (')', _) => ")",
                 (',', _) => ",",
                 _ => return Err(ParseError::Syntax(format!("unexpected {ch:?} in a Python expression"))),
@@ -161,6 +163,23 @@ impl Parser<'_> {
             Some(Tok::Num(n)) => {
                 self.pos += 1;
                 Ok(number(&n))
+            }
+            Some(Tok::Op("{")) => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                if !self.eat("}") {
+                    items.push(self.sum()?);
+                    while self.eat(",") {
+                        if self.eat("}") {
+                            return Ok(Expr::Set(items));
+                        }
+                        items.push(self.sum()?);
+                    }
+                    if !self.eat("}") {
+                        return Err(ParseError::Syntax("expected '}'".into()));
+                    }
+                }
+                Ok(Expr::Set(items))
             }
             Some(Tok::Op("(")) => {
                 self.pos += 1;

@@ -215,7 +215,24 @@ impl ReferenceGrader<'_> {
                 }
                 return Ok(true);
             }
-            (Expr::Tuple(_), _) | (_, Expr::Tuple(_)) => return Ok(false),
+            (Expr::Set(xs), Expr::Set(ys)) => {
+                for (a, b) in [(xs, ys), (ys, xs)] {
+                    for p in a {
+                        let mut found = false;
+                        for q in b {
+                            if p == q || equal_at_random_points(p, q, self.budget)? {
+                                found = true;
+                                break;
+                            }
+                        }
+                        if !found {
+                            return Ok(false);
+                        }
+                    }
+                }
+                return Ok(true);
+            }
+            (Expr::Tuple(_) | Expr::Set(_), _) | (_, Expr::Tuple(_) | Expr::Set(_)) => return Ok(false),
             _ => {}
         }
         if equal_at_random_points(&x, &y, self.budget)? {

@@ -196,7 +196,7 @@ impl StrictGrader<'_> {
             let konst = Expr::Mul(vec![dy, Expr::Float(r0.re)]);
             return Ok(r0.im.abs() < 1e-9 && equal_at_random_points(&dx, &konst, self.budget)?);
         }
-        if matches!(x, Expr::Rel(..) | Expr::Tuple(_)) || matches!(y, Expr::Rel(..) | Expr::Tuple(_)) {
+        if matches!(x, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_)) || matches!(y, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_)) {
             return Ok(false);
         }
         if let (Some(a), Some(b)) = (eval_rational(&x, self.budget)?, eval_rational(&y, self.budget)?) {
