@@ -36,7 +36,7 @@ impl Budget {
     /// Counts one unit of work; fails once the deadline has passed.
     pub fn tick(&mut self) -> Result<(), BudgetError> {
         self.steps += 1;
-        if self.steps % 64 == 0 && self.start.elapsed() > self.limit {
+        if self.steps.is_multiple_of(64) && self.start.elapsed() > self.limit {
             return Err(BudgetError::Timeout(self.limit));
         }
         Ok(())

@@ -68,7 +68,7 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
             }
             // sympy's NUMBER accepts thousands groups: 1,000 → 1000.
             while dialect == Dialect::Sympy
-                && j + 3 < c.len() + 0
+                && j + 3 < c.len()
                 && c[j] == ','
                 && c[j + 1..j + 4].iter().all(|d| d.is_ascii_digit())
                 && !c.get(j + 4).is_some_and(|d| d.is_ascii_digit())
@@ -579,7 +579,6 @@ impl Parser<'_> {
 
     fn atom_or_call(&mut self) -> Result<Expr, ParseError> {
         let callee_is_name = matches!(self.peek(), Some(Tok::Letter(_) | Tok::Cmd(_)));
-        let start = self.pos;
         let a = self.atom()?;
         if callee_is_name && self.peek_p('(') {
             let name = match &a {
@@ -591,7 +590,6 @@ impl Parser<'_> {
                 Dialect::Strict => name.as_deref().is_some_and(|n| matches!(n, "f" | "g" | "h")),
             };
             if let (true, Some(name)) = (is_call, name) {
-                let _ = start;
                 self.pos += 1;
                 let mut args = vec![self.expr()?];
                 while self.eat_p(',') {

@@ -71,7 +71,6 @@ pub fn python_float_repr(v: f64) -> String {
         let s = format!("{v:e}");
         let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
         let exp: i32 = exp.parse().unwrap_or(0);
-        let mant = if mant.contains('.') { mant.to_string() } else { mant.to_string() };
         return format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     }
     let s = format!("{v}");

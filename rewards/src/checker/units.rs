@@ -98,22 +98,6 @@ pub fn strip_unit_words(s: &str) -> String {
     cur.into_iter().collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::strip_unit_words as s;
-
-    #[test]
-    fn deletes_like_the_reference() {
-        assert_eq!(s("59 meters"), "59 ");
-        assert_eq!(s("x+a"), "x+");
-        assert_eq!(s("(d)"), "()");
-        assert_eq!(s("a a"), " ");
-        assert_eq!(s("10 cm"), "10 ");
-        assert_eq!(s("m"), "m");
-        assert_eq!(s("12"), "12");
-    }
-}
-
 /// Unit words the strict profile also drops after a number (the reference keeps them).
 const EXTRA_STRICT_UNITS: &[&str] = &["dollar", "cent", "euro", "yuan", "centimeter", "millimeter", "kilometer", "gram", "kilogram", "ounce", "pound", "mile", "hour", "people", "student", "page", "book"];
 
@@ -132,5 +116,21 @@ pub fn strip_trailing_unit_word(s: &str) -> String {
         rest.to_string()
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_unit_words as s;
+
+    #[test]
+    fn deletes_like_the_reference() {
+        assert_eq!(s("59 meters"), "59 ");
+        assert_eq!(s("x+a"), "x+");
+        assert_eq!(s("(d)"), "()");
+        assert_eq!(s("a a"), " ");
+        assert_eq!(s("10 cm"), "10 ");
+        assert_eq!(s("m"), "m");
+        assert_eq!(s("12"), "12");
     }
 }
