@@ -101,6 +101,13 @@ impl Policy {
         })
     }
 
+    /// Copies the tokenizer and other [`SIDE_FILES`] of `dir` into every directory this policy is
+    /// saved to (for a policy built from random weights or published tensors).
+    pub fn with_side_files_from(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source = Some(dir.into());
+        self
+    }
+
     /// The model.
     pub fn model(&self) -> &Qwen2ForCausalLM {
         &self.model

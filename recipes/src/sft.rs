@@ -1,0 +1,224 @@
+//! `sft`: supervised fine-tuning on `{"messages": [...]}` JSONL conversations (the loss on
+//! assistant tokens only), with checkpoints in the Hugging Face layout and exact resume.
+//!
+//! `mathrl --recipe sft --model DIR --data train.jsonl [--output DIR] [--set steps=..]`
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use mathrl::model::Trainable;
+use mathrl::{Policy, Tokenizer};
+use mathrl_learners::sft::{SftConfig, SftLearner};
+use mathrl_learners::sft_data::{
+    load_conversations, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
+};
+use mathrl_learners::{latest_checkpoint, CheckpointConfig, Decay, LrSchedule, RunState};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Cli;
+use crate::config::{resolve, to_toml};
+use crate::run::{print_summary, require_dir, RunContext};
+
+/// Settings of the `sft` recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftRecipeConfig {
+    /// Optimisation steps (`--max-steps` bounds them further).
+    pub steps: u64,
+    /// Conversations per optimisation step.
+    pub batch_size: usize,
+    /// Conversations at the head of the data held out for the held-out loss (not trained on).
+    pub eval_examples: usize,
+    /// Held-out loss every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// A checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Most recent checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// The learner: AdamW, schedule (peak 1e-5 with cosine decay over `steps`, the report's),
+    /// micro-batch size, maximum length and packing.
+    pub learner: SftConfig,
+}
+
+impl Default for SftRecipeConfig {
+    fn default() -> Self {
+        let mut learner = SftConfig::default();
+        learner.train_step.schedule = LrSchedule {
+            peak_lr: 1e-5,
+            warmup_steps: 0,
+            decay: Decay::Cosine {
+                total_steps: 1000,
+                min_lr_ratio: 0.07,
+            },
+        };
+        Self {
+            steps: 1000,
+            batch_size: 32,
+            eval_examples: 64,
+            eval_every: 100,
+            checkpoint_every: 200,
+            keep_checkpoints: 2,
+            learner,
+        }
+    }
+}
+
+/// What an SFT run produced.
+pub struct SftOutcome {
+    /// The trained policy.
+    pub policy: Policy,
+    /// Optimisation steps taken (including those of a resumed run before the resume).
+    pub steps: u64,
+    /// Training loss of the last step.
+    pub final_loss: f64,
+    /// Held-out loss at the end, when examples were held out.
+    pub eval_loss: Option<f64>,
+}
+
+/// Runs the recipe.
+pub fn run(cli: &Cli) -> Result<()> {
+    let config: SftRecipeConfig = resolve(cli.config.as_deref(), &cli.sets)?;
+    if cli.print_config {
+        print!("{}", to_toml(&config)?);
+        return Ok(());
+    }
+    let model_dir = cli.model.as_deref().context("sft needs --model DIR")?;
+    require_dir(model_dir, "model")?;
+    let data = cli.data.as_deref().context("sft needs --data FILE.jsonl")?;
+    let run = RunContext::new(cli, "sft")?;
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let conversations = load_conversations(data)?;
+    let policy = Policy::load(model_dir, &run.device, None, Trainable::Yes)?;
+    let outcome = train_sft(policy, &tokenizer, &conversations, &config, &run)?;
+    let final_dir = run.path("final");
+    outcome.policy.save(&final_dir)?;
+    run.write_summary(&serde_json::json!({
+        "steps": outcome.steps,
+        "final_loss": outcome.final_loss,
+        "eval_loss": outcome.eval_loss,
+        "seconds": run.elapsed().as_secs_f64(),
+    }))?;
+    print_summary(
+        &run,
+        &[
+            ("steps", outcome.steps.to_string()),
+            ("train loss", format!("{:.4}", outcome.final_loss)),
+            ("held-out loss", fmt_loss(outcome.eval_loss)),
+            ("model", final_dir.display().to_string()),
+        ],
+    );
+    Ok(())
+}
+
+fn fmt_loss(loss: Option<f64>) -> String {
+    loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"))
+}
+
+/// Tokenizes `conversations`; an error names the conversation.
+pub fn tokenize_all(
+    tokenizer: &Tokenizer,
+    conversations: &[Conversation],
+    max_length: usize,
+) -> Result<Vec<SftExample>> {
+    conversations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            tokenize_conversation(tokenizer, &c.messages, max_length)
+                .with_context(|| format!("conversation {}", i + 1))
+        })
+        .collect()
+}
+
+/// The SFT loop: held-out split, seeded shuffled batches, periodic held-out loss and
+/// checkpoints under `<output>/checkpoints`, resuming from the latest checkpoint there, else from
+/// `--resume`.
+pub fn train_sft(
+    policy: Policy,
+    tokenizer: &Tokenizer,
+    conversations: &[Conversation],
+    config: &SftRecipeConfig,
+    run: &RunContext,
+) -> Result<SftOutcome> {
+    let examples = tokenize_all(tokenizer, conversations, config.learner.max_length)?;
+    let held = config.eval_examples.min(examples.len() / 2);
+    let (eval_set, train_set) = examples.split_at(held);
+    if train_set.is_empty() {
+        bail!("sft: no training conversations left after holding out {held}");
+    }
+    let eval_refs: Vec<&SftExample> = eval_set.iter().collect();
+    let checkpoints = CheckpointConfig::new(
+        run.path("checkpoints"),
+        config.checkpoint_every,
+        config.keep_checkpoints,
+    );
+    // The run's own latest checkpoint is newer than the one it was resumed from, if any.
+    let resume_from = match latest_checkpoint(&checkpoints.dir)? {
+        Some(dir) => Some(dir),
+        None => run.resume.clone(),
+    };
+    let policy = match &resume_from {
+        Some(dir) => reload(dir, &policy, run)?,
+        None => policy,
+    };
+    let mut learner = SftLearner::new(policy, config.learner, run.metrics.clone())?;
+    let mut loader = ShuffledLoader::new(train_set.len(), run.seed);
+    if let Some(dir) = &resume_from {
+        let state = learner.restore(dir)?;
+        if let Some(cursor) = state.data_cursor {
+            loader.seek(cursor);
+        }
+        tracing::info!(step = learner.step_count(), checkpoint = %dir.display(), "resumed");
+    }
+    let total = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
+    let bar = run.progress(total, "sft");
+    bar.set_position(learner.step_count());
+    let mut final_loss = f64::NAN;
+    while learner.step_count() < total {
+        let batch: Vec<&SftExample> = loader
+            .next_indices(config.batch_size)
+            .into_iter()
+            .map(|i| &train_set[i])
+            .collect();
+        let report = learner.step(&batch)?;
+        final_loss = report.loss;
+        let step = report.step;
+        bar.set_position(step);
+        bar.set_message(format!("loss {final_loss:.3}"));
+        if config.eval_every > 0 && step % config.eval_every == 0 && !eval_refs.is_empty() {
+            let loss = learner.evaluate(&eval_refs)?;
+            run.metrics.scalar("eval/loss", step, loss);
+            tracing::info!(step, train_loss = final_loss, eval_loss = loss, "sft step");
+        }
+        if checkpoints.due(step) || step == total {
+            let state = RunState {
+                data_cursor: Some(loader.cursor()),
+                ..RunState::default()
+            };
+            learner.save_checkpoint(&checkpoints, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    let eval_loss = if eval_refs.is_empty() {
+        None
+    } else {
+        Some(learner.evaluate(&eval_refs)?)
+    };
+    let steps = learner.step_count();
+    Ok(SftOutcome {
+        policy: learner.policy().clone(),
+        steps,
+        final_loss,
+        eval_loss,
+    })
+}
+
+/// The policy of checkpoint `dir`, trainable, keeping `like`'s side files (tokenizer).
+fn reload(dir: &Path, like: &Policy, run: &RunContext) -> Result<Policy> {
+    let policy = Policy::load(dir, &run.device, Some(like.dtype()), Trainable::Yes)
+        .with_context(|| format!("resuming from {}", dir.display()))?;
+    Ok(match like.source_dir() {
+        Some(src) if !mathrl::Tokenizer::exists_in(dir) => policy.with_side_files_from(src),
+        _ => policy,
+    })
+}

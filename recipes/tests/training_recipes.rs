@@ -1,0 +1,186 @@
+//! The training recipes end to end on a tiny random policy with the procedural tokenizer: each
+//! produces its outputs (HF-layout checkpoints, summary, event files), and `sft` resumes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device};
+use mathrl::data::jsonl::{write_messages_jsonl, write_question_answer_jsonl};
+use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
+use mathrl::model::Trainable;
+use mathrl::{Policy, Tokenizer};
+use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
+
+fn mathrl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mathrl"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// A 2-layer random policy with the procedural tokenizer, saved in `dir`.
+fn tiny_policy(dir: &Path) {
+    let tokenizer_dir = fixture("procedural-tokenizer");
+    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
+    let model = TinyModelConfig {
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+    };
+    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
+    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
+        .unwrap()
+        .with_side_files_from(tokenizer_dir)
+        .save(dir)
+        .unwrap();
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "failed: {stderr}");
+    stderr
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn has_event_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents")
+    })
+}
+
+fn assert_hf_layout(dir: &Path, architecture: &str) {
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(dir.join(file).is_file(), "{} lacks {file}", dir.display());
+    }
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains(architecture), "{config}");
+}
+
+#[test]
+fn sft_trains_checkpoints_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(24).collect();
+    let data = tmp.path().join("train.jsonl");
+    write_messages_jsonl(&data, &problems).unwrap();
+    let out = tmp.path().join("run");
+    let sft = |steps: u64| {
+        let mut cmd = mathrl();
+        cmd.args(["--recipe", "sft", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(&out)
+            .args(["--set", &format!("steps={steps}"), "--set", "batch_size=4"])
+            .args(["--set", "eval_examples=4", "--set", "checkpoint_every=2"])
+            .args(["--set", "learner.train_step.schedule.peak_lr=1e-3"]);
+        cmd
+    };
+    run_ok(&mut sft(3));
+    assert_eq!(summary(&out)["steps"], 3);
+    assert_hf_layout(&out.join("final"), "Qwen2ForCausalLM");
+    assert!(out
+        .join("checkpoints/step-000003/optimizer.safetensors")
+        .is_file());
+    assert!(has_event_file(&out));
+    let first = summary(&out)["final_loss"].as_f64().unwrap();
+    assert!(first.is_finite() && first > 0.0);
+
+    // A second run with more steps finds its own checkpoint and continues from step 3.
+    let log = run_ok(&mut sft(5));
+    assert!(log.contains("resumed"), "{log}");
+    assert_eq!(summary(&out)["steps"], 5);
+    assert!(out.join("checkpoints/step-000005").is_dir());
+    assert!(
+        !out.join("checkpoints/step-000002").exists(),
+        "keep_checkpoints=2 keeps only the last two"
+    );
+}
+
+#[test]
+fn rm_retraining_writes_a_reward_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(8).collect();
+    let data = tmp.path().join("qa.jsonl");
+    write_question_answer_jsonl(&data, &problems).unwrap();
+    let out = tmp.path().join("run");
+    run_ok(
+        mathrl()
+            .args(["--recipe", "rm-retraining", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(&out)
+            .args(["--set", "samples_per_query=3", "--set", "max_new_tokens=12"])
+            .args(["--set", "eval_queries=2", "--set", "queries_per_step=2"]),
+    );
+    assert_hf_layout(&out.join("rm"), "Qwen2ForRewardModel");
+    let s = summary(&out);
+    assert_eq!(s["samples"], 24);
+    assert!(s["steps"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[test]
+fn tiny_bootstrap_produces_policy_and_reward_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(
+        mathrl()
+            .args(["--recipe", "tiny-bootstrap", "--output"])
+            .arg(&out)
+            .args([
+                "--set",
+                "tokenizer_problems=200",
+                "--set",
+                "sft_problems=32",
+            ])
+            .args([
+                "--set",
+                "model.hidden_size=32",
+                "--set",
+                "model.num_hidden_layers=1",
+            ])
+            .args([
+                "--set",
+                "model.num_attention_heads=2",
+                "--set",
+                "model.num_key_value_heads=1",
+            ])
+            .args([
+                "--set",
+                "model.intermediate_size=64",
+                "--set",
+                "sft.steps=2",
+            ])
+            .args(["--set", "sft.batch_size=4", "--set", "sft.eval_examples=4"])
+            .args(["--set", "rm_problems=6", "--set", "rm.samples_per_query=2"])
+            .args(["--set", "rm.max_new_tokens=8", "--set", "rm.eval_queries=2"])
+            .args(["--set", "eval_questions=4", "--set", "max_new_tokens=8"]),
+    );
+    assert_hf_layout(&out.join("assets/tiny-math-policy"), "Qwen2ForCausalLM");
+    assert_hf_layout(&out.join("assets/tiny-math-rm"), "Qwen2ForRewardModel");
+    let s = summary(&out);
+    assert_eq!(s["policy"]["sft_steps"], 2);
+    assert_eq!(s["policy"]["n"], 4);
+    assert!(out.join("assets/bootstrap.json").is_file());
+}
