@@ -57,6 +57,10 @@ pub struct Cli {
     /// Resume from this checkpoint directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Answer-checker profile of the `grade` recipe: qwen25-math (the reference grader's
+    /// verdicts) or strict (mathematically right verdicts).
+    #[arg(long, default_value = "qwen25-math")]
+    pub checker: String,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

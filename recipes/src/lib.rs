@@ -6,6 +6,7 @@ pub mod accuracy;
 pub mod assets;
 pub mod cli;
 pub mod config;
+pub mod grade;
 pub mod eval;
 pub mod generate;
 pub mod jsonl;

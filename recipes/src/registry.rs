@@ -26,6 +26,10 @@ pub fn recipes() -> Vec<Recipe> {
         description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
         run: crate::rm_score::run,
     }, Recipe {
+        name: "grade",
+        description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
+        run: crate::grade::run,
+    }, Recipe {
         name: "sft",
         description: "supervised fine-tuning on {\"messages\": [...]} JSONL (--model DIR --data FILE)",
         run: crate::sft::run,
