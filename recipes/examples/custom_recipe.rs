@@ -13,9 +13,9 @@ fn main() -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let data_dir = datasets::default_data_dir();
     let items = datasets::load_dataset(&data_dir, "gsm8k", Some(questions))?;
-    let checker = mathrl_recipes::verifier::default_verifier();
+    let checker = mathrl_rewards::Checker::new(mathrl_rewards::CheckerProfile::Qwen25Math);
     let mode = EvalMode::greedy_cot(512);
-    let result = evaluate(&policy, &tokenizer, &items, &mode, checker.as_ref(), None)?;
+    let result = evaluate(&policy, &tokenizer, &items, &mode, &checker, None)?;
     let percent = 100.0 * result.accuracy;
     println!("gsm8k {}: {percent:.1}% of {}", result.mode, result.n);
     Ok(())

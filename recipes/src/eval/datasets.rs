@@ -355,6 +355,42 @@ mod tests {
         assert_eq!(load_dataset(&dir, "gsm8k", Some(20)).unwrap().len(), 20);
     }
 
+    /// Slow in the dev profile (~80 s: 15k checks with the checker unoptimised); run with
+    /// `cargo test -p mathrl-recipes --lib every_gold -- --ignored`.
+    #[test]
+    #[ignore]
+    fn every_gold_answer_of_every_shipped_set_parses() {
+        // Each gold must normalise to something, and the gold given back as the final answer
+        // must check correct (the two upstream rows without a gold are skipped).
+        let checker = mathrl_rewards::Checker::new(mathrl_rewards::CheckerProfile::Qwen25Math);
+        let dir = default_data_dir();
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for name in DATASETS {
+            for item in load_dataset(&dir, name, None).unwrap() {
+                if item.gold.trim().is_empty() {
+                    continue;
+                }
+                let parsed = mathrl_rewards::parse_gold(&item.gold, Some(name));
+                let verdict = checker.check_answer(&item.gold, &item.gold, Some(name));
+                if parsed.trim().is_empty() || !verdict.is_correct() {
+                    failures.push(format!(
+                        "{name}:{} gold {:?} -> {parsed:?}: {:?} {:?}",
+                        item.line, item.gold, verdict.outcome, verdict.extracted
+                    ));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 15_000, "{checked}");
+        assert!(
+            failures.is_empty(),
+            "{} of {checked} golds fail:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     #[test]
     fn dataset_lists_reject_unknown_names() {
         assert_eq!(

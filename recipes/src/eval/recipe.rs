@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
-use mathrl_rewards::{RewardModel, Verifier};
+use mathrl_rewards::{Checker, CheckerProfile, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use super::datasets::{default_data_dir, load_dataset, parse_dataset_list};
@@ -122,14 +122,12 @@ pub fn parse_mode(name: &str, config: &EvalConfig, seed: u64) -> Result<EvalMode
     })
 }
 
-/// The answer checker of a profile name.
+/// The answer checker of a profile name (`qwen25-math`, `strict`).
 pub fn checker(profile: &str) -> Result<Arc<dyn Verifier>> {
-    match profile {
-        // TEMPORARY until the checker branch lands: the lead's stand-in verifier; then
-        // `Checker::new(CheckerProfile::Qwen25Math)`.
-        "qwen25-math" | "strict" => Ok(crate::verifier::default_verifier()),
-        other => bail!("unknown checker profile `{other}`; known: qwen25-math, strict"),
-    }
+    let profile: CheckerProfile = profile
+        .parse()
+        .map_err(|e| anyhow::anyhow!("config key `checker`: {e}"))?;
+    Ok(Arc::new(Checker::new(profile)))
 }
 
 /// Runs the recipe.
