@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     cfg.loss.beta = beta;
     cfg.temperature = temp;
     cfg.train_step.schedule = LrSchedule::constant(lr);
-    cfg.micro_batch_size = 64;
+    cfg.micro_batch_size = 16;
     cfg.log_entropy = false;
     let mut learner = GrpoLearner::new(policy, None, cfg, Metrics::null())?;
     let start = Instant::now();

@@ -296,7 +296,10 @@ impl GrpoLearner {
         let mut report = self.batch_statistics(&batch);
 
         // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
-        let rows = self.rows_with_advantages(&batch, &mut report)?;
+        let mut rows = self.rows_with_advantages(&batch, &mut report)?;
+        // Rows of similar length share a micro-batch, so each pads to its own longest row rather
+        // than the batch's (one runaway completion would otherwise pad every row to its length).
+        rows.sort_by_key(|r| (r.completion.len(), r.prompt.len()));
 
         // 2. Padded micro-batches and the step's loss normaliser.
         let device = self.policy.device().clone();

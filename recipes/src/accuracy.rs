@@ -2,10 +2,11 @@
 //! recipe and of the bootstrap.
 
 use anyhow::Result;
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::Verifier;
 use serde::Serialize;
+
+use crate::eval::{evaluate, EvalItem, EvalMode};
 
 /// One question with its gold answer.
 #[derive(Debug, Clone)]
@@ -25,7 +26,8 @@ pub struct Accuracy {
     pub n: usize,
 }
 
-/// Answers each question greedily (chat template, no system prompt) and checks it with `verifier`.
+/// Answers each question greedily (the chat template with the CoT system prompt) and checks it
+/// with `verifier`: the eval runner on questions of no named data set.
 pub fn greedy_accuracy(
     policy: &Policy,
     tokenizer: &Tokenizer,
@@ -33,31 +35,18 @@ pub fn greedy_accuracy(
     verifier: &dyn Verifier,
     max_new_tokens: usize,
 ) -> Result<Accuracy> {
-    if items.is_empty() {
-        return Ok(Accuracy {
-            accuracy: 0.0,
-            n: 0,
-        });
-    }
-    let prompts = items
+    let eval_items: Vec<EvalItem> = items
         .iter()
-        .map(|item| Ok(tokenizer.encode(&tokenizer.question_prompt(&item.question, None)?)?))
-        .collect::<Result<Vec<_>>>()?;
-    let frozen = policy.frozen_copy()?;
-    let mut engine =
-        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
-    let out = engine.generate(&prompts, &SamplingParams::greedy(max_new_tokens))?;
-    let mut correct = 0usize;
-    for (group, item) in out.groups.iter().zip(items) {
-        let completion = &group.completions[0];
-        let text = match &completion.text {
-            Some(text) => text.clone(),
-            None => tokenizer.decode(&completion.token_ids, true)?,
-        };
-        correct += usize::from(verifier.verify(&text, &item.gold, None).is_correct());
-    }
-    Ok(Accuracy {
-        accuracy: correct as f64 / items.len() as f64,
-        n: items.len(),
-    })
+        .enumerate()
+        .map(|(i, item)| EvalItem {
+            dataset: String::new(),
+            line: i + 1,
+            question: item.question.clone(),
+            gold: item.gold.clone(),
+        })
+        .collect();
+    let mut mode = EvalMode::greedy_cot(max_new_tokens);
+    mode.questions_per_batch = items.len().max(1);
+    let result = evaluate(policy, tokenizer, &eval_items, &mode, verifier, None)?;
+    Ok(Accuracy { accuracy: result.accuracy, n: result.n })
 }

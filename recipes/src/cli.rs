@@ -33,6 +33,15 @@ pub struct Cli {
     /// Dataset file (JSONL) of a training or evaluation recipe.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Evaluation data sets, comma separated, or `all` (recipe `eval`).
+    #[arg(long)]
+    pub datasets: Option<String>,
+    /// Questions per evaluation data set, from the top of each file (recipe `eval`).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Directory of the evaluation sets, `<dir>/<dataset>/test.jsonl` (default: the shipped ones).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// A TOML file with the recipe's config (see --print-config).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -48,6 +57,10 @@ pub struct Cli {
     /// Resume from this checkpoint directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Answer-checker profile of the `grade` recipe: qwen25-math (the reference grader's
+    /// verdicts) or strict (mathematically right verdicts).
+    #[arg(long, default_value = "qwen25-math")]
+    pub checker: String,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

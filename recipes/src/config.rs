@@ -15,8 +15,18 @@ pub fn resolve<C: Serialize + DeserializeOwned + Default>(
     file: Option<&Path>,
     sets: &[String],
 ) -> Result<C> {
-    let mut table = Table::try_from(C::default())
-        .context("a recipe's default config must serialise to TOML")?;
+    resolve_from(C::default(), file, sets)
+}
+
+/// Resolves a recipe config from `base` (a recipe's alternative defaults), then the file, then
+/// each `key=value` of `sets`.
+pub fn resolve_from<C: Serialize + DeserializeOwned>(
+    base: C,
+    file: Option<&Path>,
+    sets: &[String],
+) -> Result<C> {
+    let mut table =
+        Table::try_from(base).context("a recipe's default config must serialise to TOML")?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;

@@ -3,15 +3,23 @@
 //! A recipe is a short file that composes the core, rewards, learners and actors.
 
 pub mod accuracy;
+pub mod assets;
 pub mod cli;
 pub mod config;
+pub mod grade;
+pub mod eval;
+pub mod generate;
 pub mod jsonl;
 pub mod logprobs;
+pub mod minhash;
+pub mod query_filter;
 pub mod registry;
 pub mod rm_retraining;
 pub mod rm_score;
 pub mod run;
 pub mod sft;
+pub mod sft_data_evolution;
+pub mod synthesize;
 pub mod tiny_bootstrap;
 pub mod verifier;
 

@@ -26,6 +26,10 @@ pub fn recipes() -> Vec<Recipe> {
         description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
         run: crate::rm_score::run,
     }, Recipe {
+        name: "grade",
+        description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
+        run: crate::grade::run,
+    }, Recipe {
         name: "sft",
         description: "supervised fine-tuning on {\"messages\": [...]} JSONL (--model DIR --data FILE)",
         run: crate::sft::run,
@@ -37,6 +41,22 @@ pub fn recipes() -> Vec<Recipe> {
         name: "tiny-bootstrap",
         description: "reproduce the embedded default from scratch: tokenizer, SFT policy and RM on the procedural task",
         run: crate::tiny_bootstrap::run,
+    }, Recipe {
+        name: "eval",
+        description: "accuracy on the Qwen2.5-Math evaluation sets: greedy CoT, TIR, Maj@N, RM@N ([--model DIR] --datasets gsm8k,math500 [--limit N])",
+        run: crate::eval::recipe::run,
+    }, Recipe {
+        name: "generate",
+        description: "sample completions for JSONL prompts: text, token ids, log-probs, finish reason (--model DIR --input IN.jsonl --output OUT.jsonl [--set n=4] [--set tir=true])",
+        run: crate::generate::run,
+    }, Recipe {
+        name: "sft-data-evolution",
+        description: "rounds of: sample K per question, keep checked-correct, top m by RM, fine-tune (--model DIR --data qa.jsonl [--rm DIR])",
+        run: crate::sft_data_evolution::run,
+    }, Recipe {
+        name: "synthesize",
+        description: "an instruct model rephrases and extends seed problems; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl)",
+        run: crate::synthesize::run,
     }]
 }
 

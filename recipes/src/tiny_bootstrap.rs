@@ -89,7 +89,8 @@ pub struct TinyBootstrapConfig {
 impl Default for TinyBootstrapConfig {
     fn default() -> Self {
         let mut sft = SftRecipeConfig {
-            steps: 600,
+            // The schedule is that of a 600-step run (below); SFT stops at 300 at the latest.
+            steps: 300,
             batch_size: 32,
             eval_examples: 64,
             eval_every: 100,
@@ -128,7 +129,7 @@ impl Default for TinyBootstrapConfig {
             sft,
             sft_stop_accuracy: 0.4,
             sft_check_every: 50,
-            rm_problems: 512,
+            rm_problems: 256,
             rm,
             eval_questions: 200,
             max_new_tokens: 160,

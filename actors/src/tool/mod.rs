@@ -21,6 +21,7 @@
 //! # Ok::<(), mathrl_actors::tool::SandboxError>(())
 //! ```
 
+pub mod executor;
 pub mod isolation;
 mod mounts;
 mod pipes;
@@ -28,6 +29,7 @@ pub mod program;
 pub mod runner;
 pub mod sandbox;
 
+pub use executor::SandboxExecutor;
 pub use isolation::Isolation;
 pub use program::{extract_program, format_output_block, TIR_STOP_STRINGS};
 pub use runner::{ToolCalls, ToolOutcome, ToolRunner, DEFAULT_MAX_TOOL_CALLS};

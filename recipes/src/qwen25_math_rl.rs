@@ -1,0 +1,250 @@
+//! `qwen25-math-rl`: GRPO with the report's shaped reward (answer checker + RM when one is given,
+//! checker only otherwise), an optional query filter, and greedy held-out accuracy before and
+//! after.
+//!
+//! With no `--model` and no `--data` it runs the embedded default: the tiny policy and RM shipped
+//! under `recipes/assets/` on the procedural task, with settings sized for a 2-core CPU (see
+//! [`RlConfig::embedded_default`]); otherwise the report's settings (group 32, 128 prompts per
+//! step, β = 1e-3, learning rate 1e-5).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use mathrl::data::procedural::Split;
+use mathrl::model::Trainable;
+use mathrl::{Policy, Tokenizer};
+use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
+use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule};
+use mathrl_rewards::{PreferenceScorer, RewardFunction, RewardModel, ShapedReward, Verifier};
+use serde::{Deserialize, Serialize};
+
+use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
+use crate::assets::{default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS};
+use crate::cli::Cli;
+use crate::config::{resolve_from, to_toml};
+use crate::query_filter::{filter_queries, QueryFilterConfig};
+use crate::rm_retraining::load_qa;
+use crate::run::{print_summary, require_dir, RunContext};
+
+/// How the reward is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    /// Scale α of the RM score in σ(α·r_m) + (r_v − 1) (the report's 0.5).
+    pub alpha: f32,
+    /// Use the RM when one is given (`--rm`, or the embedded one); otherwise the checker alone.
+    pub use_rm: bool,
+    /// (question, response) pairs per RM forward pass.
+    pub rm_batch_size: usize,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self { alpha: 0.5, use_rm: true, rm_batch_size: 16 }
+    }
+}
+
+/// Settings of the `qwen25-math-rl` recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlConfig {
+    /// Optimisation steps (`--max-steps` bounds them further).
+    pub steps: u64,
+    /// Stop starting new steps after this many seconds of training (0 = no bound).
+    pub max_train_seconds: f64,
+    /// The GRPO learner: loss (ε, β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
+    pub grpo: GrpoConfig,
+    /// Actor pools, prompts per step (128), group size (32), sampling, synchronisation.
+    pub trainer: TrainerConfig,
+    /// Reward shaping.
+    pub reward: RewardConfig,
+    /// The report's query filter.
+    pub query_filter: QueryFilterConfig,
+    /// Held-out questions of the greedy before/after accuracy (0 = skip).
+    pub eval_questions: usize,
+    /// Longest greedy answer in the before/after evaluation.
+    pub eval_max_new_tokens: usize,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            max_train_seconds: 0.0,
+            grpo: GrpoConfig::default(),
+            // The report: 128 prompts per step, 32 completions each.
+            trainer: TrainerConfig {
+                prompts_per_step: 128,
+                group_size: 32,
+                checkpoint_every: 50,
+                ..TrainerConfig::default()
+            },
+            reward: RewardConfig::default(),
+            query_filter: QueryFilterConfig::default(),
+            eval_questions: 200,
+            eval_max_new_tokens: 1024,
+        }
+    }
+}
+
+impl RlConfig {
+    /// The embedded default's settings: the report's recipe scaled to a 1.7M-parameter policy
+    /// and two CPU cores (smaller groups and batches, short answers, a higher learning rate).
+    pub fn embedded_default() -> Self {
+        let mut config = Self::default();
+        config.steps = 40;
+        config.max_train_seconds = 420.0;
+        config.grpo.train_step.schedule = LrSchedule::constant(2e-4);
+        config.grpo.micro_batch_size = 16;
+        config.grpo.log_entropy = false;
+        config.grpo.loss.beta = 0.0; // no reference model: the run is short and CPU-bound
+        config.grpo.filter_zero_variance_groups = true;
+        config.trainer.prompts_per_step = 8;
+        config.trainer.group_size = 8;
+        config.trainer.checkpoint_every = 10;
+        config.trainer.sampling.max_new_tokens = 160;
+        config.eval_max_new_tokens = 160;
+        config
+    }
+}
+
+/// Runs the recipe.
+pub fn run(cli: &Cli) -> Result<()> {
+    let embedded = cli.model.is_none() && cli.data.is_none();
+    let base = if embedded { RlConfig::embedded_default() } else { RlConfig::default() };
+    let config: RlConfig = resolve_from(base, cli.config.as_deref(), &cli.sets)?;
+    if cli.print_config {
+        print!("{}", to_toml(&config)?);
+        return Ok(());
+    }
+    let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
+    require_dir(&model_dir, "model")?;
+    let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
+    let run = RunContext::new(cli, "qwen25-math-rl")?;
+    let tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let policy = Policy::load(&model_dir, &run.device, None, Trainable::Yes)?;
+
+    // Prompts and the held-out questions.
+    let (prompts, held_out) = match &cli.data {
+        Some(path) => (load_qa(path)?, Vec::new()),
+        None => (
+            procedural_items(Split::Train, BOOTSTRAP_TRAIN_PROBLEMS, 20_000)?,
+            procedural_items(Split::HeldOut, 0, config.eval_questions)?,
+        ),
+    };
+
+    // The reward: the strict checker, shaped with the RM when there is one.
+    let verifier = crate::verifier::default_verifier();
+    let reward: Arc<dyn RewardFunction> = match (&rm_dir, config.reward.use_rm) {
+        (Some(dir), true) => {
+            require_dir(dir, "reward model")?;
+            let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
+            let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|_| tokenizer.clone());
+            let scorer = Arc::new(RmScorer { rm, tokenizer: rm_tokenizer, batch: config.reward.rm_batch_size });
+            Arc::new(ShapedReward::shaped(verifier.clone(), scorer, config.reward.alpha))
+        }
+        _ => Arc::new(ShapedReward::verifier_only(verifier.clone())),
+    };
+
+    let before = evaluate(&policy, &tokenizer, &held_out, verifier.as_ref(), &config, &run, 0)?;
+    let prompts = if config.query_filter.enabled {
+        filter_queries(&policy, &tokenizer, &prompts, verifier.as_ref(), &config.query_filter, run.seed)?
+    } else {
+        prompts
+    };
+    let records: Vec<PromptRecord> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, item)| PromptRecord {
+            id: format!("prompt-{i}"),
+            question: item.question.clone(),
+            gold: Some(item.gold.clone()),
+            dataset: None,
+        })
+        .collect();
+
+    // GRPO through the actor runtime.
+    let mut trainer_config = config.trainer.clone();
+    trainer_config.max_steps = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
+    trainer_config.seed = run.seed;
+    trainer_config.max_train_seconds = config.max_train_seconds;
+    let learner = GrpoLearner::new(policy, None, config.grpo, run.metrics.clone())?;
+    let report = Trainer::new(trainer_config, learner, tokenizer.clone(), reward, run.metrics.clone())?
+        .with_checkpoint_dir(run.path("checkpoints"))
+        .run(records)?;
+    let final_dir = run.path("final");
+    report.policy.save(&final_dir)?;
+
+    let after = evaluate(&report.policy, &tokenizer, &held_out, verifier.as_ref(), &config, &run, report.steps)?;
+    let seconds = run.elapsed().as_secs_f64();
+    run.write_summary(&serde_json::json!({
+        "before": before,
+        "after": after,
+        "steps": report.steps,
+        "seconds": seconds,
+        "groups_by_worker": report.groups_by_worker,
+        "failures": report.failures,
+        "dropped_stale_groups": report.dropped_stale_groups,
+    }))?;
+    let table = accuracy_table(before, after);
+    println!("{table}");
+    run.metrics.text("eval/before_after", report.steps, &table);
+    print_summary(
+        &run,
+        &[
+            ("steps", report.steps.to_string()),
+            ("accuracy", table.lines().last().unwrap_or_default().trim().to_string()),
+            ("policy", final_dir.display().to_string()),
+            ("checkpoints", run.path("checkpoints").display().to_string()),
+        ],
+    );
+    Ok(())
+}
+
+/// Greedy held-out accuracy, logged under `eval/held_out_accuracy`; `None` without questions.
+fn evaluate(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    held_out: &[QaItem],
+    verifier: &dyn Verifier,
+    config: &RlConfig,
+    run: &RunContext,
+    step: u64,
+) -> Result<Option<Accuracy>> {
+    if held_out.is_empty() {
+        return Ok(None);
+    }
+    let accuracy = greedy_accuracy(policy, tokenizer, held_out, verifier, config.eval_max_new_tokens)
+        .context("held-out evaluation")?;
+    run.metrics.scalar("eval/held_out_accuracy", step, accuracy.accuracy);
+    tracing::info!(step, accuracy = accuracy.accuracy, n = accuracy.n, "greedy held-out accuracy");
+    Ok(Some(accuracy))
+}
+
+/// The before/after table printed at the end.
+fn accuracy_table(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
+    let cell = |a: Option<Accuracy>| a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy));
+    let n = before.or(after).map_or(0, |a| a.n);
+    format!(
+        "| held-out (greedy, n={n}) | before | after |\n|---|---|---|\n| accuracy | {} | {} |",
+        cell(before),
+        cell(after)
+    )
+}
+
+/// The reward model as a [`PreferenceScorer`] over (question, response) text pairs.
+struct RmScorer {
+    rm: RewardModel,
+    tokenizer: Tokenizer,
+    batch: usize,
+}
+
+impl PreferenceScorer for RmScorer {
+    fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        let ids = pairs
+            .iter()
+            .map(|(q, r)| RewardModel::pair_ids(&self.tokenizer, q, r))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(self.rm.score_ids(&ids, self.batch)?)
+    }
+}

@@ -1,0 +1,600 @@
+//! `sft-data-evolution`: the report's iterative SFT-data construction. Each round samples K
+//! responses per question with the current model, keeps those whose answer checks correct,
+//! ranks them by reward-model score and keeps the top m per question, writes them as
+//! `{"messages": [...]}` JSONL and fine-tunes the model on them with the SFT learner.
+//!
+//! `mathrl --recipe sft-data-evolution --model DIR --data qa.jsonl [--rm DIR] [--output DIR]`
+//! (`qa.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional).
+//!
+//! For a question without a gold answer, an RM-weighted majority vote over the K answers picks
+//! the answer first (as the report does) and the responses giving it count as correct; without
+//! `--rm` the vote is a plain majority and the kept responses are the first m in sample order.
+//! Held-out accuracy (greedy, questions with a gold answer taken from the end of the data, never
+//! trained on) is reported before the first round and after each.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::model::Trainable;
+use mathrl::tokenizer::ChatMessage;
+use mathrl::{Policy, Tokenizer};
+use mathrl_learners::sft_data::Conversation;
+use mathrl_rewards::{RewardModel, Verifier};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cli::Cli;
+use crate::config::{resolve, to_toml};
+use crate::eval::prompts::COT_SYSTEM;
+use crate::eval::voting::{majority_vote, rm_weighted_vote};
+use crate::eval::{evaluate, EvalItem, EvalMode};
+use crate::run::{print_summary, require_dir, RunContext};
+use crate::sft::{train_sft, SftRecipeConfig};
+
+/// Settings of the `sft-data-evolution` recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvolutionConfig {
+    /// Rounds of sample → filter → fine-tune.
+    pub rounds: usize,
+    /// Responses sampled per question (K).
+    pub samples_per_question: usize,
+    /// Responses kept per question, the best by RM score (m).
+    pub keep_per_question: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus mass.
+    pub top_p: f64,
+    /// Longest response in tokens.
+    pub max_new_tokens: usize,
+    /// Questions with a gold answer held out for the accuracy, from the end of the data.
+    pub eval_questions: usize,
+    /// Training questions used per round (the head of the rest), 0 = all.
+    pub max_questions: usize,
+    /// Questions per generation call.
+    pub questions_per_batch: usize,
+    /// Checker profile: `qwen25-math` (the reference's grader).
+    pub checker: String,
+    /// The fine-tuning of each round (steps, batch size, learning rate, ...).
+    pub sft: SftRecipeConfig,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        let mut sft = SftRecipeConfig {
+            steps: 200,
+            batch_size: 16,
+            eval_examples: 0,
+            eval_every: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 1,
+            ..SftRecipeConfig::default()
+        };
+        if let mathrl_learners::Decay::Cosine { total_steps, .. } =
+            &mut sft.learner.train_step.schedule.decay
+        {
+            *total_steps = 200;
+        }
+        Self {
+            rounds: 3,
+            samples_per_question: 8,
+            keep_per_question: 2,
+            temperature: 0.7,
+            top_p: 0.8,
+            max_new_tokens: 512,
+            eval_questions: 64,
+            max_questions: 0,
+            questions_per_batch: 16,
+            checker: "qwen25-math".into(),
+            sft,
+        }
+    }
+}
+
+/// One question of the data, with its gold answer when it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// The question text.
+    pub question: String,
+    /// The gold answer, if the data gives one.
+    pub gold: Option<String>,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundReport {
+    /// 1-based round.
+    pub round: usize,
+    /// Responses kept for fine-tuning.
+    pub kept: usize,
+    /// Responses sampled.
+    pub total: usize,
+    /// Questions with at least one kept response.
+    pub questions_kept: usize,
+    /// Held-out greedy accuracy before the round's fine-tuning.
+    pub accuracy_before: f64,
+    /// ... and after it.
+    pub accuracy_after: f64,
+    /// SFT steps of the round (0 when nothing was kept).
+    pub sft_steps: u64,
+}
+
+/// Runs the recipe.
+pub fn run(cli: &Cli) -> Result<()> {
+    let config: EvolutionConfig = resolve(cli.config.as_deref(), &cli.sets)?;
+    if cli.print_config {
+        print!("{}", to_toml(&config)?);
+        return Ok(());
+    }
+    let model_dir = cli
+        .model
+        .as_deref()
+        .context("sft-data-evolution needs --model DIR")?;
+    require_dir(model_dir, "model")?;
+    let data = cli
+        .data
+        .as_deref()
+        .context("sft-data-evolution needs --data qa.jsonl")?;
+    if let Some(rm) = &cli.rm {
+        require_dir(rm, "reward model")?;
+    }
+    let checker = crate::eval::recipe::checker(&config.checker)?;
+    let questions = load_questions(data)?;
+    let (train, eval) = split_held_out(&questions, config.eval_questions);
+    if train.is_empty() {
+        bail!(
+            "{}: no training questions left after holding out {} for evaluation",
+            data.display(),
+            eval.len()
+        );
+    }
+    let run = RunContext::new(cli, "sft-data-evolution")?;
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let mut policy = Policy::load(model_dir, &run.device, None, Trainable::Yes)?;
+    let rm = match &cli.rm {
+        Some(dir) => Some(RewardModel::load(dir, &run.device, None, Trainable::No)?),
+        None => None,
+    };
+    let eval_mode = EvalMode::greedy_cot(config.max_new_tokens);
+    let accuracy = |policy: &Policy| -> Result<f64> {
+        if eval.is_empty() {
+            return Ok(f64::NAN);
+        }
+        Ok(evaluate(
+            policy,
+            &tokenizer,
+            &eval,
+            &eval_mode,
+            checker.as_ref(),
+            rm.as_ref(),
+        )?
+        .accuracy)
+    };
+    let used = match config.max_questions {
+        0 => train.len(),
+        n => n.min(train.len()),
+    };
+    let mut accuracy_before = accuracy(&policy)?;
+    run.metrics.scalar("evolution/accuracy", 0, accuracy_before);
+    let mut reports = Vec::new();
+    for round in 1..=config.rounds {
+        let kept = sample_and_filter(
+            &policy,
+            &tokenizer,
+            &train[..used],
+            checker.as_ref(),
+            rm.as_ref(),
+            &config,
+            run.seed.wrapping_add(round as u64),
+        )?;
+        let round_dir = run.path(&format!("round-{round}"));
+        std::fs::create_dir_all(&round_dir)
+            .with_context(|| format!("creating {}", round_dir.display()))?;
+        write_messages(&round_dir.join("data.jsonl"), &kept.conversations)?;
+        let sft_steps = if kept.conversations.is_empty() {
+            tracing::warn!(round, "no response was kept; the round trains nothing");
+            0
+        } else {
+            // Each round is its own SFT run (own checkpoints and step count) under round-<r>/.
+            let mut round_cli = cli.clone();
+            round_cli.output = Some(round_dir.clone());
+            round_cli.logdir = Some(round_dir.clone());
+            round_cli.resume = None;
+            let round_run = RunContext::new(&round_cli, "sft")?;
+            let outcome = train_sft(
+                policy,
+                &tokenizer,
+                &kept.conversations,
+                &config.sft,
+                &round_run,
+            )?;
+            round_run.metrics.flush()?;
+            policy = outcome.policy;
+            outcome.steps
+        };
+        let accuracy_after = accuracy(&policy)?;
+        let report = RoundReport {
+            round,
+            kept: kept.conversations.len(),
+            total: kept.sampled,
+            questions_kept: kept.questions,
+            accuracy_before,
+            accuracy_after,
+            sft_steps,
+        };
+        let step = round as u64;
+        run.metrics
+            .scalar("evolution/accuracy", step, accuracy_after);
+        run.metrics.scalar(
+            "evolution/kept_fraction",
+            step,
+            report.kept as f64 / report.total.max(1) as f64,
+        );
+        tracing::info!(
+            round,
+            kept = report.kept,
+            total = report.total,
+            accuracy_before,
+            accuracy_after,
+            "round done"
+        );
+        eprintln!(
+            "round {round}: kept {}/{} responses ({} questions), accuracy {} -> {}",
+            report.kept,
+            report.total,
+            report.questions_kept,
+            pct(accuracy_before),
+            pct(accuracy_after)
+        );
+        accuracy_before = accuracy_after;
+        reports.push(report);
+    }
+    let final_dir = run.path("final");
+    policy.save(&final_dir)?;
+    run.write_summary(&serde_json::json!({
+        "rounds": reports,
+        "eval_questions": eval.len(),
+        "train_questions": used,
+        "seconds": run.elapsed().as_secs_f64(),
+    }))?;
+    let last = reports.last();
+    print_summary(
+        &run,
+        &[
+            ("rounds", reports.len().to_string()),
+            (
+                "kept (last)",
+                last.map_or("-".into(), |r| format!("{}/{}", r.kept, r.total)),
+            ),
+            (
+                "accuracy",
+                match (reports.first(), last) {
+                    (Some(first), Some(last)) => {
+                        format!(
+                            "{} -> {}",
+                            pct(first.accuracy_before),
+                            pct(last.accuracy_after)
+                        )
+                    }
+                    _ => "-".into(),
+                },
+            ),
+            ("model", final_dir.display().to_string()),
+        ],
+    );
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{:.1}%", 100.0 * x)
+    }
+}
+
+/// Reads `{"question", "answer"?}` lines; errors name the file and line.
+pub fn load_questions(path: &Path) -> Result<Vec<Question>> {
+    crate::jsonl::read_jsonl(path)?
+        .into_iter()
+        .map(|(line, value)| {
+            let question = ["question", "problem"]
+                .iter()
+                .find_map(|k| value.get(*k).and_then(Value::as_str))
+                .with_context(|| {
+                    format!("{}:{line}: missing string field `question`", path.display())
+                })?;
+            let gold = match value.get("answer").or_else(|| value.get("gold")) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(other) => bail!(
+                    "{}:{line}: `answer` must be a string or number, found {other}",
+                    path.display()
+                ),
+            };
+            Ok(Question {
+                question: question.to_string(),
+                gold,
+            })
+        })
+        .collect()
+}
+
+/// Splits off up to `n` questions with a gold answer from the end as the held-out set.
+fn split_held_out(questions: &[Question], n: usize) -> (Vec<Question>, Vec<EvalItem>) {
+    let mut eval = Vec::new();
+    let mut held = vec![false; questions.len()];
+    for (i, q) in questions.iter().enumerate().rev() {
+        if eval.len() == n {
+            break;
+        }
+        if let Some(gold) = &q.gold {
+            held[i] = true;
+            eval.push(EvalItem {
+                dataset: String::new(),
+                line: i + 1,
+                question: q.question.clone(),
+                gold: gold.clone(),
+            });
+        }
+    }
+    eval.reverse();
+    let train = questions
+        .iter()
+        .zip(&held)
+        .filter(|(_, &h)| !h)
+        .map(|(q, _)| q.clone())
+        .collect();
+    (train, eval)
+}
+
+/// The kept responses of one round.
+struct Kept {
+    conversations: Vec<Conversation>,
+    sampled: usize,
+    questions: usize,
+}
+
+/// Samples K responses per question and keeps the top m of the accepted ones per question.
+fn sample_and_filter(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    questions: &[Question],
+    checker: &dyn Verifier,
+    rm: Option<&RewardModel>,
+    config: &EvolutionConfig,
+    seed: u64,
+) -> Result<Kept> {
+    let frozen = policy.frozen_copy()?;
+    let mut engine =
+        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    let params = SamplingParams {
+        n: config.samples_per_question,
+        temperature: config.temperature,
+        top_p: config.top_p,
+        seed,
+        max_new_tokens: config.max_new_tokens,
+        ..SamplingParams::default()
+    };
+    let bar = crate::run::progress_bar(questions.len() as u64, "sample");
+    let mut kept = Kept {
+        conversations: Vec::new(),
+        sampled: 0,
+        questions: 0,
+    };
+    for (chunk_index, chunk) in questions
+        .chunks(config.questions_per_batch.max(1))
+        .enumerate()
+    {
+        let prompts = chunk
+            .iter()
+            .map(|q| {
+                Ok(tokenizer
+                    .encode(&tokenizer.apply_chat_template(&messages(&q.question, None), true)?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let chunk_params = SamplingParams {
+            seed: params
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(chunk_index as u64),
+            ..params.clone()
+        };
+        let out = engine.generate(&prompts, &chunk_params)?;
+        for (group, q) in out.groups.iter().zip(chunk) {
+            let texts = group
+                .completions
+                .iter()
+                .map(|c| match &c.text {
+                    Some(text) => Ok(text.clone()),
+                    None => Ok(tokenizer.decode(&c.token_ids, true)?),
+                })
+                .collect::<Result<Vec<String>>>()?;
+            kept.sampled += texts.len();
+            let scores = match rm {
+                Some(rm) => {
+                    let pairs: Vec<(&str, &str)> = texts
+                        .iter()
+                        .map(|t| (q.question.as_str(), t.as_str()))
+                        .collect();
+                    Some(rm.score_pairs(tokenizer, &pairs, 8)?)
+                }
+                None => None,
+            };
+            let accepted =
+                accepted_responses(&texts, q.gold.as_deref(), checker, scores.as_deref());
+            let picked = top_m(&accepted, scores.as_deref(), config.keep_per_question);
+            if !picked.is_empty() {
+                kept.questions += 1;
+            }
+            for i in picked {
+                kept.conversations.push(Conversation {
+                    messages: messages(&q.question, Some(&texts[i])),
+                });
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(kept)
+}
+
+/// The conversation of a question (and its response): the CoT system prompt, the user turn and,
+/// when given, the assistant turn.
+fn messages(question: &str, response: Option<&str>) -> Vec<ChatMessage> {
+    let mut messages = vec![
+        ChatMessage::new("system", COT_SYSTEM),
+        ChatMessage::new("user", question),
+    ];
+    if let Some(response) = response {
+        messages.push(ChatMessage::new("assistant", response));
+    }
+    messages
+}
+
+/// Indices of the responses accepted as correct: checked against the gold answer when there is
+/// one, else those giving the answer of the (RM-weighted) majority vote. Duplicates are dropped.
+pub fn accepted_responses(
+    texts: &[String],
+    gold: Option<&str>,
+    checker: &dyn Verifier,
+    scores: Option<&[f32]>,
+) -> Vec<usize> {
+    let unique = |i: &usize| !texts[..*i].contains(&texts[*i]);
+    match gold {
+        Some(gold) => (0..texts.len())
+            .filter(|&i| checker.verify(&texts[i], gold, None).is_correct())
+            .filter(unique)
+            .collect(),
+        None => {
+            // The extracted answer does not depend on the gold, so an empty one serves.
+            let answers: Vec<Option<String>> = texts
+                .iter()
+                .map(|t| checker.verify(t, "", None).extracted)
+                .collect();
+            let winner = match scores {
+                Some(scores) => rm_weighted_vote(&answers, scores),
+                None => majority_vote(&answers),
+            };
+            let Some(winner) = winner else {
+                return Vec::new();
+            };
+            (0..texts.len())
+                .filter(|&i| answers[i].is_some() && answers[i] == answers[winner])
+                .filter(unique)
+                .collect()
+        }
+    }
+}
+
+/// The `m` best of `accepted` by score (stable: sample order among equal scores, and without
+/// scores), best first.
+pub fn top_m(accepted: &[usize], scores: Option<&[f32]>, m: usize) -> Vec<usize> {
+    let mut ranked = accepted.to_vec();
+    if let Some(scores) = scores {
+        ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    }
+    ranked.truncate(m);
+    ranked
+}
+
+fn write_messages(path: &Path, conversations: &[Conversation]) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for c in conversations {
+        writeln!(out, "{}", serde_json::json!({ "messages": c.messages }))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mathrl_rewards::Verdict;
+
+    /// Test-only check: the last `\boxed{}` equals the gold.
+    struct LastBoxed;
+
+    impl Verifier for LastBoxed {
+        fn verify(&self, response: &str, gold: &str, _: Option<&str>) -> Verdict {
+            match crate::eval::datasets::last_boxed(response) {
+                Some(a) if a == gold => Verdict::correct(a.into()),
+                Some(a) => Verdict::incorrect(a.into()),
+                None => Verdict::unparseable(None, "no box"),
+            }
+        }
+    }
+
+    fn texts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn with_gold_the_checked_correct_unique_responses_are_accepted() {
+        let t = texts(&[
+            "\\boxed{4}",
+            "\\boxed{5}",
+            "x \\boxed{4}",
+            "\\boxed{4}",
+            "none",
+        ]);
+        assert_eq!(
+            accepted_responses(&t, Some("4"), &LastBoxed, None),
+            vec![0, 2]
+        );
+    }
+
+    #[test]
+    fn without_gold_the_rm_weighted_vote_picks_the_answer() {
+        let t = texts(&["a \\boxed{1}", "b \\boxed{1}", "c \\boxed{2}", "none"]);
+        assert_eq!(accepted_responses(&t, None, &LastBoxed, None), vec![0, 1]);
+        let scores = [-5.0, -5.0, 5.0, 0.0];
+        assert_eq!(
+            accepted_responses(&t, None, &LastBoxed, Some(&scores)),
+            vec![2]
+        );
+        assert!(accepted_responses(&texts(&["x", "y"]), None, &LastBoxed, None).is_empty());
+    }
+
+    #[test]
+    fn the_top_m_are_the_best_scored() {
+        assert_eq!(
+            top_m(&[0, 2, 3], Some(&[1.0, 9.0, 2.0, 3.0]), 2),
+            vec![3, 2]
+        );
+        assert_eq!(top_m(&[0, 2, 3], None, 2), vec![0, 2]);
+        assert_eq!(top_m(&[1], Some(&[0.0, 1.0]), 5), vec![1]);
+    }
+
+    #[test]
+    fn held_out_questions_have_gold_and_come_from_the_end() {
+        let q = |s: &str, g: Option<&str>| Question {
+            question: s.into(),
+            gold: g.map(Into::into),
+        };
+        let all = [
+            q("a", Some("1")),
+            q("b", None),
+            q("c", Some("3")),
+            q("d", None),
+            q("e", Some("5")),
+        ];
+        let (train, eval) = split_held_out(&all, 2);
+        assert_eq!(
+            eval.iter().map(|e| e.question.as_str()).collect::<Vec<_>>(),
+            ["c", "e"]
+        );
+        assert_eq!(
+            train
+                .iter()
+                .map(|t| t.question.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "d"]
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Scripted models for end-to-end tests: a tokenizer with multi-character script tokens and a
+//! one-layer "bigram" policy whose next token depends on the current one only.
+#![allow(dead_code)] // each test file uses a part
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use mathrl::model::{Qwen2Config, Trainable};
+use mathrl::{Policy, Tokenizer};
+use serde_json::json;
+
+/// Multi-character tokens of the scripted tokenizer, ids 1.. (id 0 is `<eos>`).
+pub const SCRIPT_TOKENS: [&str; 7] = [
+    "```python\n",
+    "print(2+3)\n",
+    "print(1/0)\n",
+    "```\n",
+    "```output",
+    "\n```\n",
+    "\\boxed{5}",
+];
+
+/// A tokenizer over printable ASCII and "\n" plus the script tokens, with `chat_template`,
+/// written to `dir` (`tokenizer.json`, `tokenizer_config.json`).
+pub fn script_tokenizer(dir: &Path, chat_template: &str) -> Tokenizer {
+    script_tokenizer_with(dir, chat_template, &[])
+}
+
+/// [`script_tokenizer`] with `extra` multi-character tokens after the script tokens.
+pub fn script_tokenizer_with(dir: &Path, chat_template: &str, extra: &[&str]) -> Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    let mut added = vec![
+        json!({"id": 0, "content": "<eos>", "special": true, "single_word": false,
+        "lstrip": false, "rstrip": false, "normalized": false}),
+    ];
+    vocab.insert("<eos>".into(), 0.into());
+    for (i, t) in SCRIPT_TOKENS.iter().chain(extra).enumerate() {
+        vocab.insert(t.to_string(), (i + 1).into());
+        added.push(
+            json!({"id": i + 1, "content": t, "special": false, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false}),
+        );
+    }
+    let first_char = SCRIPT_TOKENS.len() + extra.len() + 1;
+    for (i, c) in (32u8..127).map(char::from).chain(['\n']).enumerate() {
+        vocab.insert(c.to_string(), (first_char + i).into());
+    }
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": {"type": "Fuse"},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let config = json!({"eos_token": "<eos>", "chat_template": chat_template});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    Tokenizer::from_dir(dir).unwrap()
+}
+
+pub fn id(tok: &Tokenizer, text: &str) -> u32 {
+    let ids = tok.encode(text).unwrap();
+    assert_eq!(ids.len(), 1, "{text:?} is one token");
+    ids[0]
+}
+
+/// A one-layer model whose attention and MLP add nothing, so the next token depends on the
+/// current one only: each (from, to) pair makes `to` win by a wide logit margin.
+pub fn bigram_policy(pairs: &[(u32, u32)]) -> Policy {
+    let (vocab, hidden, inter) = (128, 64, 32);
+    let config = Qwen2Config::from_json(&json!({
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false
+    }))
+    .unwrap();
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    let mut embed = vec![0f32; vocab * hidden];
+    for i in 0..hidden {
+        embed[i * hidden + i] = 1.0;
+    }
+    let mut head = vec![0f32; vocab * hidden];
+    for &(from, to) in pairs {
+        assert!((from as usize) < hidden);
+        head[to as usize * hidden + from as usize] = 10.0;
+    }
+    let l = "model.layers.0";
+    let mut tensors = vec![
+        (
+            "model.embed_tokens.weight".to_string(),
+            Tensor::from_vec(embed, (vocab, hidden), &Device::Cpu).unwrap(),
+        ),
+        (
+            "lm_head.weight".to_string(),
+            Tensor::from_vec(head, (vocab, hidden), &Device::Cpu).unwrap(),
+        ),
+        ("model.norm.weight".to_string(), ones(hidden)),
+        (format!("{l}.input_layernorm.weight"), ones(hidden)),
+        (format!("{l}.post_attention_layernorm.weight"), ones(hidden)),
+        (
+            format!("{l}.self_attn.q_proj.weight"),
+            zeros(&[hidden, hidden]),
+        ),
+        (format!("{l}.self_attn.q_proj.bias"), zeros(&[hidden])),
+        (format!("{l}.self_attn.k_proj.weight"), zeros(&[32, hidden])),
+        (format!("{l}.self_attn.k_proj.bias"), zeros(&[32])),
+        (format!("{l}.self_attn.v_proj.weight"), zeros(&[32, hidden])),
+        (format!("{l}.self_attn.v_proj.bias"), zeros(&[32])),
+        (
+            format!("{l}.self_attn.o_proj.weight"),
+            zeros(&[hidden, hidden]),
+        ),
+        (format!("{l}.mlp.gate_proj.weight"), zeros(&[inter, hidden])),
+        (format!("{l}.mlp.up_proj.weight"), zeros(&[inter, hidden])),
+        (format!("{l}.mlp.down_proj.weight"), zeros(&[hidden, inter])),
+    ];
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Policy::from_tensors(&config, tensors, &Device::Cpu, DType::F32, Trainable::No).unwrap()
+}

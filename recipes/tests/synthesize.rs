@@ -1,0 +1,131 @@
+//! `synthesize` end to end on a scripted "instruct model" that always writes the same problem:
+//! the copies are deduplicated, the survivor is checked against its seed's gold answer (a
+//! rephrasing) or by self-consistency (a new problem), and written as JSONL.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{bigram_policy, id, script_tokenizer_with};
+
+const CONCAT: &str =
+    "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
+const REPLY: &str = "Problem: What is 2+3?\nSolution: ";
+
+/// After "#" or "$" (the ends of the test's instructions) the model writes REPLY then
+/// "\boxed{5}"; after "?" (the end of a CoT prompt for the new problem) it answers "\boxed{5}".
+fn scripted_instruct_model(dir: &Path) {
+    let tokenizer_dir = dir.with_extension("tokenizer");
+    std::fs::create_dir_all(&tokenizer_dir).unwrap();
+    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY]);
+    let (reply, boxed) = (id(&tok, REPLY), id(&tok, "\\boxed{5}"));
+    bigram_policy(&[
+        (id(&tok, "#"), reply),
+        (id(&tok, "$"), reply),
+        (reply, boxed),
+        (id(&tok, "?"), boxed),
+        (boxed, 0),
+    ])
+    .with_side_files_from(&tokenizer_dir)
+    .save(dir)
+    .unwrap();
+}
+
+fn synthesize(model: &Path, seeds: &Path, output: &Path, sets: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mathrl"));
+    cmd.args(["--recipe", "synthesize", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(seeds)
+        .arg("--output")
+        .arg(output)
+        .args([
+            "--set",
+            "rephrase_prompt={question}#",
+            "--set",
+            "new_problem_prompt={question}$",
+        ])
+        .args(["--set", "max_new_tokens=4"]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(output.join("synthesized.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn funnel(output: &Path) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("summary.json")).unwrap())
+            .unwrap();
+    summary["funnel"].clone()
+}
+
+#[test]
+fn copies_are_deduplicated_and_the_survivor_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    scripted_instruct_model(&model);
+    let seeds = tmp.path().join("seeds.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"question\": \"Add two and three.\", \"answer\": \"5\"}\n\
+         {\"question\": \"Add three and four.\", \"answer\": \"7\"}\n{\"question\": \"Add one and four.\"}\n",
+    )
+    .unwrap();
+
+    // Rephrasings first: nine identical replies, one survives, its seed's gold (5) checks it.
+    let output = tmp.path().join("a");
+    let lines = synthesize(
+        &model,
+        &seeds,
+        &output,
+        &["rephrasings_per_seed=2", "new_problems_per_seed=1"],
+    );
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["question"], "What is 2+3?");
+    assert_eq!(line["solution"], "\\boxed{5}");
+    assert_eq!(line["answer"], "5");
+    assert_eq!(
+        (line["kind"].as_str(), line["seed_line"].as_u64()),
+        (Some("rephrase"), Some(1))
+    );
+    assert_eq!(line["check"], "gold");
+    let f = funnel(&output);
+    assert_eq!(
+        [
+            &f["generated"],
+            &f["parsed"],
+            &f["exact_duplicates"],
+            &f["near_duplicates"],
+            &f["rejected"],
+            &f["kept"]
+        ],
+        [9, 9, 8, 0, 0, 1]
+    );
+
+    // New problems only: the survivor has no gold and passes self-consistency (4 of 4 agree).
+    let output = tmp.path().join("b");
+    let lines = synthesize(
+        &model,
+        &seeds,
+        &output,
+        &["rephrasings_per_seed=0", "new_problems_per_seed=2"],
+    );
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0]["kind"].as_str(), lines[0]["check"].as_str()),
+        (Some("new-problem"), Some("self-consistency"))
+    );
+    assert_eq!(lines[0]["agreement"], 1.0);
+}
