@@ -18,8 +18,10 @@ use mathrl_learners::{GrpoConfig, GrpoLearner};
 use mathrl_rewards::{RewardFunction, RewardInput, RewardOutput};
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
-const TOKENIZER: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/procedural-tokenizer");
+const TOKENIZER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/procedural-tokenizer"
+);
 
 /// Reward = share of digits in the response.
 struct DigitShare;
@@ -67,9 +69,15 @@ fn run(rollout_actors: usize, steps: u64, prompts_per_step: usize) -> Result<(f6
             dataset: None,
         })
         .collect();
-    let report = Trainer::new(config, learner, tokenizer, Arc::new(DigitShare), Metrics::null())?
-        .run(prompts)
-        .context("training run")?;
+    let report = Trainer::new(
+        config,
+        learner,
+        tokenizer,
+        Arc::new(DigitShare),
+        Metrics::null(),
+    )?
+    .run(prompts)
+    .context("training run")?;
     Ok((
         report.steps as f64 / report.wall_seconds,
         report.rollout_busy_fraction(rollout_actors),
@@ -87,7 +95,10 @@ fn main() -> Result<()> {
     for actors in [1, 2] {
         let (rate, busy) = run(actors, steps, per_step)?;
         let base_rate = *base.get_or_insert(rate);
-        println!("| {actors} | {rate:.3} ({:.2}x) | {busy:.2} |", rate / base_rate);
+        println!(
+            "| {actors} | {rate:.3} ({:.2}x) | {busy:.2} |",
+            rate / base_rate
+        );
     }
     Ok(())
 }

@@ -132,12 +132,10 @@ impl TrainerConfig {
         if self.rollout_deadline.is_zero() {
             return bad("rollout_deadline", "must be positive");
         }
-        self.sampling
-            .validate()
-            .map_err(|e| Error::Config {
-                field: "sampling",
-                message: e.to_string(),
-            })
+        self.sampling.validate().map_err(|e| Error::Config {
+            field: "sampling",
+            message: e.to_string(),
+        })
     }
 }
 
@@ -179,7 +177,11 @@ mod tests {
             reward_actors: 0,
             ..TrainerConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("reward_actors"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reward_actors"));
         let err = serde_json::from_str::<TrainerConfig>(r#"{"rollout_actor": 1}"#).unwrap_err();
         assert!(err.to_string().contains("rollout_actor"), "{err}");
     }

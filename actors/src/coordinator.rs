@@ -22,7 +22,7 @@ use crate::config::TrainerConfig;
 use crate::event::{Event, Role, WorkerId};
 use crate::learner::{LearnerEvent, LearnerMsg, LearnerThread};
 use crate::prompt::{PromptRecord, PromptStream};
-use crate::report::{GroupRecord, StepRecord, RunTally, UnscoredCompletion};
+use crate::report::{GroupRecord, RunTally, StepRecord, UnscoredCompletion};
 use crate::reward::{RewardItem, RewardJob, RewardMsg};
 use crate::rollout::{RolloutJob, RolloutMsg};
 use crate::stop::StopHandle;
@@ -57,8 +57,15 @@ pub struct Wiring {
 /// A job handed to a worker.
 #[derive(Debug, Clone)]
 enum Work {
-    Rollout { step: u64, slot: usize },
-    Reward { step: u64, slot: usize, completions: Vec<usize> },
+    Rollout {
+        step: u64,
+        slot: usize,
+    },
+    Reward {
+        step: u64,
+        slot: usize,
+        completions: Vec<usize>,
+    },
 }
 
 struct InFlight {
@@ -208,7 +215,9 @@ impl<'a> Coordinator<'a> {
             if done {
                 return self.finish_with_checkpoint();
             }
-            self.open_steps(stop_after.is_some());
+            // After a stop request, only the step being finished may still be opened (a
+            // request before the first step still runs that step).
+            self.open_steps(stop_after.unwrap_or(self.config.max_steps));
             self.dispatch()?;
             self.feed_learner()?;
             self.wait_and_handle()?;
@@ -216,10 +225,10 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    fn open_steps(&mut self, stopping: bool) {
+    /// Opens the steps up to `last` that the current weights may sample.
+    fn open_steps(&mut self, last: u64) {
         let lag = self.config.sync.max_policy_lag();
-        while !stopping
-            && self.next_open <= self.config.max_steps
+        while self.next_open <= last.min(self.config.max_steps)
             && self.next_open <= self.trained + 1 + lag
         {
             let step = self.next_open;
@@ -280,7 +289,12 @@ impl<'a> Coordinator<'a> {
                 .map(|actor| actor.cast(RolloutMsg::Generate(job)).is_ok())
                 .unwrap_or(false);
             if sent {
-                self.start(job_id, worker, Work::Rollout { step, slot }, self.config.rollout_deadline);
+                self.start(
+                    job_id,
+                    worker,
+                    Work::Rollout { step, slot },
+                    self.config.rollout_deadline,
+                );
             } else {
                 self.alive.remove(&worker);
                 self.rollout_queue.push_front((step, slot));
@@ -293,7 +307,9 @@ impl<'a> Coordinator<'a> {
             let job_id = self.job_id();
             let open = &self.open[&step];
             let record = &self.prompts[open.prompts[slot]].record;
-            let group = open.groups[slot].as_ref().expect("scored groups were generated");
+            let group = open.groups[slot]
+                .as_ref()
+                .expect("scored groups were generated");
             let items = completions
                 .iter()
                 .map(|&c| RewardItem {
@@ -307,7 +323,11 @@ impl<'a> Coordinator<'a> {
                 .wiring
                 .reward
                 .get(worker.index)
-                .map(|actor| actor.cast(RewardMsg::Score(RewardJob { job_id, items })).is_ok())
+                .map(|actor| {
+                    actor
+                        .cast(RewardMsg::Score(RewardJob { job_id, items }))
+                        .is_ok()
+                })
                 .unwrap_or(false);
             let work = Work::Reward {
                 step,
@@ -418,7 +438,12 @@ impl<'a> Coordinator<'a> {
                 self.window.reward_busy += busy;
                 match result {
                     Ok(outputs) => {
-                        if let Work::Reward { step, slot, completions } = &work {
+                        if let Work::Reward {
+                            step,
+                            slot,
+                            completions,
+                        } = &work
+                        {
                             let open = self.open.get_mut(step).expect("a step in flight is open");
                             for (&c, output) in completions.iter().zip(outputs) {
                                 open.outputs[*slot][c] = Some(output);
@@ -432,7 +457,14 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    fn accept_group(&mut self, step: u64, slot: usize, worker: WorkerId, group: Group, checksum: u64) {
+    fn accept_group(
+        &mut self,
+        step: u64,
+        slot: usize,
+        worker: WorkerId,
+        group: Group,
+        checksum: u64,
+    ) {
         let lag = self.config.sync.max_policy_lag();
         // Groups of step s may come from versions s − 1 − lag .. s − 1.
         if group.policy_version + lag + 1 < step {
@@ -456,7 +488,11 @@ impl<'a> Coordinator<'a> {
         if open.groups.iter().all(Option::is_some) {
             open.generated_at = Some(Instant::now());
         }
-        *self.report.groups_by_worker.entry(worker.to_string()).or_default() += 1;
+        *self
+            .report
+            .groups_by_worker
+            .entry(worker.to_string())
+            .or_default() += 1;
         self.reward_queue.push_back((step, slot, (0..n).collect()));
     }
 
@@ -576,8 +612,10 @@ impl<'a> Coordinator<'a> {
             .iter()
             .zip(&open.outputs)
             .map(|(group, outputs)| {
-                let outputs: Vec<&RewardOutput> =
-                    outputs.iter().map(|o| o.as_ref().expect("scored")).collect();
+                let outputs: Vec<&RewardOutput> = outputs
+                    .iter()
+                    .map(|o| o.as_ref().expect("scored"))
+                    .collect();
                 let verdicts: Option<Vec<bool>> = outputs
                     .iter()
                     .map(|o| o.verdict.as_ref().map(|v| v.is_correct()))
@@ -589,13 +627,21 @@ impl<'a> Coordinator<'a> {
                 }
             })
             .collect();
-        self.wiring.learner.send(LearnerMsg::Train(RolloutBatch { groups }))?;
+        self.wiring
+            .learner
+            .send(LearnerMsg::Train(RolloutBatch { groups }))?;
         self.learner_busy = true;
         self.metrics.scalars(
             step,
             &[
-                ("queue/rollout_depth_max", self.window.max_rollout_queue as f64),
-                ("queue/reward_depth_max", self.window.max_reward_queue as f64),
+                (
+                    "queue/rollout_depth_max",
+                    self.window.max_rollout_queue as f64,
+                ),
+                (
+                    "queue/reward_depth_max",
+                    self.window.max_reward_queue as f64,
+                ),
                 ("queue/open_steps", self.open.len() as f64),
             ],
         );
@@ -635,7 +681,10 @@ impl<'a> Coordinator<'a> {
 
     fn log_step(&mut self, step: u64, open: &OpenStep, learner_time: Duration) {
         let now = Instant::now();
-        let wall = now.duration_since(self.window_start).as_secs_f64().max(1e-9);
+        let wall = now
+            .duration_since(self.window_start)
+            .as_secs_f64()
+            .max(1e-9);
         let rollout_wall = open
             .generated_at
             .unwrap_or(now)
@@ -652,7 +701,10 @@ impl<'a> Coordinator<'a> {
         self.metrics.scalars(
             step,
             &[
-                ("rollout/tokens_per_second", open.sampled_tokens as f64 / rollout_wall),
+                (
+                    "rollout/tokens_per_second",
+                    open.sampled_tokens as f64 / rollout_wall,
+                ),
                 ("rollout/sampled_tokens", open.sampled_tokens as f64),
                 (
                     "rollout/busy_fraction",
@@ -671,7 +723,10 @@ impl<'a> Coordinator<'a> {
                     "faults/unscored",
                     (self.report.unscored_total() + open.unscored.len()) as f64,
                 ),
-                ("faults/dropped_stale_groups", self.report.dropped_stale_groups as f64),
+                (
+                    "faults/dropped_stale_groups",
+                    self.report.dropped_stale_groups as f64,
+                ),
                 ("time/learner_seconds", learner_time.as_secs_f64()),
                 ("time/step_seconds", wall),
             ],
@@ -723,7 +778,9 @@ impl<'a> Coordinator<'a> {
             extra: serde_json::json!({ "groups_by_worker": self.report.groups_by_worker }),
             ..RunState::default()
         };
-        self.wiring.learner.send(LearnerMsg::Checkpoint(config, run))
+        self.wiring
+            .learner
+            .send(LearnerMsg::Checkpoint(config, run))
     }
 
     /// Writes the final checkpoint (unless the last step's was already requested) and waits
@@ -760,7 +817,9 @@ impl<'a> Coordinator<'a> {
 
 /// The sampling seed of a step's slot: a re-issued prompt samples the same group.
 fn sampling_seed(seed: u64, step: u64, slot: usize) -> u64 {
-    let mut x = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (slot as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut x = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (slot as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     // splitmix64 finaliser: nearby (step, slot) pairs get unrelated seeds.
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

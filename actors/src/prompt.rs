@@ -62,13 +62,14 @@ impl PromptStream {
             return out;
         }
         while out.len() < n {
+            out.push(self.order[self.cursor.position as usize]);
+            self.cursor.position += 1;
+            // Roll over at once, so the cursor a checkpoint stores is canonical (never `len`).
             if self.cursor.position as usize >= self.len {
                 self.cursor.epoch += 1;
                 self.cursor.position = 0;
                 self.shuffle_epoch();
             }
-            out.push(self.order[self.cursor.position as usize]);
-            self.cursor.position += 1;
         }
         out
     }
@@ -96,7 +97,13 @@ mod tests {
             assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         }
         assert_ne!(e0, e1);
-        assert_eq!(s.cursor(), DataCursor { epoch: 2, position: 0 });
+        assert_eq!(
+            s.cursor(),
+            DataCursor {
+                epoch: 2,
+                position: 0
+            }
+        );
     }
 
     #[test]
@@ -108,7 +115,13 @@ mod tests {
         let mut b = PromptStream::new(7, 3);
         b.seek(cursor);
         assert_eq!(b.take(12), rest);
-        assert_eq!(cursor, DataCursor { epoch: 1, position: 2 });
+        assert_eq!(
+            cursor,
+            DataCursor {
+                epoch: 1,
+                position: 2
+            }
+        );
     }
 
     #[test]

@@ -81,7 +81,6 @@ impl RunTally {
 }
 
 /// The outcome of [`crate::Trainer::run`].
-#[derive(Debug)]
 pub struct TrainReport {
     /// Learner steps done in total (including those before a resume).
     pub steps: u64,
@@ -109,6 +108,24 @@ pub struct TrainReport {
     pub wall_seconds: f64,
     /// Every step of this run.
     pub step_records: Vec<StepRecord>,
+}
+
+// By hand: `Policy` has no `Debug` (its weights are not worth printing).
+impl std::fmt::Debug for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainReport")
+            .field("steps", &self.steps)
+            .field("resumed_from_step", &self.resumed_from_step)
+            .field("groups_by_worker", &self.groups_by_worker)
+            .field("failures", &self.failures)
+            .field("restarts", &self.restarts)
+            .field("dropped_stale_groups", &self.dropped_stale_groups)
+            .field("unscored", &self.unscored)
+            .field("stopped_early", &self.stopped_early)
+            .field("checkpoints", &self.checkpoints)
+            .field("wall_seconds", &self.wall_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TrainReport {

@@ -77,7 +77,9 @@ impl Actor for RewardActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.events.send(Event::WorkerUp { worker: self.worker })?;
+        state.events.send(Event::WorkerUp {
+            worker: self.worker,
+        })?;
         Ok(())
     }
 
@@ -115,7 +117,11 @@ impl Actor for RewardActor {
         .await
         .map_err(|e| -> ActorProcessingErr {
             if e.is_panic() {
-                format!("reward function panicked: {}", panic_message(e.into_panic())).into()
+                format!(
+                    "reward function panicked: {}",
+                    panic_message(e.into_panic())
+                )
+                .into()
             } else {
                 format!("reward task cancelled: {e}").into()
             }

@@ -128,7 +128,9 @@ impl Actor for RolloutActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.setup.events.send(Event::WorkerUp { worker: self.worker })?;
+        state.setup.events.send(Event::WorkerUp {
+            worker: self.worker,
+        })?;
         Ok(())
     }
 

@@ -46,7 +46,9 @@ impl<M: ractor::Message> Slots<M> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<ActorRef<M>>>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

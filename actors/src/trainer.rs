@@ -96,7 +96,11 @@ impl Trainer {
         let encoded = self.encode(prompts)?;
         let mut stream = PromptStream::new(encoded.len(), self.config.seed);
         let checkpoints = self.checkpoint_dir.as_ref().map(|dir| {
-            CheckpointConfig::new(dir, self.config.checkpoint_every, self.config.keep_checkpoints)
+            CheckpointConfig::new(
+                dir,
+                self.config.checkpoint_every,
+                self.config.keep_checkpoints,
+            )
         });
         if let Some(dir) = &self.checkpoint_dir {
             if let Some(latest) = latest_checkpoint(dir)? {
@@ -206,7 +210,10 @@ impl Trainer {
                     .and_then(|t| self.tokenizer.encode(&t))
                     .map_err(|e| Error::Input(format!("prompt `{}`: {e}", record.id)))?;
                 if text.is_empty() {
-                    return Err(Error::Input(format!("prompt `{}` encodes to no tokens", record.id)));
+                    return Err(Error::Input(format!(
+                        "prompt `{}` encodes to no tokens",
+                        record.id
+                    )));
                 }
                 Ok(EncodedPrompt { record, ids: text })
             })
@@ -221,7 +228,10 @@ impl Trainer {
         let tensors = candle_core::safetensors::load(&file, policy.device())?;
         for (name, var) in policy.vars() {
             let tensor = tensors.get(&name).ok_or_else(|| {
-                Error::Input(format!("{}: no tensor `{name}` to resume from", file.display()))
+                Error::Input(format!(
+                    "{}: no tensor `{name}` to resume from",
+                    file.display()
+                ))
             })?;
             var.set(&tensor.to_dtype(var.dtype())?)?;
         }

@@ -70,7 +70,13 @@ impl WeightsSnapshot {
             })?;
         let mut named: Vec<(String, Tensor)> = tensors.into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Policy::from_tensors(config, named, device, dtype, Trainable::No)?)
+        Ok(Policy::from_tensors(
+            config,
+            named,
+            device,
+            dtype,
+            Trainable::No,
+        )?)
     }
 }
 
@@ -88,7 +94,10 @@ impl WeightsBoard {
 
     /// Publishes a new version (ignored if it is not newer than the current one).
     pub fn publish(&self, snapshot: WeightsSnapshot) {
-        let mut current = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if snapshot.version >= current.version {
             *current = Arc::new(snapshot);
         }
@@ -116,7 +125,9 @@ mod tests {
     fn a_snapshot_round_trips_to_identical_weights() {
         let policy = tiny();
         let snap = WeightsSnapshot::of_policy(&policy, 3).unwrap();
-        let back = snap.to_policy(policy.config(), &Device::Cpu, DType::F32).unwrap();
+        let back = snap
+            .to_policy(policy.config(), &Device::Cpu, DType::F32)
+            .unwrap();
         let (a, b) = (policy.named_tensors(), back.named_tensors());
         assert_eq!(a.len(), b.len());
         for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
@@ -125,7 +136,10 @@ mod tests {
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{na}");
         }
         // Re-serialising the loaded copy gives the same bytes, hence the same checksum.
-        assert_eq!(WeightsSnapshot::of_policy(&back, 3).unwrap().checksum, snap.checksum);
+        assert_eq!(
+            WeightsSnapshot::of_policy(&back, 3).unwrap().checksum,
+            snap.checksum
+        );
     }
 
     #[test]
@@ -136,11 +150,14 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         snap.bytes = Arc::new(bytes);
-        let err = snap
-            .to_policy(policy.config(), &Device::Cpu, DType::F32)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("version 7") && err.contains("checksum mismatch"), "{err}");
+        let Err(err) = snap.to_policy(policy.config(), &Device::Cpu, DType::F32) else {
+            panic!("corrupted weights were accepted");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("version 7") && err.contains("checksum mismatch"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -102,8 +102,14 @@ fn a_reward_that_panics_once_is_restarted_and_its_batch_rescored() -> Result<()>
     assert_eq!(report.unscored, 0);
     // Each completion was scored successfully exactly once: 2 steps × 4 prompts × 3.
     assert_eq!(reward.scored.lock().unwrap().len(), 24);
-    assert_eq!(sink.scalars("faults/failures").last().map(|s| s.1), Some(1.0));
-    assert_eq!(sink.scalars("faults/restarts").last().map(|s| s.1), Some(1.0));
+    assert_eq!(
+        sink.scalars("faults/failures").last().map(|s| s.1),
+        Some(1.0)
+    );
+    assert_eq!(
+        sink.scalars("faults/restarts").last().map(|s| s.1),
+        Some(1.0)
+    );
     Ok(())
 }
 
@@ -141,7 +147,10 @@ fn a_reward_that_always_panics_scores_zero_after_max_attempts_with_the_reason() 
 
 #[test]
 fn a_reward_past_its_deadline_is_killed_restarted_and_its_batch_reissued() -> Result<()> {
-    let reward = Faulty::new("What is 2 + 2?", Misbehave::SleepOnce(Duration::from_secs(3)));
+    let reward = Faulty::new(
+        "What is 2 + 2?",
+        Misbehave::SleepOnce(Duration::from_secs(3)),
+    );
     let mut cfg = config(1);
     cfg.message_deadline = Duration::from_millis(500);
     let (trainer, sink) = trainer(cfg, reward.clone())?;

@@ -17,7 +17,10 @@ fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> 
 
     assert_eq!(report.steps, 3);
     assert_eq!(report.step_records.len(), 3);
-    assert_eq!((report.failures, report.restarts, report.unscored), (0, 0, 0));
+    assert_eq!(
+        (report.failures, report.restarts, report.unscored),
+        (0, 0, 0)
+    );
     let mut drawn: BTreeMap<String, usize> = BTreeMap::new();
     for (i, record) in report.step_records.iter().enumerate() {
         let step = i as u64 + 1;
@@ -46,7 +49,11 @@ fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> 
 
     // Rewards came from the reward actors: the learner saw the same mean as the records.
     for record in &report.step_records {
-        let rewards: Vec<f32> = record.groups.iter().flat_map(|g| g.rewards.clone()).collect();
+        let rewards: Vec<f32> = record
+            .groups
+            .iter()
+            .flat_map(|g| g.rewards.clone())
+            .collect();
         let mean = rewards.iter().map(|&r| r as f64).sum::<f64>() / rewards.len() as f64;
         assert!((mean - record.learner.reward_mean).abs() < 1e-6);
         assert!(rewards.iter().all(|&r| (0.0..=1.0).contains(&r)));

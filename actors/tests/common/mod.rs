@@ -16,12 +16,19 @@ use mathrl_rewards::{RewardFunction, RewardInput, RewardOutput};
 /// The tiny Qwen2 fixture (vocab 1024, hidden 64, 2 layers, random weights).
 pub const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
 /// The procedural task's tokenizer (653 ids, ChatML template): its ids fit the tiny vocabulary.
-pub const TOKENIZER: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/procedural-tokenizer");
+pub const TOKENIZER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/procedural-tokenizer"
+);
 
 /// The tiny policy on the CPU in f32.
 pub fn tiny_policy(trainable: Trainable) -> Result<Policy> {
-    Ok(Policy::load(TINY, &Device::Cpu, Some(DType::F32), trainable)?)
+    Ok(Policy::load(
+        TINY,
+        &Device::Cpu,
+        Some(DType::F32),
+        trainable,
+    )?)
 }
 
 /// The tokenizer.
