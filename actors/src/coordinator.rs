@@ -825,3 +825,121 @@ fn sampling_seed(seed: u64, step: u64, slot: usize) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+    use crate::event::RolloutResult;
+    use crate::weights::WeightsSnapshot;
+    use candle_core::{DType, Device};
+    use crossbeam::channel::bounded;
+    use mathrl::model::Trainable;
+    use mathrl::Policy;
+    use mathrl_learners::{GrpoConfig, GrpoLearner};
+
+    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
+
+    fn group(policy_version: u64) -> Group {
+        Group {
+            prompt_index: 0,
+            prompt_ids: vec![1, 2],
+            completions: Vec::new(),
+            policy_version,
+        }
+    }
+
+    /// In one process a rollout actor always samples with weights recent enough (steps open
+    /// only when the lag allows it); a remote worker that missed a sync does not. The guard
+    /// is tested here by handing the coordinator groups of chosen versions.
+    #[test]
+    fn groups_older_than_the_lag_are_dropped_counted_and_regenerated() -> Result<()> {
+        let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes)?;
+        let snapshot = WeightsSnapshot::of_policy(&policy, 3)?;
+        let checksum = snapshot.checksum;
+        let learner = GrpoLearner::new(policy, None, GrpoConfig::default(), Metrics::null())?;
+        let config = TrainerConfig {
+            sync: SyncMode::Async { max_policy_lag: 1 },
+            prompts_per_step: 2,
+            ..TrainerConfig::default()
+        };
+        let prompts: Vec<EncodedPrompt> = ["a", "b"]
+            .iter()
+            .map(|id| EncodedPrompt {
+                record: PromptRecord {
+                    id: id.to_string(),
+                    question: id.to_string(),
+                    gold: None,
+                    dataset: None,
+                },
+                ids: vec![1, 2],
+            })
+            .collect();
+        let (_events_tx, events_rx) = bounded(4);
+        let (learner_tx, learner_rx) = bounded(4);
+        let wiring = Wiring {
+            rollout: Slots::new(1),
+            reward: Slots::new(1),
+            events: events_rx,
+            learner: LearnerThread::spawn(learner, learner_tx)?,
+            learner_events: learner_rx,
+            board: WeightsBoard::new(snapshot),
+        };
+        // As after 3 learner steps: with lag 1, steps 4 and 5 may be sampled now.
+        let mut c = Coordinator::new(
+            &config,
+            &prompts,
+            PromptStream::new(prompts.len(), 0),
+            Metrics::null(),
+            StopHandle::new(),
+            None,
+            wiring,
+            3,
+            checksum,
+        );
+        c.open_steps(config.max_steps);
+        assert_eq!(c.open.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
+        c.rollout_queue.clear();
+        let worker = WorkerId {
+            role: Role::Rollout,
+            index: 0,
+        };
+        let deliver = |c: &mut Coordinator<'_>, job_id: u64, version: u64| {
+            c.start(
+                job_id,
+                worker,
+                Work::Rollout { step: 5, slot: 1 },
+                Duration::from_secs(60),
+            );
+            c.handle(Event::Rollout {
+                worker,
+                job_id,
+                result: Ok(RolloutResult {
+                    group: group(version),
+                    weights_checksum: checksum,
+                    busy: Duration::ZERO,
+                }),
+            })
+        };
+
+        // Step 5 trains on versions 3 ..= 4: a group of version 2 lags by 2 and is dropped,
+        // counted, and its prompt queued again for generation.
+        deliver(&mut c, 1, 2)?;
+        assert_eq!(c.report.dropped_stale_groups, 1);
+        assert_eq!(c.rollout_queue, VecDeque::from([(5, 1)]));
+        assert!(c.open[&5].groups[1].is_none());
+        assert!(c.reward_queue.is_empty());
+
+        // Version 3 lags by 1: accepted and sent on to scoring.
+        c.rollout_queue.clear();
+        deliver(&mut c, 2, 3)?;
+        assert_eq!(c.report.dropped_stale_groups, 1);
+        assert_eq!(
+            c.open[&5].groups[1].as_ref().map(|g| g.policy_version),
+            Some(3)
+        );
+        assert_eq!(c.reward_queue, VecDeque::from([(5, 1, vec![])]));
+        assert_eq!(c.report.groups_by_worker["rollout-0"], 1);
+        Ok(())
+    }
+}

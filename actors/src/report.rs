@@ -88,7 +88,7 @@ pub struct TrainReport {
     pub resumed_from_step: u64,
     /// The final weights.
     pub policy: Policy,
-    /// Groups generated per rollout worker (`rollout-0` → n), dropped stale groups included.
+    /// Groups accepted per rollout worker (`rollout-0` → n); dropped stale groups not included.
     pub groups_by_worker: BTreeMap<String, u64>,
     /// Failed jobs: errors, panics, missed deadlines, lost workers.
     pub failures: u64,

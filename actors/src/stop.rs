@@ -31,28 +31,36 @@ impl StopHandle {
 const EXIT_ON_SECOND_SIGNAL: i32 = 130;
 
 /// Turns SIGINT and SIGTERM into stop requests on `runtime`; the second signal exits at once.
+/// The handlers are registered before this returns, so no signal sent afterwards is missed.
 pub fn install_signal_handlers(runtime: &tokio::runtime::Runtime, stop: StopHandle) {
     #[cfg(unix)]
-    runtime.spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut interrupt), Ok(mut terminate)) =
-            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
+        let _context = runtime.enter();
+        let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             tracing::warn!("could not install SIGINT/SIGTERM handlers");
             return;
         };
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if stop.request() >= 2 {
+                    eprintln!("second stop signal: exiting without finishing the step");
+                    std::process::exit(EXIT_ON_SECOND_SIGNAL);
+                }
+                eprintln!(
+                    "stop signal: finishing the current step and writing a checkpoint \
+                     (again to exit at once)"
+                );
             }
-            if stop.request() >= 2 {
-                eprintln!("second stop signal: exiting without finishing the step");
-                std::process::exit(EXIT_ON_SECOND_SIGNAL);
-            }
-            eprintln!("stop signal: finishing the current step and writing a checkpoint (again to exit at once)");
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     let _ = (runtime, stop);
 }

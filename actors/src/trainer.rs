@@ -80,6 +80,13 @@ impl Trainer {
         self
     }
 
+    /// Uses `stop` for stop requests (so a handle made before the trainer, e.g. one a timer
+    /// or another component holds, can stop it).
+    pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
+        self.stop = stop;
+        self
+    }
+
     /// A handle that requests a stop (as SIGINT does): the first request finishes the current
     /// step and writes a checkpoint, the second makes `run` return at once.
     pub fn stop_handle(&self) -> StopHandle {

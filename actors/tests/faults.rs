@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{config, digit_share, prompts, trainer, DigitShare};
-use mathrl_actors::{SyncMode, TrainReport};
+use mathrl_actors::{StopHandle, SyncMode, TrainReport, Trainer};
 use mathrl_rewards::{RewardFunction, RewardInput, RewardOutput};
 
 /// How a marked question misbehaves.
@@ -232,4 +232,71 @@ fn a_stop_request_finishes_the_step_checkpoints_and_the_run_resumes() -> Result<
 
 fn trainer_fresh() -> Result<(mathrl_actors::Trainer, mathrl::metrics::MemorySink)> {
     trainer(config(3), Arc::new(DigitShare))
+}
+
+/// Digit-share reward that requests `stops` stops during its `on_call`-th call (1-based).
+struct StopsDuring {
+    stop: StopHandle,
+    on_call: usize,
+    stops: usize,
+    calls: AtomicUsize,
+}
+
+impl RewardFunction for StopsDuring {
+    fn name(&self) -> &str {
+        "stops-during"
+    }
+
+    fn score_batch(&self, inputs: &[RewardInput<'_>]) -> anyhow::Result<Vec<RewardOutput>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.on_call {
+            for _ in 0..self.stops {
+                self.stop.request();
+            }
+        }
+        DigitShare.score_batch(inputs)
+    }
+}
+
+/// A trainer whose reward requests `stops` stops while scoring step 2: on-policy, step 1's 4
+/// groups are the first 4 reward calls, so call 5 belongs to step 2.
+fn stopping_trainer(stops: usize, dir: &std::path::Path) -> Result<Trainer> {
+    let stop = StopHandle::new();
+    let reward = Arc::new(StopsDuring {
+        stop: stop.clone(),
+        on_call: 5,
+        stops,
+        calls: AtomicUsize::new(0),
+    });
+    let mut cfg = config(5);
+    cfg.reward_actors = 1; // one batch per call, in order
+    let (trainer, _) = trainer(cfg, reward)?;
+    Ok(trainer
+        .with_stop_handle(stop)
+        .with_checkpoint_dir(dir.to_path_buf()))
+}
+
+#[test]
+fn a_stop_request_mid_step_finishes_that_step_and_checkpoints_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let report = stopping_trainer(1, dir.path())?.run(prompts(6))?;
+    assert!(report.stopped_early);
+    assert_eq!(report.steps, 2);
+    assert_eq!(report.step_records.len(), 2);
+    assert_nothing_lost_or_duplicated(&report, 4, 3);
+    assert_eq!(report.checkpoints.len(), 1);
+    assert!(report.checkpoints[0].ends_with("step-000002"));
+    assert!(dir.path().join("step-000002/model.safetensors").is_file());
+    Ok(())
+}
+
+#[test]
+fn a_second_stop_request_abandons_the_step_without_training_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let err = stopping_trainer(2, dir.path())?
+        .run(prompts(6))
+        .expect_err("a second stop request abandons the run");
+    assert!(matches!(err, mathrl_actors::Error::Stopped), "{err}");
+    // Step 2 was being scored: it was never trained, so it was never checkpointed.
+    assert!(!dir.path().join("step-000002").exists());
+    Ok(())
 }
