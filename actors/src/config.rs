@@ -74,6 +74,14 @@ pub struct TrainerConfig {
     pub seed: u64,
     /// Compute threads of each rollout actor. Default 1.
     pub threads_per_rollout_actor: usize,
+    /// Start no new step after this many seconds of training (0 = no bound); the step in
+    /// flight is finished and checkpointed, as after a stop request. Default 0.
+    pub max_train_seconds: f64,
+    /// Every this many steps, a few sampled completions with their rewards go to the metrics
+    /// sink as text under `samples/completions` (0 = never). Default 10.
+    pub sample_text_every: u64,
+    /// Completions in that text (the first of each group, in prompt order). Default 4.
+    pub sample_text_completions: usize,
     /// Install SIGINT / SIGTERM handlers: the first signal finishes the current step and writes a
     /// checkpoint, the second exits the process at once. Default true.
     pub handle_signals: bool,
@@ -100,6 +108,9 @@ impl Default for TrainerConfig {
             max_steps: 10,
             seed: 0,
             threads_per_rollout_actor: 1,
+            max_train_seconds: 0.0,
+            sample_text_every: 10,
+            sample_text_completions: 4,
             handle_signals: true,
         }
     }
@@ -131,6 +142,12 @@ impl TrainerConfig {
         }
         if self.rollout_deadline.is_zero() {
             return bad("rollout_deadline", "must be positive");
+        }
+        if !(self.max_train_seconds.is_finite() && self.max_train_seconds >= 0.0) {
+            return bad(
+                "max_train_seconds",
+                "must be a finite number ≥ 0 (0 = no bound)",
+            );
         }
         self.sampling.validate().map_err(|e| Error::Config {
             field: "sampling",

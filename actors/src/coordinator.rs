@@ -131,6 +131,7 @@ pub struct Coordinator<'a> {
     window: Window,
     window_start: Instant,
     report: RunTally,
+    started: Instant,
 }
 
 /// How the loop ended.
@@ -180,6 +181,7 @@ impl<'a> Coordinator<'a> {
                 resumed_from_step: trained,
                 ..RunTally::default()
             },
+            started: Instant::now(),
         }
     }
 
@@ -205,6 +207,17 @@ impl<'a> Coordinator<'a> {
             if self.stop.requests() >= 2 {
                 return Ok(Ending::Abandoned);
             }
+            if stop_after.is_none() && self.out_of_time() {
+                // Finish the step whose prompts are out (its samples are paid for), start none.
+                let last = if self.next_open > self.trained + 1 {
+                    self.trained + 1
+                } else {
+                    self.trained
+                };
+                stop_after = Some(last);
+                self.report.time_limit_reached = true;
+                tracing::info!("max_train_seconds reached: finishing step {last}");
+            }
             if self.stop.requests() == 1 && stop_after.is_none() {
                 stop_after = Some(self.trained + 1);
                 self.report.stopped_early = true;
@@ -223,6 +236,12 @@ impl<'a> Coordinator<'a> {
             self.wait_and_handle()?;
             self.enforce_deadlines()?;
         }
+    }
+
+    /// Whether `max_train_seconds` has passed since the run started.
+    fn out_of_time(&self) -> bool {
+        let limit = self.config.max_train_seconds;
+        limit > 0.0 && self.started.elapsed().as_secs_f64() >= limit
     }
 
     /// Opens the steps up to `last` that the current weights may sample.
@@ -736,6 +755,11 @@ impl<'a> Coordinator<'a> {
     }
 
     fn record_step(&mut self, step: u64, open: OpenStep, learner: mathrl_learners::GrpoStepReport) {
+        let every = self.config.sample_text_every;
+        if every > 0 && step % every == 0 {
+            self.metrics
+                .text("samples/completions", step, &self.sample_text(&open));
+        }
         let groups = open
             .groups
             .into_iter()
@@ -758,6 +782,39 @@ impl<'a> Coordinator<'a> {
             unscored: open.unscored,
             learner,
         });
+    }
+
+    /// Markdown with the first completion of the step's first groups, their rewards and
+    /// versions, so a reader of TensorBoard sees what the policy writes as it trains.
+    fn sample_text(&self, open: &OpenStep) -> String {
+        let mut text = String::new();
+        let shown = open
+            .groups
+            .iter()
+            .zip(&open.outputs)
+            .zip(&open.prompts)
+            .take(self.config.sample_text_completions);
+        for ((group, outputs), &p) in shown {
+            let (Some(group), Some(Some(output))) = (group, outputs.first()) else {
+                continue;
+            };
+            let record = &self.prompts[p].record;
+            let response = group
+                .completions
+                .first()
+                .and_then(|c| c.text.as_deref())
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "**{}** (reward {:.3}, policy version {}, gold {})\n\n    {}\n\n    → {}\n\n",
+                record.id,
+                output.reward,
+                group.policy_version,
+                record.gold.as_deref().unwrap_or("-"),
+                record.question.replace('\n', "\n    "),
+                response.replace('\n', "\n    "),
+            ));
+        }
+        text
     }
 
     /// The cursor a resumed run starts from: where the first untrained step drew its prompts.

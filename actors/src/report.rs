@@ -65,6 +65,8 @@ pub struct RunTally {
     pub dropped_stale_groups: u64,
     /// Whether a stop request ended the run.
     pub stopped_early: bool,
+    /// Whether `max_train_seconds` ended the run.
+    pub time_limit_reached: bool,
     /// Checkpoints written.
     pub checkpoints: Vec<PathBuf>,
     /// Seconds the rollout actors spent generating.
@@ -100,6 +102,8 @@ pub struct TrainReport {
     pub unscored: u64,
     /// Whether a stop request ended the run before `max_steps`.
     pub stopped_early: bool,
+    /// Whether `max_train_seconds` ended the run before `max_steps`.
+    pub time_limit_reached: bool,
     /// Checkpoints written by this run.
     pub checkpoints: Vec<PathBuf>,
     /// Seconds the rollout actors spent generating (summed over actors).
@@ -122,6 +126,7 @@ impl std::fmt::Debug for TrainReport {
             .field("dropped_stale_groups", &self.dropped_stale_groups)
             .field("unscored", &self.unscored)
             .field("stopped_early", &self.stopped_early)
+            .field("time_limit_reached", &self.time_limit_reached)
             .field("checkpoints", &self.checkpoints)
             .field("wall_seconds", &self.wall_seconds)
             .finish_non_exhaustive()
@@ -141,6 +146,7 @@ impl TrainReport {
             restarts: tally.restarts,
             dropped_stale_groups: tally.dropped_stale_groups,
             stopped_early: tally.stopped_early,
+            time_limit_reached: tally.time_limit_reached,
             checkpoints: tally.checkpoints,
             rollout_busy_seconds: tally.rollout_busy_seconds,
             wall_seconds,

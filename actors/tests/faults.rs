@@ -300,3 +300,24 @@ fn a_second_stop_request_abandons_the_step_without_training_it() -> Result<()> {
     assert!(!dir.path().join("step-000002").exists());
     Ok(())
 }
+
+#[test]
+fn max_train_seconds_stops_starting_steps() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(3);
+    // Passed before the loop first looks at the clock: no step is ever started.
+    cfg.max_train_seconds = 1e-9;
+    let (trainer, _) = trainer(cfg, Arc::new(DigitShare))?;
+    let report = trainer
+        .with_checkpoint_dir(dir.path().to_path_buf())
+        .run(prompts(6))?;
+    assert!(report.time_limit_reached && !report.stopped_early);
+    assert_eq!(report.steps, 0);
+    assert!(report.step_records.is_empty() && report.checkpoints.is_empty());
+    // Without a limit the same run trains its 3 steps.
+    let (trainer, _) = trainer_fresh()?;
+    let report = trainer.run(prompts(6))?;
+    assert!(!report.time_limit_reached);
+    assert_eq!(report.steps, 3);
+    Ok(())
+}

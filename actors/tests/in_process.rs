@@ -12,7 +12,10 @@ use mathrl::model::Trainable;
 
 #[test]
 fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> {
-    let (trainer, sink) = trainer(config(3), Arc::new(DigitShare))?;
+    let mut cfg = config(3);
+    cfg.sample_text_every = 2;
+    cfg.sample_text_completions = 2;
+    let (trainer, sink) = trainer(cfg, Arc::new(DigitShare))?;
     let report = trainer.run(prompts(6))?;
 
     assert_eq!(report.steps, 3);
@@ -80,6 +83,23 @@ fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> 
         at("train/reward_mean");
         at("queue/rollout_depth_max");
     }
+
+    // Sampled completions as text every 2 steps: step 2 only, two completions with rewards.
+    let samples = sink.texts("samples/completions");
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(samples[0].0, 2);
+    let shown: Vec<&str> = report.step_records[1].groups[..2]
+        .iter()
+        .map(|g| g.prompt_id.as_str())
+        .collect();
+    for id in &shown {
+        assert!(
+            samples[0].1.contains(&format!("**{id}** (reward")),
+            "{}",
+            samples[0].1
+        );
+    }
+    assert_eq!(samples[0].1.matches("(reward").count(), 2);
 
     // The final weights moved away from the initial ones.
     let initial = tiny_policy(Trainable::No)?;
