@@ -756,7 +756,7 @@ impl<'a> Coordinator<'a> {
 
     fn record_step(&mut self, step: u64, open: OpenStep, learner: mathrl_learners::GrpoStepReport) {
         let every = self.config.sample_text_every;
-        if every > 0 && step % every == 0 {
+        if step.checked_rem(every) == Some(0) {
             self.metrics
                 .text("samples/completions", step, &self.sample_text(&open));
         }
