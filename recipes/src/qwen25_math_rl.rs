@@ -149,24 +149,31 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The reward: the strict checker, shaped with the RM when there is one.
     let verifier = crate::verifier::default_verifier();
-    let reward: Arc<dyn RewardFunction> = match (&rm_dir, config.reward.use_rm) {
-        (Some(dir), true) => {
-            require_dir(dir, "reward model")?;
-            let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
-            let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|_| tokenizer.clone());
-            let scorer = Arc::new(RmScorer {
-                rm,
-                tokenizer: rm_tokenizer,
-                batch: config.reward.rm_batch_size,
-            });
-            Arc::new(ShapedReward::shaped(
-                verifier.clone(),
-                scorer,
-                config.reward.alpha,
-            ))
-        }
-        _ => Arc::new(ShapedReward::verifier_only(verifier.clone())),
-    };
+    let (reward_kind, reward): (&str, Arc<dyn RewardFunction>) =
+        match (&rm_dir, config.reward.use_rm) {
+            (Some(dir), true) => {
+                require_dir(dir, "reward model")?;
+                let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
+                let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "reward model {}: {e}; using the policy's tokenizer",
+                        dir.display()
+                    );
+                    tokenizer.clone()
+                });
+                let scorer = Arc::new(RmScorer {
+                    rm,
+                    tokenizer: rm_tokenizer,
+                    batch: config.reward.rm_batch_size,
+                });
+                let shaped = ShapedReward::shaped(verifier.clone(), scorer, config.reward.alpha);
+                ("shaped", Arc::new(shaped))
+            }
+            _ => (
+                "checker",
+                Arc::new(ShapedReward::verifier_only(verifier.clone())),
+            ),
+        };
 
     let before = evaluate(
         &policy,
@@ -232,6 +239,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         "before": before,
         "after": after,
         "steps": report.steps,
+        "reward": reward_kind,
         "seconds": seconds,
         "groups_by_worker": report.groups_by_worker,
         "failures": report.failures,

@@ -121,6 +121,7 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
         .sum();
     assert_eq!(groups, 4, "{s}");
     assert_eq!(s["failures"], 0);
+    assert_eq!(s["reward"], "checker");
     assert_eq!(s["unscored"], 0);
     assert_eq!(s["time_limit_reached"], false);
     let busy = s["rollout_busy_fraction"].as_f64().unwrap();
@@ -189,4 +190,66 @@ fn without_the_shipped_assets_the_error_names_the_missing_directory() {
     assert!(stderr.contains("tiny-bootstrap"), "{stderr}");
     // Nothing was started: no output directory.
     assert!(!tmp.path().join("run").exists());
+}
+
+#[test]
+fn the_embedded_default_runs_with_bootstrapped_assets_and_the_reward_model() {
+    // Tiny stand-ins for the shipped assets, made by the recipe that makes the real ones.
+    let tmp = tempfile::tempdir().unwrap();
+    let boot = tmp.path().join("boot");
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "tiny-bootstrap", "--output"])
+        .arg(&boot);
+    for set in [
+        "tokenizer_problems=200",
+        "sft_problems=32",
+        "model.hidden_size=32",
+        "model.num_hidden_layers=1",
+        "model.num_attention_heads=2",
+        "model.num_key_value_heads=1",
+        "model.intermediate_size=64",
+        "sft.steps=2",
+        "sft.batch_size=4",
+        "sft.eval_examples=4",
+        "rm_problems=6",
+        "rm.samples_per_query=2",
+        "rm.max_new_tokens=8",
+        "rm.eval_queries=2",
+        "eval_questions=4",
+        "max_new_tokens=8",
+    ] {
+        cmd.args(["--set", set]);
+    }
+    run_ok(&mut cmd);
+
+    // No --model, no --data: the embedded default, with the RM in the shaped reward.
+    let out = tmp.path().join("run");
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "qwen25-math-rl", "--output"])
+        .arg(&out)
+        .args(["--max-steps", "2"])
+        .env("MATHRL_ASSETS", boot.join("assets"));
+    for set in SMALL {
+        cmd.args(["--set", set]);
+    }
+    run_ok(&mut cmd);
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    assert_eq!(s["before"]["n"], 3, "{s}");
+    assert_hf_layout(&out.join("final"));
+    assert_eq!(s["reward"], "shaped", "{s}");
+    // The shaped reward σ(α·r_m) + (r_v − 1) lies in (−1, 1); the checker-only reward is 0 or 1,
+    // so its mean over a step's 6 completions would be a multiple of 1/6.
+    let rewards: Vec<f64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == "train/reward_mean")
+        .map(|v| v["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rewards.len(), 2);
+    for r in rewards {
+        assert!(r > -1.0 && r < 1.0, "{r}");
+        assert!((6.0 * r - (6.0 * r).round()).abs() > 1e-6, "{r}");
+    }
 }
