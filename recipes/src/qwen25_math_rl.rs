@@ -6,6 +6,11 @@
 //! under `recipes/assets/` on the procedural task, with settings sized for a 2-core CPU (see
 //! [`RlConfig::embedded_default`]); otherwise the report's settings (group 32, 128 prompts per
 //! step, β = 1e-3, learning rate 1e-5).
+//!
+//! Training runs on the actor runtime (`mathrl-actors`): rollout and reward actor pools around
+//! one learner, checkpoints under `<output>/checkpoints` (a second run with the same `--output`
+//! resumes from the latest one), Ctrl-C finishes the current step and checkpoints it (twice:
+//! exits at once), and `trainer.max_train_seconds` bounds the wall time.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -48,12 +48,16 @@ const SMALL: &[&str] = &[
 ];
 
 fn rl(model: &Path, out: &Path) -> Command {
+    rl_steps(model, out, 2)
+}
+
+fn rl_steps(model: &Path, out: &Path, steps: u64) -> Command {
     let mut cmd = mathrl();
     cmd.args(["--recipe", "qwen25-math-rl", "--model"])
         .arg(model)
         .arg("--output")
         .arg(out)
-        .args(["--max-steps", "2"]);
+        .args(["--max-steps", &steps.to_string()]);
     for set in SMALL {
         cmd.args(["--set", set]);
     }
@@ -146,6 +150,28 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
     assert!(samples
         .iter()
         .all(|(_, t)| t.matches("(reward").count() == 2));
+}
+
+#[test]
+fn a_second_run_with_the_same_output_resumes_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let out = tmp.path().join("run");
+    run_ok(&mut rl(&model, &out));
+    let log = run_ok(&mut rl_steps(&model, &out, 3));
+    assert!(log.contains("resumed"), "{log}");
+    let s = summary(&out);
+    assert_eq!(s["steps"], 3, "{s}");
+    // This run trained one step: one group per prompt of step 3.
+    let groups: u64 = s["groups_by_worker"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(groups, 2, "{s}");
+    assert_hf_layout(&out.join("checkpoints/step-000003"));
 }
 
 #[test]
