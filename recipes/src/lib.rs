@@ -13,6 +13,7 @@ pub mod jsonl;
 pub mod logprobs;
 pub mod minhash;
 pub mod query_filter;
+pub mod qwen25_math_rl;
 pub mod registry;
 pub mod rm_retraining;
 pub mod rm_score;

@@ -6,7 +6,13 @@
 //! under `recipes/assets/` on the procedural task, with settings sized for a 2-core CPU (see
 //! [`RlConfig::embedded_default`]); otherwise the report's settings (group 32, 128 prompts per
 //! step, β = 1e-3, learning rate 1e-5).
+//!
+//! Training runs on the actor runtime (`mathrl-actors`): rollout and reward actor pools around
+//! one learner, checkpoints under `<output>/checkpoints` (a second run with the same `--output`
+//! resumes from the latest one), Ctrl-C finishes the current step and checkpoints it (twice:
+//! exits at once), and `trainer.max_train_seconds` bounds the wall time.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -19,7 +25,9 @@ use mathrl_rewards::{PreferenceScorer, RewardFunction, RewardModel, ShapedReward
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
-use crate::assets::{default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS};
+use crate::assets::{
+    assets_dir, default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
+};
 use crate::cli::Cli;
 use crate::config::{resolve_from, to_toml};
 use crate::query_filter::{filter_queries, QueryFilterConfig};
@@ -40,7 +48,11 @@ pub struct RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { alpha: 0.5, use_rm: true, rm_batch_size: 16 }
+        Self {
+            alpha: 0.5,
+            use_rm: true,
+            rm_batch_size: 16,
+        }
     }
 }
 
@@ -50,8 +62,6 @@ impl Default for RewardConfig {
 pub struct RlConfig {
     /// Optimisation steps (`--max-steps` bounds them further).
     pub steps: u64,
-    /// Stop starting new steps after this many seconds of training (0 = no bound).
-    pub max_train_seconds: f64,
     /// The GRPO learner: loss (ε, β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
     pub grpo: GrpoConfig,
     /// Actor pools, prompts per step (128), group size (32), sampling, synchronisation.
@@ -70,7 +80,6 @@ impl Default for RlConfig {
     fn default() -> Self {
         Self {
             steps: 1000,
-            max_train_seconds: 0.0,
             grpo: GrpoConfig::default(),
             // The report: 128 prompts per step, 32 completions each.
             trainer: TrainerConfig {
@@ -91,9 +100,12 @@ impl RlConfig {
     /// The embedded default's settings: the report's recipe scaled to a 1.7M-parameter policy
     /// and two CPU cores (smaller groups and batches, short answers, a higher learning rate).
     pub fn embedded_default() -> Self {
-        let mut config = Self::default();
-        config.steps = 40;
-        config.max_train_seconds = 420.0;
+        let mut config = Self {
+            steps: 40,
+            ..Self::default()
+        };
+        // A wall-clock budget so the default finishes in minutes on any laptop.
+        config.trainer.max_train_seconds = 420.0;
         config.grpo.train_step.schedule = LrSchedule::constant(2e-4);
         config.grpo.micro_batch_size = 16;
         config.grpo.log_entropy = false;
@@ -111,15 +123,22 @@ impl RlConfig {
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
     let embedded = cli.model.is_none() && cli.data.is_none();
-    let base = if embedded { RlConfig::embedded_default() } else { RlConfig::default() };
+    let base = if embedded {
+        RlConfig::embedded_default()
+    } else {
+        RlConfig::default()
+    };
     let config: RlConfig = resolve_from(base, cli.config.as_deref(), &cli.sets)?;
     if cli.print_config {
         print!("{}", to_toml(&config)?);
         return Ok(());
     }
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
-    require_dir(&model_dir, "model")?;
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
+    if cli.model.is_none() {
+        require_embedded_assets(&model_dir, rm_dir.as_deref().filter(|_| cli.rm.is_none()))?;
+    }
+    require_dir(&model_dir, "model")?;
     let run = RunContext::new(cli, "qwen25-math-rl")?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let policy = Policy::load(&model_dir, &run.device, None, Trainable::Yes)?;
@@ -135,20 +154,50 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The reward: the strict checker, shaped with the RM when there is one.
     let verifier = crate::verifier::default_verifier();
-    let reward: Arc<dyn RewardFunction> = match (&rm_dir, config.reward.use_rm) {
-        (Some(dir), true) => {
-            require_dir(dir, "reward model")?;
-            let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
-            let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|_| tokenizer.clone());
-            let scorer = Arc::new(RmScorer { rm, tokenizer: rm_tokenizer, batch: config.reward.rm_batch_size });
-            Arc::new(ShapedReward::shaped(verifier.clone(), scorer, config.reward.alpha))
-        }
-        _ => Arc::new(ShapedReward::verifier_only(verifier.clone())),
-    };
+    let (reward_kind, reward): (&str, Arc<dyn RewardFunction>) =
+        match (&rm_dir, config.reward.use_rm) {
+            (Some(dir), true) => {
+                require_dir(dir, "reward model")?;
+                let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
+                let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "reward model {}: {e}; using the policy's tokenizer",
+                        dir.display()
+                    );
+                    tokenizer.clone()
+                });
+                let scorer = Arc::new(RmScorer {
+                    rm,
+                    tokenizer: rm_tokenizer,
+                    batch: config.reward.rm_batch_size,
+                });
+                let shaped = ShapedReward::shaped(verifier.clone(), scorer, config.reward.alpha);
+                ("shaped", Arc::new(shaped))
+            }
+            _ => (
+                "checker",
+                Arc::new(ShapedReward::verifier_only(verifier.clone())),
+            ),
+        };
 
-    let before = evaluate(&policy, &tokenizer, &held_out, verifier.as_ref(), &config, &run, 0)?;
+    let before = evaluate(
+        &policy,
+        &tokenizer,
+        &held_out,
+        verifier.as_ref(),
+        &config,
+        &run,
+        0,
+    )?;
     let prompts = if config.query_filter.enabled {
-        filter_queries(&policy, &tokenizer, &prompts, verifier.as_ref(), &config.query_filter, run.seed)?
+        filter_queries(
+            &policy,
+            &tokenizer,
+            &prompts,
+            verifier.as_ref(),
+            &config.query_filter,
+            run.seed,
+        )?
     } else {
         prompts
     };
@@ -167,24 +216,44 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut trainer_config = config.trainer.clone();
     trainer_config.max_steps = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
     trainer_config.seed = run.seed;
-    trainer_config.max_train_seconds = config.max_train_seconds;
+    let rollout_actors = trainer_config.rollout_actors;
     let learner = GrpoLearner::new(policy, None, config.grpo, run.metrics.clone())?;
-    let report = Trainer::new(trainer_config, learner, tokenizer.clone(), reward, run.metrics.clone())?
-        .with_checkpoint_dir(run.path("checkpoints"))
-        .run(records)?;
+    let report = Trainer::new(
+        trainer_config,
+        learner,
+        tokenizer.clone(),
+        reward,
+        run.metrics.clone(),
+    )?
+    .with_checkpoint_dir(run.path("checkpoints"))
+    .run(records)?;
     let final_dir = run.path("final");
     report.policy.save(&final_dir)?;
 
-    let after = evaluate(&report.policy, &tokenizer, &held_out, verifier.as_ref(), &config, &run, report.steps)?;
+    let after = evaluate(
+        &report.policy,
+        &tokenizer,
+        &held_out,
+        verifier.as_ref(),
+        &config,
+        &run,
+        report.steps,
+    )?;
     let seconds = run.elapsed().as_secs_f64();
     run.write_summary(&serde_json::json!({
         "before": before,
         "after": after,
         "steps": report.steps,
+        "reward": reward_kind,
         "seconds": seconds,
         "groups_by_worker": report.groups_by_worker,
         "failures": report.failures,
         "dropped_stale_groups": report.dropped_stale_groups,
+        "unscored": report.unscored,
+        "restarts": report.restarts,
+        "stopped_early": report.stopped_early,
+        "time_limit_reached": report.time_limit_reached,
+        "rollout_busy_fraction": report.rollout_busy_fraction(rollout_actors),
     }))?;
     let table = accuracy_table(before, after);
     println!("{table}");
@@ -193,11 +262,32 @@ pub fn run(cli: &Cli) -> Result<()> {
         &run,
         &[
             ("steps", report.steps.to_string()),
-            ("accuracy", table.lines().last().unwrap_or_default().trim().to_string()),
+            (
+                "accuracy",
+                table.lines().last().unwrap_or_default().trim().to_string(),
+            ),
             ("policy", final_dir.display().to_string()),
             ("checkpoints", run.path("checkpoints").display().to_string()),
         ],
     );
+    Ok(())
+}
+
+/// The embedded default's policy (and RM, when it is the embedded one) must be present; until
+/// they ship, the error names the missing directory and the two ways forward.
+fn require_embedded_assets(policy_dir: &Path, rm_dir: Option<&Path>) -> Result<()> {
+    for dir in std::iter::once(policy_dir).chain(rm_dir) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "the embedded default's assets are missing: {} does not exist. Build them with \
+                 `mathrl --recipe tiny-bootstrap --output DIR` and copy DIR/assets/* to {} (or \
+                 point $MATHRL_ASSETS at DIR/assets), or run a real model with --model DIR \
+                 --data qa.jsonl",
+                dir.display(),
+                assets_dir().display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -214,16 +304,30 @@ fn evaluate(
     if held_out.is_empty() {
         return Ok(None);
     }
-    let accuracy = greedy_accuracy(policy, tokenizer, held_out, verifier, config.eval_max_new_tokens)
-        .context("held-out evaluation")?;
-    run.metrics.scalar("eval/held_out_accuracy", step, accuracy.accuracy);
-    tracing::info!(step, accuracy = accuracy.accuracy, n = accuracy.n, "greedy held-out accuracy");
+    let accuracy = greedy_accuracy(
+        policy,
+        tokenizer,
+        held_out,
+        verifier,
+        config.eval_max_new_tokens,
+    )
+    .context("held-out evaluation")?;
+    run.metrics
+        .scalar("eval/held_out_accuracy", step, accuracy.accuracy);
+    tracing::info!(
+        step,
+        accuracy = accuracy.accuracy,
+        n = accuracy.n,
+        "greedy held-out accuracy"
+    );
     Ok(Some(accuracy))
 }
 
 /// The before/after table printed at the end.
 fn accuracy_table(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
-    let cell = |a: Option<Accuracy>| a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy));
+    let cell = |a: Option<Accuracy>| {
+        a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
+    };
     let n = before.or(after).map_or(0, |a| a.n);
     format!(
         "| held-out (greedy, n={n}) | before | after |\n|---|---|---|\n| accuracy | {} | {} |",

@@ -17,6 +17,10 @@ pub struct Recipe {
 /// Every recipe, in the order `--list-recipes` shows them.
 pub fn recipes() -> Vec<Recipe> {
     vec![Recipe {
+        name: "qwen25-math-rl",
+        description: "GRPO with the report's shaped reward on rollout/reward actors; the embedded default with no arguments ([--model DIR --data qa.jsonl] [--rm DIR])",
+        run: crate::qwen25_math_rl::run,
+    }, Recipe {
         name: "logprobs",
         description:
             "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",

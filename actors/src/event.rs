@@ -1,0 +1,94 @@
+//! What actors report to the coordinator: results of their work and their own lifecycle.
+//!
+//! Every report travels over one bounded crossbeam channel that the coordinator's loop drains;
+//! each worker has at most one job in flight, so the channel's capacity (a few per worker) is
+//! never the bottleneck, and it gives back-pressure if the coordinator stalls.
+
+use std::time::Duration;
+
+use mathrl::types::Group;
+use mathrl_rewards::RewardOutput;
+use serde::{Deserialize, Serialize};
+
+/// The kind of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Generates groups of completions.
+    Rollout,
+    /// Scores completions.
+    Reward,
+}
+
+impl Role {
+    /// `rollout` or `reward`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Rollout => "rollout",
+            Role::Reward => "reward",
+        }
+    }
+}
+
+/// A worker: its role and index in its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId {
+    /// Its pool.
+    pub role: Role,
+    /// Its index in the pool (kept across restarts).
+    pub index: usize,
+}
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.role.as_str(), self.index)
+    }
+}
+
+/// A generated group with what the coordinator checks and measures.
+#[derive(Debug, Clone)]
+pub struct RolloutResult {
+    /// The group, stamped with the policy version that generated it.
+    pub group: Group,
+    /// Checksum of the weights the engine held while generating.
+    pub weights_checksum: u64,
+    /// Wall time of the generation.
+    pub busy: Duration,
+}
+
+/// A report to the coordinator.
+#[derive(Debug)]
+pub enum Event {
+    /// A rollout job finished (or failed without crashing its actor).
+    Rollout {
+        /// Who ran it.
+        worker: WorkerId,
+        /// Which job.
+        job_id: u64,
+        /// The group, or why there is none.
+        result: Result<RolloutResult, String>,
+    },
+    /// A reward job finished (or its reward function returned an error).
+    Reward {
+        /// Who ran it.
+        worker: WorkerId,
+        /// Which job.
+        job_id: u64,
+        /// One output per item of the job, or why there are none.
+        result: Result<Vec<RewardOutput>, String>,
+        /// Wall time of the scoring.
+        busy: Duration,
+    },
+    /// A worker stopped (panic, kill after a deadline, disconnect); its job is lost.
+    WorkerDown {
+        /// Which worker.
+        worker: WorkerId,
+        /// Why, as its supervisor saw it.
+        reason: String,
+    },
+    /// A worker (re)started and is ready for work.
+    WorkerUp {
+        /// Which worker.
+        worker: WorkerId,
+    },
+}

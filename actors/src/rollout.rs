@@ -1,0 +1,198 @@
+//! The rollout actor: holds a copy of the policy in a generation [`Engine`] and turns one prompt
+//! into one group of completions per message.
+//!
+//! Generation is CPU-heavy and blocking, so it runs on tokio's blocking pool inside the actor's
+//! own rayon pool (`threads` threads: candle's matmuls use the pool they are called from); the
+//! engine moves into that task and back. Before each group the actor compares its weights with
+//! the [`WeightsBoard`] and loads a newer version if there is one, so a group never mixes
+//! versions, and a restarted actor starts from the latest published weights.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use crossbeam::channel::Sender;
+use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::model::Qwen2Config;
+use mathrl::Tokenizer;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::event::{Event, RolloutResult, WorkerId};
+use crate::weights::{WeightsBoard, WeightsSnapshot};
+
+/// What a rollout actor needs to build its engine (shared by the pool, cheap to clone).
+#[derive(Clone)]
+pub struct RolloutSetup {
+    /// The policy's architecture.
+    pub model_config: Qwen2Config,
+    /// Where the rollout copy lives.
+    pub device: Device,
+    /// Its dtype.
+    pub dtype: DType,
+    /// Engine limits.
+    pub engine: EngineConfig,
+    /// Decodes completions (the reward functions read text).
+    pub tokenizer: Tokenizer,
+    /// Threads of the actor's compute pool.
+    pub threads: usize,
+    /// The latest published weights.
+    pub board: WeightsBoard,
+    /// Where results go.
+    pub events: Sender<Event>,
+}
+
+/// One prompt to turn into a group.
+#[derive(Debug, Clone)]
+pub struct RolloutJob {
+    /// The coordinator's id for this attempt.
+    pub job_id: u64,
+    /// The formatted prompt's token ids.
+    pub prompt_ids: Vec<u32>,
+    /// Sampling settings (`n` = group size, a seed per step and prompt).
+    pub params: SamplingParams,
+}
+
+/// Messages of the rollout actor.
+#[derive(Debug)]
+pub enum RolloutMsg {
+    /// Generate one group and report it as [`Event::Rollout`].
+    Generate(RolloutJob),
+}
+
+/// The rollout actor (one per pool slot; its index is kept across restarts).
+#[derive(Clone)]
+pub struct RolloutActor {
+    /// Its id, as reported with every result.
+    pub worker: WorkerId,
+}
+
+/// The rollout actor's state: the engine (absent while a blocking task holds it).
+pub struct RolloutState {
+    setup: RolloutSetup,
+    engine: Option<Engine>,
+    pool: Arc<rayon::ThreadPool>,
+    checksum: u64,
+}
+
+/// Builds a frozen policy from `snapshot` and an engine over it.
+fn engine_for(setup: &RolloutSetup, snapshot: &WeightsSnapshot) -> crate::Result<Engine> {
+    let policy = snapshot.to_policy(&setup.model_config, &setup.device, setup.dtype)?;
+    let mut engine =
+        Engine::from_policy(&policy, setup.engine.clone()).with_tokenizer(setup.tokenizer.clone());
+    engine.set_policy_version(snapshot.version);
+    Ok(engine)
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".into())
+}
+
+impl Actor for RolloutActor {
+    type Msg = RolloutMsg;
+    type State = RolloutState;
+    type Arguments = RolloutSetup;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        setup: RolloutSetup,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(setup.threads.max(1))
+            .thread_name({
+                let worker = self.worker;
+                move |i| format!("{worker}-compute-{i}")
+            })
+            .build()?;
+        let snapshot = setup.board.latest();
+        let built = {
+            let setup = setup.clone();
+            let snapshot = snapshot.clone();
+            tokio::task::spawn_blocking(move || engine_for(&setup, &snapshot)).await?
+        }?;
+        Ok(RolloutState {
+            setup,
+            engine: Some(built),
+            pool: Arc::new(pool),
+            checksum: snapshot.checksum,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.setup.events.send(Event::WorkerUp {
+            worker: self.worker,
+        })?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let RolloutMsg::Generate(job) = message;
+        let mut engine = state
+            .engine
+            .take()
+            .ok_or("rollout actor lost its engine to an earlier failure")?;
+        let latest = state.setup.board.latest();
+        let setup = state.setup.clone();
+        let pool = state.pool.clone();
+        let mut checksum = state.checksum;
+        // A panic inside generation fails this actor (the supervisor restarts it); an error is
+        // reported as a failed attempt and the actor keeps its engine.
+        let (engine, result) = tokio::task::spawn_blocking(move || {
+            pool.install(|| {
+                // New weights are loaded here, between groups, never inside one.
+                if latest.version != engine.policy_version() || latest.checksum != checksum {
+                    match engine_for(&setup, &latest) {
+                        Ok(fresh) => {
+                            engine = fresh;
+                            checksum = latest.checksum;
+                        }
+                        Err(e) => return (engine, Err(e.to_string())),
+                    }
+                }
+                let start = Instant::now();
+                let out = engine.generate(std::slice::from_ref(&job.prompt_ids), &job.params);
+                let result = out
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut out| out.groups.pop().ok_or_else(|| "no group".to_string()))
+                    .map(|group| RolloutResult {
+                        group,
+                        weights_checksum: checksum,
+                        busy: start.elapsed(),
+                    });
+                (engine, result)
+            })
+        })
+        .await
+        .map_err(|e| -> ActorProcessingErr {
+            if e.is_panic() {
+                format!("generation panicked: {}", panic_message(e.into_panic())).into()
+            } else {
+                format!("generation task cancelled: {e}").into()
+            }
+        })?;
+        if let Ok(r) = &result {
+            state.checksum = r.weights_checksum;
+        }
+        state.engine = Some(engine);
+        state.setup.events.send(Event::Rollout {
+            worker: self.worker,
+            job_id: job.job_id,
+            result,
+        })?;
+        Ok(())
+    }
+}

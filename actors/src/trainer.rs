@@ -1,0 +1,285 @@
+//! `Trainer`: the GRPO loop on actors. A recipe configures the pools, the reward and the
+//! learner, then calls [`Trainer::run`] with its prompts:
+//!
+//! ```no_run
+//! # fn demo(learner: mathrl_learners::GrpoLearner, tokenizer: mathrl::Tokenizer,
+//! #         reward: std::sync::Arc<dyn mathrl_rewards::RewardFunction>,
+//! #         prompts: Vec<mathrl_actors::PromptRecord>) -> mathrl_actors::Result<()> {
+//! use mathrl_actors::{Trainer, TrainerConfig};
+//! let config = TrainerConfig { rollout_actors: 4, max_steps: 100, ..TrainerConfig::default() };
+//! let report = Trainer::new(config, learner, tokenizer, reward, mathrl::Metrics::null())?
+//!     .with_checkpoint_dir("runs/grpo/checkpoints".into())
+//!     .run(prompts)?;
+//! println!("{} steps, groups per worker {:?}", report.steps, report.groups_by_worker);
+//! # Ok(()) }
+//! ```
+//!
+//! Layout of a run: the coordinator loop runs on the caller's thread; rollout and reward actors
+//! run on a small tokio runtime under one supervisor per pool, their heavy work on blocking
+//! threads; the learner has its own thread. Weights move as [`crate::WeightsSnapshot`] bytes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::bounded;
+use mathrl::{Metrics, Tokenizer};
+use mathrl_learners::{latest_checkpoint, CheckpointConfig, GrpoLearner};
+use mathrl_rewards::RewardFunction;
+use ractor::{Actor, ActorRef};
+
+use crate::config::TrainerConfig;
+use crate::coordinator::{Coordinator, EncodedPrompt, Ending, Wiring};
+use crate::event::{Role, WorkerId};
+use crate::learner::LearnerThread;
+use crate::prompt::{PromptRecord, PromptStream};
+use crate::report::TrainReport;
+use crate::reward::{RewardActor, RewardSetup};
+use crate::rollout::{RolloutActor, RolloutSetup};
+use crate::stop::{install_signal_handlers, StopHandle};
+use crate::supervision::{PoolArgs, PoolMsg, PoolSupervisor, Slots};
+use crate::weights::{WeightsBoard, WeightsSnapshot};
+use crate::{Error, Result};
+
+/// Runs GRPO with pools of rollout and reward actors around one learner.
+pub struct Trainer {
+    config: TrainerConfig,
+    learner: GrpoLearner,
+    tokenizer: Tokenizer,
+    reward: Arc<dyn RewardFunction>,
+    metrics: Metrics,
+    checkpoint_dir: Option<PathBuf>,
+    stop: StopHandle,
+}
+
+impl Trainer {
+    /// A trainer; the config is checked here.
+    pub fn new(
+        config: TrainerConfig,
+        learner: GrpoLearner,
+        tokenizer: Tokenizer,
+        reward: Arc<dyn RewardFunction>,
+        metrics: Metrics,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            learner,
+            tokenizer,
+            reward,
+            metrics,
+            checkpoint_dir: None,
+            stop: StopHandle::new(),
+        })
+    }
+
+    /// Checkpoints go to `dir` (every `checkpoint_every` steps, at the end, and on a stop
+    /// request); a run resumes from the latest complete checkpoint found there.
+    pub fn with_checkpoint_dir(mut self, dir: PathBuf) -> Self {
+        self.checkpoint_dir = Some(dir);
+        self
+    }
+
+    /// Uses `stop` for stop requests (so a handle made before the trainer, e.g. one a timer
+    /// or another component holds, can stop it).
+    pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// A handle that requests a stop (as SIGINT does): the first request finishes the current
+    /// step and writes a checkpoint, the second makes `run` return at once.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Trains until `max_steps` (counting steps before a resume) or a stop request, cycling
+    /// through `prompts` in a seeded shuffle.
+    pub fn run(mut self, prompts: Vec<PromptRecord>) -> Result<TrainReport> {
+        let started = Instant::now();
+        if prompts.is_empty() {
+            return Err(Error::Input("Trainer::run: no prompts".into()));
+        }
+        let encoded = self.encode(prompts)?;
+        let mut stream = PromptStream::new(encoded.len(), self.config.seed);
+        let checkpoints = self.checkpoint_dir.as_ref().map(|dir| {
+            CheckpointConfig::new(
+                dir,
+                self.config.checkpoint_every,
+                self.config.keep_checkpoints,
+            )
+        });
+        if let Some(dir) = &self.checkpoint_dir {
+            if let Some(latest) = latest_checkpoint(dir)? {
+                self.resume(&latest, &mut stream)?;
+            }
+        }
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mathrl-actors")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("starting tokio: {e}")))?;
+        if self.config.handle_signals {
+            install_signal_handlers(&runtime, self.stop.clone());
+        }
+        let workers = self.config.rollout_actors + self.config.reward_actors;
+        let (events_tx, events_rx) = bounded(4 * workers + 16);
+        let (learner_tx, learner_rx) = bounded(4);
+        let trained = self.learner.step_count();
+        let initial = WeightsSnapshot::of_policy(self.learner.policy(), trained)?;
+        let initial_checksum = initial.checksum;
+        let board = WeightsBoard::new(initial);
+        let policy = self.learner.policy();
+        let rollout_setup = RolloutSetup {
+            model_config: policy.config().clone(),
+            device: policy.device().clone(),
+            dtype: policy.dtype(),
+            engine: self.config.engine.clone(),
+            tokenizer: self.tokenizer.clone(),
+            threads: self.config.threads_per_rollout_actor,
+            board: board.clone(),
+            events: events_tx.clone(),
+        };
+        let rollout_slots = Slots::new(self.config.rollout_actors);
+        let reward_slots = Slots::new(self.config.reward_actors);
+        let rollout_pool = runtime.block_on(spawn_pool::<RolloutActor>(
+            Role::Rollout,
+            self.config.rollout_actors,
+            Arc::new(|worker| RolloutActor { worker }),
+            rollout_setup,
+            rollout_slots.clone(),
+            events_tx.clone(),
+        ))?;
+        let reward_pool = runtime.block_on(spawn_pool::<RewardActor>(
+            Role::Reward,
+            self.config.reward_actors,
+            Arc::new(|worker| RewardActor { worker }),
+            RewardSetup {
+                reward: self.reward.clone(),
+                events: events_tx.clone(),
+            },
+            reward_slots.clone(),
+            events_tx,
+        ))?;
+        let learner = LearnerThread::spawn(self.learner, learner_tx)?;
+
+        let coordinator = Coordinator::new(
+            &self.config,
+            &encoded,
+            stream,
+            self.metrics.clone(),
+            self.stop.clone(),
+            checkpoints,
+            Wiring {
+                rollout: rollout_slots,
+                reward: reward_slots,
+                events: events_rx,
+                learner,
+                learner_events: learner_rx,
+                board,
+            },
+            trained,
+            initial_checksum,
+        );
+        let outcome = coordinator.run();
+
+        for pool in [&rollout_pool, &reward_pool] {
+            let _ = pool.cast(PoolMsg::Shutdown);
+        }
+        // Workers stuck in a blocking call (a hung reward) are not waited for.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Err(e) = self.metrics.flush() {
+            tracing::warn!("flushing metrics: {e}");
+        }
+        let (ending, learner, mut tally) = outcome?;
+        if let Ending::Abandoned = ending {
+            return Err(Error::Stopped);
+        }
+        let learner = learner.finish()?;
+        tally.steps = learner.step_count();
+        Ok(TrainReport::new(
+            tally,
+            learner.policy().clone(),
+            started.elapsed().as_secs_f64(),
+        ))
+    }
+
+    /// Formats and encodes every prompt; the error names the prompt.
+    fn encode(&self, prompts: Vec<PromptRecord>) -> Result<Vec<EncodedPrompt>> {
+        prompts
+            .into_iter()
+            .map(|record| {
+                let text = self
+                    .tokenizer
+                    .question_prompt(&record.question, None)
+                    .and_then(|t| self.tokenizer.encode(&t))
+                    .map_err(|e| Error::Input(format!("prompt `{}`: {e}", record.id)))?;
+                if text.is_empty() {
+                    return Err(Error::Input(format!(
+                        "prompt `{}` encodes to no tokens",
+                        record.id
+                    )));
+                }
+                Ok(EncodedPrompt { record, ids: text })
+            })
+            .collect()
+    }
+
+    /// Loads the checkpoint's weights into the learner's policy, restores the optimiser and
+    /// counters, and moves the prompt stream to where the checkpoint left it.
+    fn resume(&mut self, dir: &std::path::Path, stream: &mut PromptStream) -> Result<()> {
+        let policy = self.learner.policy();
+        let file = dir.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&file, policy.device())?;
+        for (name, var) in policy.vars() {
+            let tensor = tensors.get(&name).ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: no tensor `{name}` to resume from",
+                    file.display()
+                ))
+            })?;
+            var.set(&tensor.to_dtype(var.dtype())?)?;
+        }
+        let run = self.learner.restore(dir)?;
+        if let Some(cursor) = run.data_cursor {
+            stream.seek(cursor);
+        }
+        tracing::info!(
+            "resumed from {} (step {})",
+            dir.display(),
+            self.learner.step_count()
+        );
+        Ok(())
+    }
+}
+
+/// Spawns a supervisor with `n` workers of `role`.
+async fn spawn_pool<A>(
+    role: Role,
+    n: usize,
+    factory: crate::supervision::WorkerFactory<A>,
+    arguments: A::Arguments,
+    slots: Slots<A::Msg>,
+    events: crossbeam::channel::Sender<crate::event::Event>,
+) -> Result<ActorRef<PoolMsg>>
+where
+    A: Actor,
+    A::Arguments: Clone + Sync,
+{
+    let (pool, _) = Actor::spawn(
+        None,
+        PoolSupervisor::<A>::default(),
+        PoolArgs {
+            workers: (0..n).map(|index| WorkerId { role, index }).collect(),
+            factory,
+            arguments,
+            slots,
+            events,
+        },
+    )
+    .await
+    .map_err(|e| Error::Runtime(format!("starting the {} pool: {e}", role.as_str())))?;
+    Ok(pool)
+}

@@ -1,0 +1,281 @@
+//! The `qwen25-math-rl` recipe end to end through the binary, on a tiny random policy with the
+//! procedural tokenizer: 2 GRPO steps on the actor runtime, then its outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device};
+use mathrl::data::jsonl::write_question_answer_jsonl;
+use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
+use mathrl::model::Trainable;
+use mathrl::{Policy, Tokenizer};
+use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
+
+fn mathrl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mathrl"))
+}
+
+/// A 2-layer random policy with the procedural tokenizer, saved in `dir`.
+fn tiny_policy(dir: &Path) {
+    let tokenizer_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/procedural-tokenizer");
+    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
+    let model = TinyModelConfig {
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+    };
+    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
+    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
+        .unwrap()
+        .with_side_files_from(tokenizer_dir)
+        .save(dir)
+        .unwrap();
+}
+
+/// Settings small enough for a test: 2 prompts × 3 completions of at most 8 tokens per step.
+const SMALL: &[&str] = &[
+    "trainer.prompts_per_step=2",
+    "trainer.group_size=3",
+    "trainer.sampling.max_new_tokens=8",
+    "trainer.sample_text_every=1",
+    "grpo.micro_batch_size=8",
+    "eval_questions=3",
+    "eval_max_new_tokens=8",
+];
+
+fn rl(model: &Path, out: &Path) -> Command {
+    rl_steps(model, out, 2)
+}
+
+fn rl_steps(model: &Path, out: &Path, steps: u64) -> Command {
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(model)
+        .arg("--output")
+        .arg(out)
+        .args(["--max-steps", &steps.to_string()]);
+    for set in SMALL {
+        cmd.args(["--set", set]);
+    }
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "failed: {stderr}");
+    stderr
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn assert_hf_layout(dir: &Path) {
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(dir.join(file).is_file(), "{} lacks {file}", dir.display());
+    }
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(config.contains("Qwen2ForCausalLM"), "{config}");
+}
+
+/// Text records of `tag` in the run's `metrics.jsonl`.
+fn texts(dir: &Path, tag: &str) -> Vec<(u64, String)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == tag)
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let out = tmp.path().join("run");
+    run_ok(&mut rl(&model, &out));
+
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    assert!(s["seconds"].as_f64().unwrap() > 0.0, "{s}");
+    // Greedy held-out accuracy before and after, on the 3 held-out questions.
+    for key in ["before", "after"] {
+        assert_eq!(s[key]["n"], 3, "{s}");
+        let accuracy = s[key]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy), "{s}");
+    }
+    // 2 steps × 2 prompts, split over the two rollout actors.
+    let groups: u64 = s["groups_by_worker"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(groups, 4, "{s}");
+    assert_eq!(s["failures"], 0);
+    assert_eq!(s["reward"], "checker");
+    assert_eq!(s["unscored"], 0);
+    assert_eq!(s["time_limit_reached"], false);
+    let busy = s["rollout_busy_fraction"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy <= 1.0, "{s}");
+
+    assert_hf_layout(&out.join("checkpoints/step-000002"));
+    assert_hf_layout(&out.join("final"));
+    let events = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .count();
+    assert_eq!(events, 1);
+    // Sampled completions with their rewards, every step.
+    let samples = texts(&out, "samples/completions");
+    assert_eq!(samples.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(samples
+        .iter()
+        .all(|(_, t)| t.matches("(reward").count() == 2));
+}
+
+#[test]
+fn a_second_run_with_the_same_output_resumes_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let out = tmp.path().join("run");
+    run_ok(&mut rl(&model, &out));
+    let log = run_ok(&mut rl_steps(&model, &out, 3));
+    assert!(log.contains("resumed"), "{log}");
+    let s = summary(&out);
+    assert_eq!(s["steps"], 3, "{s}");
+    // This run trained one step: one group per prompt of step 3.
+    let groups: u64 = s["groups_by_worker"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(groups, 2, "{s}");
+    assert_hf_layout(&out.join("checkpoints/step-000003"));
+}
+
+#[test]
+fn a_data_file_gives_the_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_policy(&model);
+    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(3).collect();
+    let data = tmp.path().join("qa.jsonl");
+    write_question_answer_jsonl(&data, &problems).unwrap();
+    let out = tmp.path().join("run");
+    run_ok(rl(&model, &out).arg("--data").arg(&data));
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    // No held-out split of a data file: nothing to compare.
+    assert!(s["before"].is_null() && s["after"].is_null(), "{s}");
+    // Every sampled question came from the file.
+    for (_, text) in texts(&out, "samples/completions") {
+        assert!(
+            problems
+                .iter()
+                .any(|p| text.contains(p.question.lines().next().unwrap())),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn without_the_shipped_assets_the_error_names_the_missing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mathrl()
+        .args(["--recipe", "qwen25-math-rl", "--output"])
+        .arg(tmp.path().join("run"))
+        .env("MATHRL_ASSETS", tmp.path().join("no-assets"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let missing = tmp.path().join("no-assets/tiny-math-policy");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("tiny-bootstrap"), "{stderr}");
+    // Nothing was started: no output directory.
+    assert!(!tmp.path().join("run").exists());
+}
+
+#[test]
+fn the_embedded_default_runs_with_bootstrapped_assets_and_the_reward_model() {
+    // Tiny stand-ins for the shipped assets, made by the recipe that makes the real ones.
+    let tmp = tempfile::tempdir().unwrap();
+    let boot = tmp.path().join("boot");
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "tiny-bootstrap", "--output"])
+        .arg(&boot);
+    for set in [
+        "tokenizer_problems=200",
+        "sft_problems=32",
+        "model.hidden_size=32",
+        "model.num_hidden_layers=1",
+        "model.num_attention_heads=2",
+        "model.num_key_value_heads=1",
+        "model.intermediate_size=64",
+        "sft.steps=2",
+        "sft.batch_size=4",
+        "sft.eval_examples=4",
+        "rm_problems=6",
+        "rm.samples_per_query=2",
+        "rm.max_new_tokens=8",
+        "rm.eval_queries=2",
+        "eval_questions=4",
+        "max_new_tokens=8",
+    ] {
+        cmd.args(["--set", set]);
+    }
+    run_ok(&mut cmd);
+
+    // No --model, no --data: the embedded default, with the RM in the shaped reward.
+    let out = tmp.path().join("run");
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "qwen25-math-rl", "--output"])
+        .arg(&out)
+        .args(["--max-steps", "2"])
+        .env("MATHRL_ASSETS", boot.join("assets"));
+    for set in SMALL {
+        cmd.args(["--set", set]);
+    }
+    run_ok(&mut cmd);
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    assert_eq!(s["before"]["n"], 3, "{s}");
+    assert_hf_layout(&out.join("final"));
+    assert_eq!(s["reward"], "shaped", "{s}");
+    // The shaped reward σ(α·r_m) + (r_v − 1) lies in (−1, 1); the checker-only reward is 0 or 1,
+    // so its mean over a step's 6 completions would be a multiple of 1/6.
+    let rewards: Vec<f64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == "train/reward_mean")
+        .map(|v| v["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rewards.len(), 2);
+    for r in rewards {
+        assert!(r > -1.0 && r < 1.0, "{r}");
+        assert!((6.0 * r - (6.0 * r).round()).abs() > 1e-6, "{r}");
+    }
+}
