@@ -27,9 +27,19 @@ pub fn default_rm_dir() -> PathBuf {
     assets_dir().join("tiny-math-rm")
 }
 
-/// (question, gold) pairs of a split of the default procedural task: `skip` then `take`.
+/// The procedural task of the embedded default: one- and two-step problems. With three and four
+/// steps a 2M-parameter policy needs far more SFT than a laptop gives it in minutes; the
+/// bootstrap and the RL run must draw from the same task.
+pub fn embedded_task() -> TaskConfig {
+    TaskConfig {
+        max_steps: 2,
+        ..TaskConfig::default()
+    }
+}
+
+/// (question, gold) pairs of a split of the embedded default's task: `skip` then `take`.
 pub fn procedural_items(split: Split, skip: usize, take: usize) -> mathrl::Result<Vec<QaItem>> {
-    let task = ProceduralTask::new(TaskConfig::default())?;
+    let task = ProceduralTask::new(embedded_task())?;
     Ok(task.problems(split).skip(skip).take(take).map(|p: Problem| QaItem {
         question: p.question,
         gold: p.answer,
