@@ -12,6 +12,7 @@ pub mod generate;
 pub mod jsonl;
 pub mod logprobs;
 pub mod minhash;
+pub mod pipeline;
 pub mod query_filter;
 pub mod qwen25_math_rl;
 pub mod registry;

@@ -21,6 +21,10 @@ pub fn recipes() -> Vec<Recipe> {
         description: "GRPO with the report's shaped reward on rollout/reward actors; the embedded default with no arguments ([--model DIR --data qa.jsonl] [--rm DIR])",
         run: crate::qwen25_math_rl::run,
     }, Recipe {
+        name: "pipeline",
+        description: "the report's loop: SFT → RM → SFT-data evolution → RM retraining → RL → eval (--model BASE --data sft.jsonl --set qa_data=qa.jsonl)",
+        run: crate::pipeline::run,
+    }, Recipe {
         name: "logprobs",
         description:
             "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",

@@ -279,3 +279,50 @@ fn the_embedded_default_runs_with_bootstrapped_assets_and_the_reward_model() {
         assert!((6.0 * r - (6.0 * r).round()).abs() > 1e-6, "{r}");
     }
 }
+
+#[test]
+fn the_readme_command_runs_every_stage_on_the_shipped_assets() {
+    // `cargo run --release -- --recipe qwen25-math-rl`, bounded: the shipped policy and RM, the
+    // procedural task, 2 steps, a few held-out questions. The gain is the benchmark's job.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "qwen25-math-rl", "--output"])
+        .arg(&out)
+        .args(["--max-steps", "2", "--seed", "1"])
+        .env_remove("MATHRL_ASSETS");
+    for set in [
+        "trainer.prompts_per_step=2",
+        "trainer.group_size=4",
+        "trainer.sampling.max_new_tokens=48",
+        "trainer.sample_text_every=1",
+        "eval_questions=4",
+        "eval_max_new_tokens=48",
+    ] {
+        cmd.args(["--set", set]);
+    }
+    let stdout = run_ok(&mut cmd);
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    assert_eq!(s["reward"], "shaped", "{s}");
+    for stage in ["before", "after"] {
+        assert_eq!(s[stage]["n"], 4, "{s}");
+        let a = s[stage]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{s}");
+    }
+    assert_hf_layout(&out.join("final"));
+    assert!(out.join("checkpoints").is_dir(), "no checkpoints under {}", out.display());
+    assert_eq!(texts(&out, "samples/completions").len(), 2, "one sample text per step");
+    let events = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .count();
+    assert_eq!(events, 1, "one TensorBoard event file");
+    assert!(stdout.contains("before") && stdout.contains("after"), "{stdout}");
+}

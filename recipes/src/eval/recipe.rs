@@ -77,7 +77,7 @@ impl Default for EvalConfig {
 
 /// The embedded default policy, trained by `tiny-bootstrap` and shipped in the repository.
 pub fn default_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-math-policy")
+    crate::assets::default_policy_dir()
 }
 
 /// Parses a mode name (`cot`, `tir`, `maj@8`, `rm@4`, `tir-maj@8`, `tir-rm@4`).

@@ -1,0 +1,108 @@
+//! The `pipeline` recipe end to end on a tiny random policy: every stage of the report's loop
+//! runs, each feeding the next (policy and RM directories), and writes its outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device};
+use mathrl::data::jsonl::{write_messages_jsonl, write_question_answer_jsonl};
+use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
+use mathrl::model::Trainable;
+use mathrl::{Policy, Tokenizer};
+use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
+
+fn mathrl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mathrl"))
+}
+
+fn tiny_policy(dir: &Path) {
+    let tokenizer_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/procedural-tokenizer");
+    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
+    let model = TinyModelConfig {
+        hidden_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+    };
+    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
+    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
+        .unwrap()
+        .with_side_files_from(tokenizer_dir)
+        .save(dir)
+        .unwrap();
+}
+
+/// Every stage's settings, small enough for a test.
+const CONFIG: &str = r#"
+[sets]
+sft = ["steps=2", "batch_size=4", "eval_examples=2"]
+rm = ["samples_per_query=2", "max_new_tokens=6", "eval_queries=2", "queries_per_step=2", "max_queries=6"]
+sft-data-evolution = ["rounds=1", "samples_per_question=2", "max_new_tokens=6", "eval_questions=1", "max_questions=4", "sft.steps=1", "sft.batch_size=2"]
+rm-retraining = ["samples_per_query=2", "max_new_tokens=6", "eval_queries=2", "queries_per_step=2", "max_queries=6"]
+qwen25-math-rl = ["trainer.prompts_per_step=2", "trainer.group_size=2", "trainer.sampling.max_new_tokens=6", "eval_questions=2", "eval_max_new_tokens=6"]
+eval = ["max_new_tokens=6", "modes=[\"cot\"]"]
+"#;
+
+#[test]
+fn every_stage_runs_and_hands_its_model_to_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tiny_policy(&base);
+    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(12).collect();
+    let (sft, qa) = (tmp.path().join("sft.jsonl"), tmp.path().join("qa.jsonl"));
+    write_messages_jsonl(&sft, &problems).unwrap();
+    write_question_answer_jsonl(&qa, &problems).unwrap();
+    let config = tmp.path().join("pipeline.toml");
+    std::fs::write(&config, format!("qa_data = {:?}\n{CONFIG}", qa.display().to_string())).unwrap();
+
+    let out = tmp.path().join("run");
+    let status = mathrl()
+        .args(["--recipe", "pipeline", "--model"])
+        .arg(&base)
+        .arg("--data")
+        .arg(&sft)
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-steps", "2", "--datasets", "gsm8k", "--limit", "2", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    for (dir, product) in [
+        ("1-sft", "final/model.safetensors"),
+        ("2-rm", "rm/model.safetensors"),
+        ("3-sft-data-evolution", "final/model.safetensors"),
+        ("4-rm-retraining", "rm/model.safetensors"),
+        ("5-qwen25-math-rl", "final/model.safetensors"),
+        ("6-eval", "eval.json"),
+    ] {
+        assert!(out.join(dir).join(product).is_file(), "{dir} did not write {product}");
+    }
+    // Each stage started from the previous one's model, and RL used the retrained RM.
+    let rl: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("5-qwen25-math-rl/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rl["reward"], "shaped", "{rl}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stages"].as_array().unwrap().len(), 6, "{summary}");
+    assert!(summary["policy"].as_str().unwrap().ends_with("5-qwen25-math-rl/final"), "{summary}");
+    assert!(summary["rm"].as_str().unwrap().ends_with("4-rm-retraining/rm"), "{summary}");
+}
+
+#[test]
+fn unknown_stages_are_errors_naming_them() {
+    let out = mathrl()
+        .args(["--recipe", "pipeline", "--set", "stages=[\"sft\", \"rl\"]", "--model", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown stage `rl`"), "{stderr}");
+}
