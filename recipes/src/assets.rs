@@ -8,7 +8,7 @@ use mathrl::data::procedural::{Problem, ProceduralTask, Split, TaskConfig};
 use crate::accuracy::QaItem;
 
 /// Training problems the bootstrap used (SFT, then RM samples); RL prompts come after them.
-pub const BOOTSTRAP_TRAIN_PROBLEMS: usize = 30_000 + 256;
+pub const BOOTSTRAP_TRAIN_PROBLEMS: usize = 30_000 + 768;
 
 /// `recipes/assets`, or `$MATHRL_ASSETS` when set.
 pub fn assets_dir() -> PathBuf {

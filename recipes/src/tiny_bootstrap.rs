@@ -119,7 +119,7 @@ impl Default for TinyBootstrapConfig {
             ..RmRetrainingConfig::default()
         };
         rm.learner.micro_batch_queries = 16;
-        rm.learner.train_step.schedule = LrSchedule::constant(5e-4);
+        rm.learner.train_step.schedule = LrSchedule::constant(1e-3);
         Self {
             task: crate::assets::embedded_task(),
             tokenizer_problems: 2000,
@@ -129,7 +129,7 @@ impl Default for TinyBootstrapConfig {
             sft,
             sft_stop_accuracy: 0.4,
             sft_check_every: 50,
-            rm_problems: 256,
+            rm_problems: 768,
             rm,
             eval_questions: 200,
             max_new_tokens: 160,
