@@ -267,10 +267,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &run,
         &[
             ("steps", report.steps.to_string()),
-            (
-                "accuracy",
-                table.lines().last().unwrap_or_default().trim().to_string(),
-            ),
+            ("accuracy", accuracy_change(before, after)),
             ("policy", final_dir.display().to_string()),
             ("checkpoints", run.path("checkpoints").display().to_string()),
         ],
@@ -330,15 +327,23 @@ fn evaluate(
 
 /// The before/after table printed at the end.
 fn accuracy_table(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
-    let cell = |a: Option<Accuracy>| {
-        a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
-    };
     let n = before.or(after).map_or(0, |a| a.n);
     format!(
         "| held-out (greedy, n={n}) | before | after |\n|---|---|---|\n| accuracy | {} | {} |",
-        cell(before),
-        cell(after)
+        percent(before),
+        percent(after)
     )
+}
+
+/// `44.5% → 41.5% (greedy, n=200)`, for the closing summary.
+fn accuracy_change(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
+    let n = before.or(after).map_or(0, |a| a.n);
+    format!("{} → {} (greedy, held-out n={n})", percent(before), percent(after))
+}
+
+/// `44.5%`, or `-` when the accuracy was not measured.
+fn percent(a: Option<Accuracy>) -> String {
+    a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
 }
 
 /// The reward model as a [`PreferenceScorer`] over (question, response) text pairs.
