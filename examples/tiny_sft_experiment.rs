@@ -69,9 +69,11 @@ fn main() -> Result<()> {
     };
     let policy = Policy::random(&cfg, 0, &Device::Cpu, DType::F32, Trainable::Yes)?;
     println!("params {:.2}M", policy.num_parameters() as f64 / 1e6);
-    let mut sc = SftConfig::default();
-    sc.micro_batch_size = batch;
-    sc.max_length = 512;
+    let mut sc = SftConfig {
+        micro_batch_size: batch,
+        max_length: 512,
+        ..SftConfig::default()
+    };
     sc.optimizer.weight_decay = 0.0;
     sc.train_step.schedule = LrSchedule {
         peak_lr: lr,

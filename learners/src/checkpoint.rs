@@ -50,6 +50,8 @@ impl CheckpointConfig {
     }
 
     /// Whether a checkpoint is due after learner step `step` (1-based).
+    // `%` rather than `is_multiple_of`, which is newer than the workspace's rust-version (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     pub fn due(&self, step: u64) -> bool {
         self.every_steps > 0 && step > 0 && step % self.every_steps == 0
     }
