@@ -50,7 +50,15 @@ fn main() {
             seed,
             ..Default::default()
         };
-        engine.generate(&ids, &SamplingParams { max_new_tokens: 4, ..params(0) }).unwrap();
+        engine
+            .generate(
+                &ids,
+                &SamplingParams {
+                    max_new_tokens: 4,
+                    ..params(0)
+                },
+            )
+            .unwrap();
         let mut best = f64::INFINITY;
         let mut peak = 0;
         for r in 0..REPEATS {
@@ -59,7 +67,10 @@ fn main() {
             best = best.min(start.elapsed().as_secs_f64());
             peak = peak.max(p);
             assert_eq!(out.stats.sampled_tokens, prompts * n * NEW_TOKENS);
-            assert_eq!(out.stats.prefills, prompts, "one prefill per prompt, shared by its group");
+            assert_eq!(
+                out.stats.prefills, prompts,
+                "one prefill per prompt, shared by its group"
+            );
         }
         let tokens_per_s = (prompts * n * NEW_TOKENS) as f64 / best;
         println!(

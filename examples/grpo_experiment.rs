@@ -25,7 +25,12 @@ fn main() -> Result<()> {
     let temp: f64 = a[6].parse()?;
     let tok = Tokenizer::from_dir(dir)?;
     let policy = Policy::load(dir, &candle_core::Device::Cpu, None, Trainable::Yes)?;
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let task = ProceduralTask::new(TaskConfig {
         max_steps: env("TASK_MAX_STEPS", 4) as usize,
         max_operand: env("TASK_MAX_OPERAND", 12),

@@ -28,7 +28,12 @@ fn main() -> Result<()> {
     let batch: usize = a[3].parse()?;
     let lr: f64 = a[4].parse()?;
     let tok = Tokenizer::from_dir("tests/fixtures/procedural-tokenizer")?;
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let task = ProceduralTask::new(TaskConfig {
         max_steps: env("TASK_MAX_STEPS", 4) as usize,
         max_operand: env("TASK_MAX_OPERAND", 12),
@@ -142,6 +147,8 @@ fn main() -> Result<()> {
             println!("EVAL step {step}: greedy {:.1}% pass@8 {:.1}% mean@8 {:.1}% (greedy gen {tg:.1}s, {} tok)", greedy as f64 / 2.0, any as f64 / 2.0, mean / 2.0, out.stats.sampled_tokens);
         }
     }
-    learner.policy().save(std::env::var("OUT").unwrap_or("/work/exp/sft-policy".into()))?;
+    learner
+        .policy()
+        .save(std::env::var("OUT").unwrap_or("/work/exp/sft-policy".into()))?;
     Ok(())
 }

@@ -586,7 +586,12 @@ fn tool_calls_stop_at_the_limit() {
         max_new_tokens: 64,
         ..Default::default()
     };
-    let c = engine.generate(std::slice::from_ref(&prompt), &params).unwrap().groups[0].completions[0].clone();
+    let c = engine
+        .generate(std::slice::from_ref(&prompt), &params)
+        .unwrap()
+        .groups[0]
+        .completions[0]
+        .clone();
     assert_eq!(
         (c.finish_reason, c.tool_calls),
         (FinishReason::ToolCallLimit, 2)
@@ -600,7 +605,12 @@ fn tool_calls_stop_at_the_limit() {
         max_new_tokens: 64,
         ..Default::default()
     };
-    let c = engine.generate(std::slice::from_ref(&prompt), &none).unwrap().groups[0].completions[0].clone();
+    let c = engine
+        .generate(std::slice::from_ref(&prompt), &none)
+        .unwrap()
+        .groups[0]
+        .completions[0]
+        .clone();
     assert_eq!(
         (c.finish_reason, c.token_ids.len()),
         (FinishReason::ToolCallLimit, 4)
@@ -629,7 +639,12 @@ fn stop_strings_end_a_completion_and_the_trigger_without_a_tool_is_one() {
         stop_strings: vec!["(2+".into()],
         ..Default::default()
     };
-    let c = engine.generate(std::slice::from_ref(&prompt), &params).unwrap().groups[0].completions[0].clone();
+    let c = engine
+        .generate(std::slice::from_ref(&prompt), &params)
+        .unwrap()
+        .groups[0]
+        .completions[0]
+        .clone();
     assert_eq!(
         (c.finish_reason, c.text.as_deref()),
         (FinishReason::StopString, Some("```python\nprint(2+3)\n"))
@@ -638,7 +653,12 @@ fn stop_strings_end_a_completion_and_the_trigger_without_a_tool_is_one() {
         stop_strings: vec!["```output".into()],
         ..Default::default()
     };
-    let c = engine.generate(std::slice::from_ref(&prompt), &params).unwrap().groups[0].completions[0].clone();
+    let c = engine
+        .generate(std::slice::from_ref(&prompt), &params)
+        .unwrap()
+        .groups[0]
+        .completions[0]
+        .clone();
     assert_eq!(
         (c.finish_reason, c.token_ids.len()),
         (FinishReason::StopString, 4)

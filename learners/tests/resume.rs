@@ -87,7 +87,9 @@ fn train(dir: &Path, kill_after: Option<u64>) -> Result<GrpoLearner> {
         for g in &mut groups {
             g.policy_version = learner.policy_version();
         }
-        let batch = score(groups, |ids| ids.iter().filter(|&&t| t % 2 == 0).count() as f32);
+        let batch = score(groups, |ids| {
+            ids.iter().filter(|&&t| t % 2 == 0).count() as f32
+        });
         let report = learner.step(batch)?;
         cursor += PROMPTS_PER_STEP as u64;
         let line = format!(

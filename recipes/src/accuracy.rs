@@ -48,5 +48,8 @@ pub fn greedy_accuracy(
     let mut mode = EvalMode::greedy_cot(max_new_tokens);
     mode.questions_per_batch = items.len().max(1);
     let result = evaluate(policy, tokenizer, &eval_items, &mode, verifier, None)?;
-    Ok(Accuracy { accuracy: result.accuracy, n: result.n })
+    Ok(Accuracy {
+        accuracy: result.accuracy,
+        n: result.n,
+    })
 }

@@ -40,8 +40,13 @@ pub fn embedded_task() -> TaskConfig {
 /// (question, gold) pairs of a split of the embedded default's task: `skip` then `take`.
 pub fn procedural_items(split: Split, skip: usize, take: usize) -> mathrl::Result<Vec<QaItem>> {
     let task = ProceduralTask::new(embedded_task())?;
-    Ok(task.problems(split).skip(skip).take(take).map(|p: Problem| QaItem {
-        question: p.question,
-        gold: p.answer,
-    }).collect())
+    Ok(task
+        .problems(split)
+        .skip(skip)
+        .take(take)
+        .map(|p: Problem| QaItem {
+            question: p.question,
+            gold: p.answer,
+        })
+        .collect())
 }

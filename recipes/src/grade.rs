@@ -18,24 +18,36 @@ use crate::jsonl::read_jsonl;
 
 /// Runs the recipe: `--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict]`.
 pub fn run(cli: &Cli) -> Result<()> {
-    let input = cli.input.as_deref().context("grade needs --input IN.jsonl")?;
-    let output = cli.output.as_deref().context("grade needs --output OUT.jsonl")?;
+    let input = cli
+        .input
+        .as_deref()
+        .context("grade needs --input IN.jsonl")?;
+    let output = cli
+        .output
+        .as_deref()
+        .context("grade needs --output OUT.jsonl")?;
     let profile: CheckerProfile = cli.checker.parse().context("--checker")?;
     let checker = Checker::new(profile);
     let rows = read_jsonl(input)?;
-    let file = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let file =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut out = BufWriter::new(file);
     let (mut correct, mut unparseable) = (0usize, 0usize);
     let start = Instant::now();
     for (line, mut row) in rows.iter().cloned() {
         let at = || format!("{}:{line}", input.display());
-        let Value::Object(fields) = &mut row else { bail!("{}: expected a JSON object", at()) };
+        let Value::Object(fields) = &mut row else {
+            bail!("{}: expected a JSON object", at())
+        };
         let text = |key: &str| -> Result<Option<String>> {
             match fields.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(other) => bail!("{}: `{key}` must be a string or a number, got {other}", at()),
+                Some(other) => bail!(
+                    "{}: `{key}` must be a string or a number, got {other}",
+                    at()
+                ),
             }
         };
         let gold = text("gold")?.with_context(|| format!("{}: missing `gold`", at()))?;
@@ -47,15 +59,20 @@ pub fn run(cli: &Cli) -> Result<()> {
         };
         correct += usize::from(verdict.is_correct());
         unparseable += usize::from(verdict.outcome == Outcome::Unparseable);
-        fields.insert("extracted".into(), verdict.extracted.clone().map_or(Value::Null, Value::String));
+        fields.insert(
+            "extracted".into(),
+            verdict.extracted.clone().map_or(Value::Null, Value::String),
+        );
         fields.insert("correct".into(), Value::Bool(verdict.is_correct()));
         if let Some(reason) = verdict.reason {
             fields.insert("reason".into(), Value::String(reason));
         }
-        serde_json::to_writer(&mut out, &row).with_context(|| format!("writing {}", output.display()))?;
+        serde_json::to_writer(&mut out, &row)
+            .with_context(|| format!("writing {}", output.display()))?;
         out.write_all(b"\n")?;
     }
-    out.flush().with_context(|| format!("writing {}", output.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     let count = rows.len();
     eprintln!(

@@ -58,10 +58,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     let stages = selected_stages(&config)?;
     for stage in config.sets.keys() {
         if !STAGES.contains(&stage.as_str()) {
-            bail!("config key `sets.{stage}`: unknown stage (stages: {})", STAGES.join(", "));
+            bail!(
+                "config key `sets.{stage}`: unknown stage (stages: {})",
+                STAGES.join(", ")
+            );
         }
     }
-    let base = cli.model.as_deref().context("pipeline needs --model BASE_DIR")?;
+    let base = cli
+        .model
+        .as_deref()
+        .context("pipeline needs --model BASE_DIR")?;
     require_dir(base, "model")?;
     let qa = config
         .qa_data
@@ -95,7 +101,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         "policy": products.policy,
         "rm": products.rm,
     }))?;
-    let mut lines: Vec<(&str, String)> = done.iter().map(|(s, d)| (s.as_str(), d.clone())).collect();
+    let mut lines: Vec<(&str, String)> =
+        done.iter().map(|(s, d)| (s.as_str(), d.clone())).collect();
     lines.push(("policy", products.policy.display().to_string()));
     print_summary(&run, &lines);
     Ok(())
@@ -108,14 +115,19 @@ fn selected_stages(config: &PipelineConfig) -> Result<Vec<&'static str>> {
     }
     let mut indices = Vec::new();
     for name in &config.stages {
-        let index = STAGES
-            .iter()
-            .position(|s| s == name)
-            .with_context(|| format!("config key `stages`: unknown stage `{name}` (stages: {})", STAGES.join(", ")))?;
+        let index = STAGES.iter().position(|s| s == name).with_context(|| {
+            format!(
+                "config key `stages`: unknown stage `{name}` (stages: {})",
+                STAGES.join(", ")
+            )
+        })?;
         indices.push(index);
     }
     if indices.windows(2).any(|w| w[1] != w[0] + 1) {
-        bail!("config key `stages`: give consecutive stages in the order {}", STAGES.join(" → "));
+        bail!(
+            "config key `stages`: give consecutive stages in the order {}",
+            STAGES.join(" → ")
+        );
     }
     Ok(indices.into_iter().map(|i| STAGES[i]).collect())
 }

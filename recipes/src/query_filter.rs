@@ -53,9 +53,14 @@ pub fn filter_queries(
     config: &QueryFilterConfig,
     seed: u64,
 ) -> Result<Vec<QaItem>> {
-    let examined = if config.max_queries == 0 { items.len() } else { config.max_queries.min(items.len()) };
+    let examined = if config.max_queries == 0 {
+        items.len()
+    } else {
+        config.max_queries.min(items.len())
+    };
     let frozen = policy.frozen_copy()?;
-    let mut engine = Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    let mut engine =
+        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
     let mut kept = Vec::new();
     for (chunk_index, chunk) in items[..examined].chunks(64).enumerate() {
         let prompts = chunk

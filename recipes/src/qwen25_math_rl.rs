@@ -338,7 +338,11 @@ fn accuracy_table(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
 /// `44.5% → 41.5% (greedy, n=200)`, for the closing summary.
 fn accuracy_change(before: Option<Accuracy>, after: Option<Accuracy>) -> String {
     let n = before.or(after).map_or(0, |a| a.n);
-    format!("{} → {} (greedy, held-out n={n})", percent(before), percent(after))
+    format!(
+        "{} → {} (greedy, held-out n={n})",
+        percent(before),
+        percent(after)
+    )
 }
 
 /// `44.5%`, or `-` when the accuracy was not measured.

@@ -35,23 +35,38 @@ const INPUT: &str = r#"{"pred": "\\dfrac{1}{2}", "gold": "\\frac{1}{2}", "datase
 fn grades_each_line_and_prints_a_summary() {
     let (o, rows) = grade(INPUT, "qwen25-math");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let correct: Vec<bool> = rows.iter().map(|r| r["correct"].as_bool().unwrap()).collect();
+    let correct: Vec<bool> = rows
+        .iter()
+        .map(|r| r["correct"].as_bool().unwrap())
+        .collect();
     // The reference accepts ×100 and ignores interval brackets.
     assert_eq!(correct, vec![true, true, true, false]);
     assert_eq!(rows[0]["extracted"], "\\frac{1}{2}");
     assert_eq!(rows[3]["reason"], "no answer found");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("graded 4") && err.contains("accuracy 0.7500") && err.contains("unparseable 1") && err.contains("checks/s"), "{err}");
+    assert!(
+        err.contains("graded 4")
+            && err.contains("accuracy 0.7500")
+            && err.contains("unparseable 1")
+            && err.contains("checks/s"),
+        "{err}"
+    );
 
     let (o, rows) = grade(INPUT, "strict");
     assert!(o.status.success());
-    let correct: Vec<bool> = rows.iter().map(|r| r["correct"].as_bool().unwrap()).collect();
+    let correct: Vec<bool> = rows
+        .iter()
+        .map(|r| r["correct"].as_bool().unwrap())
+        .collect();
     assert_eq!(correct, vec![true, false, false, false]);
 }
 
 #[test]
 fn a_malformed_line_names_the_file_and_line() {
-    let (o, _) = grade("{\"pred\": \"1\", \"gold\": \"1\"}\n{\"gold\": \"2\"}\n", "strict");
+    let (o, _) = grade(
+        "{\"pred\": \"1\", \"gold\": \"1\"}\n{\"gold\": \"2\"}\n",
+        "strict",
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("in.jsonl:2") && err.contains("pred"), "{err}");

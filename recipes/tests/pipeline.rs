@@ -57,7 +57,11 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
     write_messages_jsonl(&sft, &problems).unwrap();
     write_question_answer_jsonl(&qa, &problems).unwrap();
     let config = tmp.path().join("pipeline.toml");
-    std::fs::write(&config, format!("qa_data = {:?}\n{CONFIG}", qa.display().to_string())).unwrap();
+    std::fs::write(
+        &config,
+        format!("qa_data = {:?}\n{CONFIG}", qa.display().to_string()),
+    )
+    .unwrap();
 
     let out = tmp.path().join("run");
     let status = mathrl()
@@ -67,11 +71,23 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
         .arg(&sft)
         .arg("--config")
         .arg(&config)
-        .args(["--max-steps", "2", "--datasets", "gsm8k", "--limit", "2", "--output"])
+        .args([
+            "--max-steps",
+            "2",
+            "--datasets",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--output",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     for (dir, product) in [
         ("1-sft", "final/model.safetensors"),
@@ -81,7 +97,10 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
         ("5-qwen25-math-rl", "final/model.safetensors"),
         ("6-eval", "eval.json"),
     ] {
-        assert!(out.join(dir).join(product).is_file(), "{dir} did not write {product}");
+        assert!(
+            out.join(dir).join(product).is_file(),
+            "{dir} did not write {product}"
+        );
     }
     // Each stage started from the previous one's model, and RL used the retrained RM.
     let rl: serde_json::Value = serde_json::from_str(
@@ -92,14 +111,33 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["stages"].as_array().unwrap().len(), 6, "{summary}");
-    assert!(summary["policy"].as_str().unwrap().ends_with("5-qwen25-math-rl/final"), "{summary}");
-    assert!(summary["rm"].as_str().unwrap().ends_with("4-rm-retraining/rm"), "{summary}");
+    assert!(
+        summary["policy"]
+            .as_str()
+            .unwrap()
+            .ends_with("5-qwen25-math-rl/final"),
+        "{summary}"
+    );
+    assert!(
+        summary["rm"]
+            .as_str()
+            .unwrap()
+            .ends_with("4-rm-retraining/rm"),
+        "{summary}"
+    );
 }
 
 #[test]
 fn unknown_stages_are_errors_naming_them() {
     let out = mathrl()
-        .args(["--recipe", "pipeline", "--set", "stages=[\"sft\", \"rl\"]", "--model", "/nonexistent"])
+        .args([
+            "--recipe",
+            "pipeline",
+            "--set",
+            "stages=[\"sft\", \"rl\"]",
+            "--model",
+            "/nonexistent",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

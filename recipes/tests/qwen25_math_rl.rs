@@ -311,8 +311,16 @@ fn the_readme_command_runs_every_stage_on_the_shipped_assets() {
         assert!((0.0..=1.0).contains(&a), "{s}");
     }
     assert_hf_layout(&out.join("final"));
-    assert!(out.join("checkpoints").is_dir(), "no checkpoints under {}", out.display());
-    assert_eq!(texts(&out, "samples/completions").len(), 2, "one sample text per step");
+    assert!(
+        out.join("checkpoints").is_dir(),
+        "no checkpoints under {}",
+        out.display()
+    );
+    assert_eq!(
+        texts(&out, "samples/completions").len(),
+        2,
+        "one sample text per step"
+    );
     let events = std::fs::read_dir(&out)
         .unwrap()
         .filter(|e| {

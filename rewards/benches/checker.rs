@@ -10,7 +10,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 fn cases() -> Vec<(String, String, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/grader/vectors.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/grader/vectors.jsonl"
+    );
     let text = std::fs::read_to_string(path).expect("the conformance vectors");
     text.lines()
         .filter_map(|l| {
@@ -20,7 +23,11 @@ fn cases() -> Vec<(String, String, String)> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let response = if s("kind") == "extract" { s("response") } else { format!("The final answer is $\\boxed{{{}}}$.", s("pred")) };
+            let response = if s("kind") == "extract" {
+                s("response")
+            } else {
+                format!("The final answer is $\\boxed{{{}}}$.", s("pred"))
+            };
             Some((response, s("gold"), s("dataset")))
         })
         .collect()
@@ -62,11 +69,19 @@ fn single_checks(c: &mut Criterion) {
         ("integer", "The answer is \\boxed{42}.", "42"),
         ("fraction", "So $\\boxed{\\dfrac{6}{8}}$.", "\\frac{3}{4}"),
         ("expression", "Thus \\boxed{2x^2+4x+2}.", "2(x+1)^2"),
-        ("tuple", "Hence \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}.", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        (
+            "tuple",
+            "Hence \\boxed{\\left(3, \\frac{\\pi}{2}\\right)}.",
+            "\\left( 3, \\frac{\\pi}{2} \\right)",
+        ),
     ];
     for (name, response, gold) in cases {
-        c.bench_function(&format!("qwen25-math/{name}"), |b| b.iter(|| q.check_response(black_box(response), gold, Some("math"))));
-        c.bench_function(&format!("strict/{name}"), |b| b.iter(|| s.check_response(black_box(response), gold, Some("math"))));
+        c.bench_function(&format!("qwen25-math/{name}"), |b| {
+            b.iter(|| q.check_response(black_box(response), gold, Some("math")))
+        });
+        c.bench_function(&format!("strict/{name}"), |b| {
+            b.iter(|| s.check_response(black_box(response), gold, Some("math")))
+        });
     }
 }
 

@@ -37,7 +37,13 @@ pub struct RewardOutput {
 impl RewardOutput {
     /// Whether the verifier judged the completion correct (false when no verifier ran).
     pub fn is_correct(&self) -> bool {
-        matches!(self.verdict, Some(Verdict { outcome: Outcome::Correct, .. }))
+        matches!(
+            self.verdict,
+            Some(Verdict {
+                outcome: Outcome::Correct,
+                ..
+            })
+        )
     }
 }
 
@@ -100,17 +106,33 @@ pub struct ShapedReward {
 impl ShapedReward {
     /// Verifier only: r = r_v.
     pub fn verifier_only(verifier: Arc<dyn Verifier>) -> Self {
-        Self { verifier: Some(verifier), scorer: None, mode: ShapingMode::VerifierOnly }
+        Self {
+            verifier: Some(verifier),
+            scorer: None,
+            mode: ShapingMode::VerifierOnly,
+        }
     }
 
     /// Verifier and RM combined as the report does, with scale α.
-    pub fn shaped(verifier: Arc<dyn Verifier>, scorer: Arc<dyn PreferenceScorer>, alpha: f32) -> Self {
-        Self { verifier: Some(verifier), scorer: Some(scorer), mode: ShapingMode::Shaped { alpha } }
+    pub fn shaped(
+        verifier: Arc<dyn Verifier>,
+        scorer: Arc<dyn PreferenceScorer>,
+        alpha: f32,
+    ) -> Self {
+        Self {
+            verifier: Some(verifier),
+            scorer: Some(scorer),
+            mode: ShapingMode::Shaped { alpha },
+        }
     }
 
     /// RM only: r = r_m.
     pub fn rm_only(scorer: Arc<dyn PreferenceScorer>) -> Self {
-        Self { verifier: None, scorer: Some(scorer), mode: ShapingMode::RmOnly }
+        Self {
+            verifier: None,
+            scorer: Some(scorer),
+            mode: ShapingMode::RmOnly,
+        }
     }
 
     /// The shaping mode in use.
@@ -160,7 +182,9 @@ impl RewardFunction for ShapedReward {
             .into_iter()
             .zip(rm_scores)
             .map(|(verdict, rm_score)| {
-                let correct = verdict.as_ref().is_some_and(|v| v.outcome == Outcome::Correct);
+                let correct = verdict
+                    .as_ref()
+                    .is_some_and(|v| v.outcome == Outcome::Correct);
                 let reward = match self.mode {
                     ShapingMode::Shaped { alpha } => {
                         shaped_reward(rm_score.unwrap_or(0.0), correct, alpha)
@@ -168,7 +192,11 @@ impl RewardFunction for ShapedReward {
                     ShapingMode::VerifierOnly => f32::from(u8::from(correct)),
                     ShapingMode::RmOnly => rm_score.unwrap_or(0.0),
                 };
-                RewardOutput { reward, verdict, rm_score }
+                RewardOutput {
+                    reward,
+                    verdict,
+                    rm_score,
+                }
             })
             .collect())
     }
@@ -217,7 +245,10 @@ mod tests {
         for (rm, correct, alpha) in table {
             let want = sigmoid(f64::from(alpha) * f64::from(rm)) + if correct { 0.0 } else { -1.0 };
             let got = shaped_reward(rm, correct, alpha);
-            assert!((f64::from(got) - want).abs() < 1e-6, "r_m={rm} r_v={correct}: {got} vs {want}");
+            assert!(
+                (f64::from(got) - want).abs() < 1e-6,
+                "r_m={rm} r_v={correct}: {got} vs {want}"
+            );
         }
         // Every correct completion outranks every wrong one, whatever the RM says.
         assert!(shaped_reward(-50.0, true, 0.5) > shaped_reward(50.0, false, 0.5));
@@ -226,25 +257,50 @@ mod tests {
     #[test]
     fn modes_combine_verifier_and_rm() {
         let inputs = [
-            RewardInput { question: "q", response: "42", gold: Some("42"), dataset: None },
-            RewardInput { question: "q", response: "x", gold: Some("42"), dataset: None },
-            RewardInput { question: "q", response: "42", gold: None, dataset: None },
+            RewardInput {
+                question: "q",
+                response: "42",
+                gold: Some("42"),
+                dataset: None,
+            },
+            RewardInput {
+                question: "q",
+                response: "x",
+                gold: Some("42"),
+                dataset: None,
+            },
+            RewardInput {
+                question: "q",
+                response: "42",
+                gold: None,
+                dataset: None,
+            },
         ];
         let verifier: Arc<dyn Verifier> = Arc::new(ContainsGold);
         let scorer: Arc<dyn PreferenceScorer> = Arc::new(LengthScorer);
 
-        let v = ShapedReward::verifier_only(verifier.clone()).score_batch(&inputs).unwrap();
-        assert_eq!(v.iter().map(|o| o.reward).collect::<Vec<_>>(), vec![1.0, 0.0, 0.0]);
+        let v = ShapedReward::verifier_only(verifier.clone())
+            .score_batch(&inputs)
+            .unwrap();
+        assert_eq!(
+            v.iter().map(|o| o.reward).collect::<Vec<_>>(),
+            vec![1.0, 0.0, 0.0]
+        );
         assert!(v[0].is_correct() && !v[1].is_correct());
         assert_eq!(v[2].verdict.as_ref().unwrap().outcome, Outcome::Unparseable);
 
-        let s = ShapedReward::shaped(verifier, scorer.clone(), 0.5).score_batch(&inputs).unwrap();
+        let s = ShapedReward::shaped(verifier, scorer.clone(), 0.5)
+            .score_batch(&inputs)
+            .unwrap();
         assert!((s[0].reward - shaped_reward(0.0, true, 0.5)).abs() < 1e-7);
         assert!((s[1].reward - shaped_reward(-1.0, false, 0.5)).abs() < 1e-7);
         assert_eq!(s[1].rm_score, Some(-1.0));
 
         let r = ShapedReward::rm_only(scorer).score_batch(&inputs).unwrap();
-        assert_eq!(r.iter().map(|o| o.reward).collect::<Vec<_>>(), vec![0.0, -1.0, 0.0]);
+        assert_eq!(
+            r.iter().map(|o| o.reward).collect::<Vec<_>>(),
+            vec![0.0, -1.0, 0.0]
+        );
         assert!(r[0].verdict.is_none());
     }
 }

@@ -28,17 +28,29 @@ pub struct Verdict {
 impl Verdict {
     /// A correct verdict for `extracted`.
     pub fn correct(extracted: String) -> Self {
-        Self { outcome: Outcome::Correct, extracted: Some(extracted), reason: None }
+        Self {
+            outcome: Outcome::Correct,
+            extracted: Some(extracted),
+            reason: None,
+        }
     }
 
     /// An incorrect verdict for `extracted`.
     pub fn incorrect(extracted: String) -> Self {
-        Self { outcome: Outcome::Incorrect, extracted: Some(extracted), reason: None }
+        Self {
+            outcome: Outcome::Incorrect,
+            extracted: Some(extracted),
+            reason: None,
+        }
     }
 
     /// An unparseable verdict with its reason.
     pub fn unparseable(extracted: Option<String>, reason: impl Into<String>) -> Self {
-        Self { outcome: Outcome::Unparseable, extracted, reason: Some(reason.into()) }
+        Self {
+            outcome: Outcome::Unparseable,
+            extracted,
+            reason: Some(reason.into()),
+        }
     }
 
     /// Whether the outcome is `Correct`.

@@ -6,15 +6,27 @@ use proptest::prelude::*;
 use std::time::Duration;
 
 fn both() -> [Checker; 2] {
-    [Checker::new(CheckerProfile::Qwen25Math), Checker::new(CheckerProfile::Strict)]
+    [
+        Checker::new(CheckerProfile::Qwen25Math),
+        Checker::new(CheckerProfile::Strict),
+    ]
 }
 
 #[test]
 fn huge_numbers_are_not_expanded() {
     for c in both() {
-        for (pred, gold) in [("10^{10^{10}}", "10^{10^{10}}+1"), ("1000!", "1001!"), ("2^{2^{2^{2^{2^{2}}}}}", "3")] {
+        for (pred, gold) in [
+            ("10^{10^{10}}", "10^{10^{10}}+1"),
+            ("1000!", "1001!"),
+            ("2^{2^{2^{2^{2^{2}}}}}", "3"),
+        ] {
             let v = c.check_answer(pred, gold, Some("math"));
-            assert_ne!(v.outcome, Outcome::Correct, "{:?} {pred} vs {gold}: {v:?}", c.profile());
+            assert_ne!(
+                v.outcome,
+                Outcome::Correct,
+                "{:?} {pred} vs {gold}: {v:?}",
+                c.profile()
+            );
         }
         assert!(c.check_answer("1000!", "1000!", Some("math")).is_correct());
     }
@@ -32,7 +44,12 @@ fn deep_nesting_is_refused_with_a_reason() {
         }
         let v = c.check_answer(&parens, "1", Some("math"));
         if v.outcome == Outcome::Unparseable {
-            assert!(v.reason.as_deref().is_some_and(|r| r.contains("deeper") || r.contains("budget")), "{v:?}");
+            assert!(
+                v.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("deeper") || r.contains("budget")),
+                "{v:?}"
+            );
         }
     }
 }
@@ -47,7 +64,9 @@ fn a_megabyte_response_and_invalid_utf8_are_read() {
         let mut bytes = vec![0xff, 0xfe, b'x'];
         bytes.extend_from_slice("\\boxed{7}".as_bytes());
         bytes.extend_from_slice(&[0xe2, 0x82]); // a cut multi-byte character
-        assert!(c.check_response_bytes(&bytes, "7", Some("math")).is_correct());
+        assert!(c
+            .check_response_bytes(&bytes, "7", Some("math"))
+            .is_correct());
         let cut = "\\boxed{π}".as_bytes();
         let _ = c.check_response_bytes(&cut[..cut.len() - 3], "3", Some("math"));
     }
@@ -57,7 +76,10 @@ fn a_megabyte_response_and_invalid_utf8_are_read() {
 fn a_tiny_budget_gives_unparseable_not_a_wrong_verdict() {
     let c = Checker::new(CheckerProfile::Strict).with_budget(Duration::ZERO);
     let v = c.check_answer("\\frac{x^2-1}{x-1}", "x+1", Some("math"));
-    assert!(v.outcome == Outcome::Unparseable || v.outcome == Outcome::Correct, "{v:?}");
+    assert!(
+        v.outcome == Outcome::Unparseable || v.outcome == Outcome::Correct,
+        "{v:?}"
+    );
     if v.outcome == Outcome::Unparseable {
         assert!(v.reason.unwrap().contains("budget"));
     }

@@ -11,19 +11,33 @@ const ROWS: &[(&str, &str, &str, bool, bool)] = &[
     ("1,2", "12", "math", true, false),
     ("[1,2)", "(1,2]", "math", true, false),
     ("x+a", "x+c", "math", true, false),
-    ("0,-1,-\\frac{3}{8}", "0,-1,-\\frac{3}{2}", "olympiadbench", true, false),
+    (
+        "0,-1,-\\frac{3}{8}",
+        "0,-1,-\\frac{3}{2}",
+        "olympiadbench",
+        true,
+        false,
+    ),
     ("10\\%", "0.1", "math", true, false),
     ("2,1", "1,2", "math", false, true),
     ("2y=4x+2", "y=2x+1", "math", false, true),
     ("\\frac{\\pi}{2}", "1.5708", "college_math", false, true),
-    ("RESPONSE:The value is \\fbox{5} when n=2.", "5", "math", false, true),
+    (
+        "RESPONSE:The value is \\fbox{5} when n=2.",
+        "5",
+        "math",
+        false,
+        true,
+    ),
     ("RESPONSE:We need \\boxed{7", "7", "math", true, false),
 ];
 
 fn grade(profile: CheckerProfile, what: &str, gold: &str, dataset: &str) -> bool {
     let checker = Checker::new(profile);
     match what.strip_prefix("RESPONSE:") {
-        Some(response) => checker.check_response(response, gold, Some(dataset)).is_correct(),
+        Some(response) => checker
+            .check_response(response, gold, Some(dataset))
+            .is_correct(),
         None => checker.check_answer(what, gold, Some(dataset)).is_correct(),
     }
 }
@@ -31,8 +45,16 @@ fn grade(profile: CheckerProfile, what: &str, gold: &str, dataset: &str) -> bool
 #[test]
 fn every_row_of_the_checker_table_holds() {
     for &(what, gold, dataset, reference, strict) in ROWS {
-        assert_eq!(grade(CheckerProfile::Qwen25Math, what, gold, dataset), reference, "qwen25-math: {what} vs {gold}");
-        assert_eq!(grade(CheckerProfile::Strict, what, gold, dataset), strict, "strict: {what} vs {gold}");
+        assert_eq!(
+            grade(CheckerProfile::Qwen25Math, what, gold, dataset),
+            reference,
+            "qwen25-math: {what} vs {gold}"
+        );
+        assert_eq!(
+            grade(CheckerProfile::Strict, what, gold, dataset),
+            strict,
+            "strict: {what} vs {gold}"
+        );
     }
 }
 
@@ -42,10 +64,22 @@ fn the_profiles_agree_where_the_reference_is_right() {
         ("\\dfrac{1}{2}", "\\frac{1}{2}", true),
         ("0.5", "\\frac{1}{2}", true),
         ("\\frac{6}{8}", "\\frac{3}{4}", true),
-        ("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", true),
+        (
+            "(3,\\frac{\\pi}{2})",
+            "\\left( 3, \\frac{\\pi}{2} \\right)",
+            true,
+        ),
         ("(\\frac{\\pi}{2},3)", "(3,\\frac{\\pi}{2})", false),
-        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", true),
-        ("\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", false),
+        (
+            "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+            "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}",
+            true,
+        ),
+        (
+            "\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}",
+            "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+            false,
+        ),
         ("x = 3", "3", true),
         ("5\\sqrt2", "5\\sqrt{2}", true),
         ("2x+2", "2(x+1)", true),

@@ -21,12 +21,17 @@ struct Case {
 }
 
 fn vectors() -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/grader/vectors.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/grader/vectors.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let mut out = Vec::new();
     for (k, line) in text.lines().enumerate() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), k + 1));
-        let Some(expected) = v.get("pipeline_expected").and_then(Value::as_bool) else { continue };
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), k + 1));
+        let Some(expected) = v.get("pipeline_expected").and_then(Value::as_bool) else {
+            continue;
+        };
         let s = |key: &str| match v.get(key) {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
@@ -59,11 +64,19 @@ fn extraction_and_gold_parsing_match_the_reference() {
         let gold = parse_gold(&c.gold, Some(&c.dataset));
         if pred != c.pipeline_pred || gold != c.pipeline_gold {
             bad += 1;
-            println!("line {}: pred {:?} vs {:?}; gold {:?} vs {:?}", c.line, pred, c.pipeline_pred, gold, c.pipeline_gold);
+            println!(
+                "line {}: pred {:?} vs {:?}; gold {:?} vs {:?}",
+                c.line, pred, c.pipeline_pred, gold, c.pipeline_gold
+            );
         }
     }
     let rate = 1.0 - bad as f64 / cases.len() as f64;
-    println!("extraction+normalisation agreement: {:.4} ({} of {})", rate, cases.len() - bad, cases.len());
+    println!(
+        "extraction+normalisation agreement: {:.4} ({} of {})",
+        rate,
+        cases.len() - bad,
+        cases.len()
+    );
     assert!(rate >= 0.995, "extraction agreement {rate:.4} < 0.995");
 }
 
@@ -81,11 +94,16 @@ fn qwen25_math_profile_agrees_with_the_reference_verdicts() {
             .map(|part| {
                 let checker = checker.clone();
                 s.spawn(move || {
-                    part.iter().map(|c| checker.check_response(&c.response, &c.gold, Some(&c.dataset))).collect::<Vec<_>>()
+                    part.iter()
+                        .map(|c| checker.check_response(&c.response, &c.gold, Some(&c.dataset)))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("checker thread panicked")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("checker thread panicked"))
+            .collect()
     });
     let mut disagree = 0;
     for (c, v) in cases.iter().zip(&verdicts) {
@@ -93,33 +111,66 @@ fn qwen25_math_profile_agrees_with_the_reference_verdicts() {
             disagree += 1;
             println!(
                 "line {} [{}]: ours {:?} ({:?}), reference {}; pred {:?} gold {:?}",
-                c.line, c.dataset, v.outcome, v.reason, c.expected, c.pipeline_pred, c.pipeline_gold
+                c.line,
+                c.dataset,
+                v.outcome,
+                v.reason,
+                c.expected,
+                c.pipeline_pred,
+                c.pipeline_gold
             );
         }
     }
     let rate = 1.0 - disagree as f64 / cases.len() as f64;
-    println!("verdict agreement: {:.4} ({} disagreements of {})", rate, disagree, cases.len());
+    println!(
+        "verdict agreement: {:.4} ({} disagreements of {})",
+        rate,
+        disagree,
+        cases.len()
+    );
     assert!(rate >= 0.995, "verdict agreement {rate:.4} < 0.995");
 }
 
 #[test]
 fn qwen25_math_profile_agrees_on_the_extra_cases() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checker_extra.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let checker = Checker::new(CheckerProfile::Qwen25Math);
     let (mut total, mut disagree) = (0, 0);
     for (k, line) in text.lines().enumerate() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), k + 1));
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), k + 1));
         let s = |key: &str| v[key].as_str().unwrap_or_default().to_string();
         let verdict = checker.check_answer(&s("pred"), &s("gold"), Some(&s("dataset")));
         total += 1;
-        assert_eq!(verdict.extracted.as_deref().unwrap_or(""), s("pipeline_pred"), "line {}", k + 1);
-        assert_eq!(parse_gold(&s("gold"), Some(&s("dataset"))), s("pipeline_gold"), "line {}", k + 1);
+        assert_eq!(
+            verdict.extracted.as_deref().unwrap_or(""),
+            s("pipeline_pred"),
+            "line {}",
+            k + 1
+        );
+        assert_eq!(
+            parse_gold(&s("gold"), Some(&s("dataset"))),
+            s("pipeline_gold"),
+            "line {}",
+            k + 1
+        );
         if verdict.is_correct() != v["pipeline_expected"].as_bool().expect("label") {
             disagree += 1;
-            println!("extra line {}: ours {:?}, reference {}; {} vs {}", k + 1, verdict.outcome, v["pipeline_expected"], s("pipeline_pred"), s("pipeline_gold"));
+            println!(
+                "extra line {}: ours {:?}, reference {}; {} vs {}",
+                k + 1,
+                verdict.outcome,
+                v["pipeline_expected"],
+                s("pipeline_pred"),
+                s("pipeline_gold")
+            );
         }
     }
     println!("extra cases: {disagree} disagreements of {total}");
-    assert!(disagree * 20 <= total, "{disagree} of {total} extra cases disagree");
+    assert!(
+        disagree * 20 <= total,
+        "{disagree} of {total} extra cases disagree"
+    );
 }

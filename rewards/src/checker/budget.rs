@@ -30,7 +30,11 @@ pub struct Budget {
 impl Budget {
     /// A budget of `limit` starting now.
     pub fn new(limit: Duration) -> Self {
-        Self { start: Instant::now(), limit, steps: 0 }
+        Self {
+            start: Instant::now(),
+            limit,
+            steps: 0,
+        }
     }
 
     /// Counts one unit of work; fails once the deadline has passed.

@@ -86,11 +86,17 @@ impl C {
         C::new(self.re + o.re, self.im + o.im)
     }
     fn mul(self, o: C) -> C {
-        C::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
+        C::new(
+            self.re * o.re - self.im * o.im,
+            self.re * o.im + self.im * o.re,
+        )
     }
     fn div(self, o: C) -> C {
         let d = o.re * o.re + o.im * o.im;
-        C::new((self.re * o.re + self.im * o.im) / d, (self.im * o.re - self.re * o.im) / d)
+        C::new(
+            (self.re * o.re + self.im * o.im) / d,
+            (self.im * o.re - self.re * o.im) / d,
+        )
     }
     fn abs(self) -> f64 {
         self.re.hypot(self.im)
@@ -111,15 +117,25 @@ impl C {
             return if e.re < 0.0 { C::real(1.0).div(r) } else { r };
         }
         if self.re == 0.0 && self.im == 0.0 {
-            return if e.re > 0.0 { C::real(0.0) } else { C::real(f64::NAN) };
+            return if e.re > 0.0 {
+                C::real(0.0)
+            } else {
+                C::real(f64::NAN)
+            };
         }
         e.mul(self.ln()).exp()
     }
     fn sin(self) -> C {
-        C::new(self.re.sin() * self.im.cosh(), self.re.cos() * self.im.sinh())
+        C::new(
+            self.re.sin() * self.im.cosh(),
+            self.re.cos() * self.im.sinh(),
+        )
     }
     fn cos(self) -> C {
-        C::new(self.re.cos() * self.im.cosh(), -self.re.sin() * self.im.sinh())
+        C::new(
+            self.re.cos() * self.im.cosh(),
+            -self.re.sin() * self.im.sinh(),
+        )
     }
     /// Whether both parts are finite.
     pub fn is_finite(self) -> bool {
@@ -136,9 +152,15 @@ fn gamma_real(x: f64) -> f64 {
     }
     // Lanczos approximation (g = 7), accurate to ~1e-13 — enough for point comparisons.
     const G: [f64; 9] = [
-        0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8,
-        771.323_428_777_653_1, -176.615_029_162_140_6, 12.507_343_278_686_905,
-        -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6, 1.505_632_735_149_311_6e-7,
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
     ];
     if x < 0.5 {
         return std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma_real(1.0 - x));
@@ -189,7 +211,9 @@ pub fn eval_complex(e: &Expr, point: u64, budget: &mut Budget) -> Result<Option<
         Expr::Add(xs) => {
             let mut acc = C::real(0.0);
             for x in xs {
-                let Some(v) = eval_complex(x, point, budget)? else { return Ok(None) };
+                let Some(v) = eval_complex(x, point, budget)? else {
+                    return Ok(None);
+                };
                 acc = acc.add(v);
             }
             acc
@@ -197,16 +221,24 @@ pub fn eval_complex(e: &Expr, point: u64, budget: &mut Budget) -> Result<Option<
         Expr::Mul(xs) => {
             let mut acc = C::real(1.0);
             for x in xs {
-                let Some(v) = eval_complex(x, point, budget)? else { return Ok(None) };
+                let Some(v) = eval_complex(x, point, budget)? else {
+                    return Ok(None);
+                };
                 acc = acc.mul(v);
             }
             acc
         }
-        Expr::Div(a, b) => match (eval_complex(a, point, budget)?, eval_complex(b, point, budget)?) {
+        Expr::Div(a, b) => match (
+            eval_complex(a, point, budget)?,
+            eval_complex(b, point, budget)?,
+        ) {
             (Some(a), Some(b)) => a.div(b),
             _ => return Ok(None),
         },
-        Expr::Pow(a, b) => match (eval_complex(a, point, budget)?, eval_complex(b, point, budget)?) {
+        Expr::Pow(a, b) => match (
+            eval_complex(a, point, budget)?,
+            eval_complex(b, point, budget)?,
+        ) {
             (Some(a), Some(b)) => {
                 if b.abs() > 1e4 || a.abs() > 1e150 {
                     // Past any exponent an answer would write out: no finite comparable value.
@@ -224,7 +256,9 @@ pub fn eval_complex(e: &Expr, point: u64, budget: &mut Budget) -> Result<Option<
         Expr::Func(name, args) => {
             let mut vals = Vec::with_capacity(args.len());
             for a in args {
-                let Some(v) = eval_complex(a, point, budget)? else { return Ok(None) };
+                let Some(v) = eval_complex(a, point, budget)? else {
+                    return Ok(None);
+                };
                 vals.push(v);
             }
             apply_function(name, &vals, point)
@@ -235,7 +269,13 @@ pub fn eval_complex(e: &Expr, point: u64, budget: &mut Budget) -> Result<Option<
 }
 
 fn apply_function(name: &str, v: &[C], point: u64) -> C {
-    let one = |f: fn(C) -> C| if v.len() == 1 { f(v[0]) } else { C::real(f64::NAN) };
+    let one = |f: fn(C) -> C| {
+        if v.len() == 1 {
+            f(v[0])
+        } else {
+            C::real(f64::NAN)
+        }
+    };
     match name {
         "sin" => one(C::sin),
         "cos" => one(C::cos),
@@ -247,30 +287,62 @@ fn apply_function(name: &str, v: &[C], point: u64) -> C {
         "ln" => one(C::ln),
         "sqrt" => one(|x| x.pow(C::real(0.5))),
         "abs" => one(|x| C::real(x.abs())),
-        "sinh" => one(|x| x.exp().add(x.mul(C::real(-1.0)).exp().mul(C::real(-1.0))).mul(C::real(0.5))),
+        "sinh" => one(|x| {
+            x.exp()
+                .add(x.mul(C::real(-1.0)).exp().mul(C::real(-1.0)))
+                .mul(C::real(0.5))
+        }),
         "cosh" => one(|x| x.exp().add(x.mul(C::real(-1.0)).exp()).mul(C::real(0.5))),
         "tanh" => one(|x| {
             let (a, b) = (x.exp(), x.mul(C::real(-1.0)).exp());
             a.add(b.mul(C::real(-1.0))).div(a.add(b))
         }),
-        "arcsin" | "asin" => one(|x| if x.im == 0.0 && x.re.abs() <= 1.0 { C::real(x.re.asin()) } else { C::real(f64::NAN) }),
-        "arccos" | "acos" => one(|x| if x.im == 0.0 && x.re.abs() <= 1.0 { C::real(x.re.acos()) } else { C::real(f64::NAN) }),
-        "arctan" | "atan" => one(|x| if x.im == 0.0 { C::real(x.re.atan()) } else { C::real(f64::NAN) }),
+        "arcsin" | "asin" => one(|x| {
+            if x.im == 0.0 && x.re.abs() <= 1.0 {
+                C::real(x.re.asin())
+            } else {
+                C::real(f64::NAN)
+            }
+        }),
+        "arccos" | "acos" => one(|x| {
+            if x.im == 0.0 && x.re.abs() <= 1.0 {
+                C::real(x.re.acos())
+            } else {
+                C::real(f64::NAN)
+            }
+        }),
+        "arctan" | "atan" => one(|x| {
+            if x.im == 0.0 {
+                C::real(x.re.atan())
+            } else {
+                C::real(f64::NAN)
+            }
+        }),
         "conjugate" => one(|x| C::new(x.re, -x.im)),
-        "factorial" => one(|x| if x.im == 0.0 { C::real(gamma_real(x.re + 1.0)) } else { C::real(f64::NAN) }),
+        "factorial" => one(|x| {
+            if x.im == 0.0 {
+                C::real(gamma_real(x.re + 1.0))
+            } else {
+                C::real(f64::NAN)
+            }
+        }),
         "log" => match v.len() {
             1 => v[0].ln(),
             2 => v[0].ln().div(v[1].ln()),
             _ => C::real(f64::NAN),
         },
         "binomial" if v.len() == 2 && v[0].im == 0.0 && v[1].im == 0.0 => C::real(
-            gamma_real(v[0].re + 1.0) / (gamma_real(v[1].re + 1.0) * gamma_real(v[0].re - v[1].re + 1.0)),
+            gamma_real(v[0].re + 1.0)
+                / (gamma_real(v[1].re + 1.0) * gamma_real(v[0].re - v[1].re + 1.0)),
         ),
         _ => {
             // An uninterpreted function: a smooth pseudo-random function of its arguments.
             let mut acc = C::real(hash_unit(name, 1000 + point));
             for (k, x) in v.iter().enumerate() {
-                let w = C::new(0.5 + hash_unit(name, 2000 + k as u64), hash_unit(name, 3000 + k as u64));
+                let w = C::new(
+                    0.5 + hash_unit(name, 2000 + k as u64),
+                    hash_unit(name, 3000 + k as u64),
+                );
                 acc = acc.add(w.mul(*x).sin());
             }
             acc
@@ -321,17 +393,44 @@ pub fn has_free_symbols(e: &Expr) -> bool {
     match e {
         Expr::Sym(_) => true,
         Expr::Num(_) | Expr::Float(_) | Expr::Const(_) => false,
-        Expr::Add(xs) | Expr::Mul(xs) | Expr::Tuple(xs) | Expr::Set(xs) => xs.iter().any(has_free_symbols),
-        Expr::Div(a, b) | Expr::Pow(a, b) | Expr::Rel(_, a, b) => has_free_symbols(a) || has_free_symbols(b),
+        Expr::Add(xs) | Expr::Mul(xs) | Expr::Tuple(xs) | Expr::Set(xs) => {
+            xs.iter().any(has_free_symbols)
+        }
+        Expr::Div(a, b) | Expr::Pow(a, b) | Expr::Rel(_, a, b) => {
+            has_free_symbols(a) || has_free_symbols(b)
+        }
         Expr::Neg(a) => has_free_symbols(a),
-        Expr::Func(name, args) => !KNOWN_FUNCTIONS.contains(&name.as_str()) || args.iter().any(has_free_symbols),
+        Expr::Func(name, args) => {
+            !KNOWN_FUNCTIONS.contains(&name.as_str()) || args.iter().any(has_free_symbols)
+        }
     }
 }
 
 /// Functions the evaluator knows.
 pub const KNOWN_FUNCTIONS: &[&str] = &[
-    "sin", "cos", "tan", "cot", "sec", "csc", "exp", "ln", "sqrt", "abs", "sinh", "cosh", "tanh",
-    "arcsin", "asin", "arccos", "acos", "arctan", "atan", "conjugate", "factorial", "log", "binomial",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "sec",
+    "csc",
+    "exp",
+    "ln",
+    "sqrt",
+    "abs",
+    "sinh",
+    "cosh",
+    "tanh",
+    "arcsin",
+    "asin",
+    "arccos",
+    "acos",
+    "arctan",
+    "atan",
+    "conjugate",
+    "factorial",
+    "log",
+    "binomial",
 ];
 
 /// Number of random points compared (seeded by the point index).
@@ -347,10 +446,17 @@ fn close_c(a: C, b: C) -> bool {
 /// Whether two expressions agree at every one of the seeded random points where either is
 /// finite (finite at one side only means unequal; non-finite at both is skipped; no point
 /// compared means unknown and returns false).
-pub fn equal_at_random_points(a: &Expr, b: &Expr, budget: &mut Budget) -> Result<bool, BudgetError> {
+pub fn equal_at_random_points(
+    a: &Expr,
+    b: &Expr,
+    budget: &mut Budget,
+) -> Result<bool, BudgetError> {
     let mut compared = 0;
     for point in 0..RANDOM_POINTS {
-        let (va, vb) = match (eval_complex(a, point, budget)?, eval_complex(b, point, budget)?) {
+        let (va, vb) = match (
+            eval_complex(a, point, budget)?,
+            eval_complex(b, point, budget)?,
+        ) {
             (Some(x), Some(y)) => (x, y),
             _ => return Ok(false),
         };

@@ -34,7 +34,11 @@ pub fn choice_letters(s: &str) -> Vec<char> {
 }
 
 fn trim_choice(s: &str) -> &str {
-    s.trim_matches('\n').trim_end_matches('.').trim_end_matches('/').trim_matches(' ').trim_start_matches(':')
+    s.trim_matches('\n')
+        .trim_end_matches('.')
+        .trim_end_matches('/')
+        .trim_matches(' ')
+        .trim_start_matches(':')
 }
 
 /// The grader's `choice_answer_clean`: the last standalone A–E letter, else the trimmed text.
@@ -44,14 +48,19 @@ pub fn choice_answer_clean(pred: &str) -> String {
         Some(&c) => c.to_string(),
         None => p.trim().trim_matches('.').to_string(),
     };
-    picked.trim_end_matches('.').trim_end_matches('/').to_string()
+    picked
+        .trim_end_matches('.')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// The parser's `choice_answer_clean` (used as the extraction rule of multiple-choice sets):
 /// the text after the last "answer is"/"choice is", first letter there, else the last letter.
 fn choice_extract(response: &str) -> String {
     let mut pred = response.trim_matches('\n');
-    let icl = ["choice is", "answer is"].iter().any(|t| pred.matches(t).count() > 1);
+    let icl = ["choice is", "answer is"]
+        .iter()
+        .any(|t| pred.matches(t).count() > 1);
     if icl {
         pred = pred.split("\n\n").next().unwrap_or("");
     }
@@ -68,7 +77,10 @@ fn choice_extract(response: &str) -> String {
     } else {
         letters[letters.len() - 1].to_string()
     };
-    picked.trim_end_matches('.').trim_end_matches('/').to_string()
+    picked
+        .trim_end_matches('.')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// The text after the last "choice is" or "answer is", if either occurs.
@@ -116,7 +128,10 @@ fn strict_box(response: &str) -> Option<Option<String>> {
         while let Some(p) = response[from..].find(cmd) {
             let at = from + p;
             let end = at + cmd.len();
-            let next_is_letter = response[end..].chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+            let next_is_letter = response[end..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic());
             if !next_is_letter && best.is_none_or(|(b, _)| at > b) {
                 best = Some((at, end));
             }
@@ -178,13 +193,18 @@ pub enum ExtractMode {
 /// The raw (unnormalised) answer of a response, or `None` when there is none.
 pub fn extract_raw(response: &str, dataset: &str, mode: ExtractMode) -> Option<String> {
     let response = response.replace("\u{043a}\u{0438}", "");
-    if is_choice_set(dataset) && matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023") {
+    if is_choice_set(dataset) && matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023")
+    {
         return Some(choice_extract(&response));
     }
-    let mut pred = if let (Some(a), true) =
-        (response.split_once("final answer is $"), response.contains("$. I hope"))
-    {
-        a.1.split_once("$. I hope").map_or(a.1, |b| b.0).trim().to_string()
+    let mut pred = if let (Some(a), true) = (
+        response.split_once("final answer is $"),
+        response.contains("$. I hope"),
+    ) {
+        a.1.split_once("$. I hope")
+            .map_or(a.1, |b| b.0)
+            .trim()
+            .to_string()
     } else if mode == ExtractMode::Strict && strict_box(&response).is_some() {
         strict_box(&response).flatten()?
     } else if mode == ExtractMode::Reference && response.contains("boxed") {
@@ -198,7 +218,13 @@ pub fn extract_raw(response: &str, dataset: &str, mode: ExtractMode) -> Option<S
     } else if let Some(p) = response.rfind("final answer is") {
         response[p + "final answer is".len()..].trim().to_string()
     } else if let Some((_, after)) = response.split_once("答案是") {
-        after.trim().split("\n\n").next().unwrap_or("").trim().to_string()
+        after
+            .trim()
+            .split("\n\n")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
     } else {
         last_number(&response)
     };
@@ -230,7 +256,10 @@ pub fn extract_raw(response: &str, dataset: &str, mode: ExtractMode) -> Option<S
 
 /// Options of the normaliser for a data set and profile.
 pub fn normalize_options(dataset: &str, strict: bool) -> NormalizeOptions {
-    NormalizeOptions { skip_unit: skips_units(dataset), strict }
+    NormalizeOptions {
+        skip_unit: skips_units(dataset),
+        strict,
+    }
 }
 
 /// Extracts and normalises a response's answer as the evaluation pipeline does (extraction,
@@ -243,7 +272,9 @@ pub fn extract_normalized(response: &str, dataset: &str, mode: ExtractMode) -> O
         // Normalisation is linear per unit word; bound it by refusing huge answers upstream.
         return Some(raw);
     }
-    let once = if is_choice_set(dataset) && matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023") {
+    let once = if is_choice_set(dataset)
+        && matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023")
+    {
         raw
     } else {
         strip_string(&raw, opts)
@@ -255,12 +286,19 @@ pub fn extract_normalized(response: &str, dataset: &str, mode: ExtractMode) -> O
 /// answer field (MATH/Minerva: the raw boxed text or a full solution; GSM8K: the answer after
 /// `####` or the whole field; MMLU: a letter or a 0-3 index).
 pub fn parse_gold_with(gold: &str, dataset: &str, strict: bool) -> String {
-    let mode = if strict { ExtractMode::Strict } else { ExtractMode::Reference };
+    let mode = if strict {
+        ExtractMode::Strict
+    } else {
+        ExtractMode::Reference
+    };
     let opts = normalize_options(dataset, strict);
     let raw = match dataset {
         "math" | "minerva_math" => {
-            let solution =
-                if gold.contains("boxed") { gold.to_string() } else { format!("\\boxed{{{gold}}}") };
+            let solution = if gold.contains("boxed") {
+                gold.to_string()
+            } else {
+                format!("\\boxed{{{gold}}}")
+            };
             let inner = extract_raw(&solution, dataset, mode).unwrap_or_default();
             strip_string(&inner, opts)
         }
@@ -273,11 +311,15 @@ pub fn parse_gold_with(gold: &str, dataset: &str, strict: bool) -> String {
             g => g.to_string(),
         },
         "olympiadbench" => gold.trim_matches('$').to_string(),
-        "gaokao2023en" | "college_math" | "gaokao_math_cloze" => gold.replace('$', "").trim().to_string(),
+        "gaokao2023en" | "college_math" | "gaokao_math_cloze" => {
+            gold.replace('$', "").trim().to_string()
+        }
         _ => gold.to_string(),
     };
     if skips_units(dataset) {
-        raw.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
+        raw.replace("\\neq", "\\ne")
+            .replace("\\leq", "\\le")
+            .replace("\\geq", "\\ge")
     } else {
         strip_string(&raw, opts)
     }
@@ -290,22 +332,61 @@ mod tests {
     #[test]
     fn last_box_wins_and_nested_braces_balance() {
         let r = "First \\boxed{1}, then \\boxed{\\frac{1}{2}}.";
-        assert_eq!(extract_raw(r, "math", ExtractMode::Reference).as_deref(), Some("\\frac{1}{2}"));
-        assert_eq!(extract_raw("so \\boxed 5$.", "math", ExtractMode::Reference).as_deref(), Some("5"));
+        assert_eq!(
+            extract_raw(r, "math", ExtractMode::Reference).as_deref(),
+            Some("\\frac{1}{2}")
+        );
+        assert_eq!(
+            extract_raw("so \\boxed 5$.", "math", ExtractMode::Reference).as_deref(),
+            Some("5")
+        );
     }
 
     #[test]
     fn strict_accepts_fbox_and_rejects_unterminated() {
-        assert_eq!(extract_raw("\\fbox{7}", "math", ExtractMode::Strict).as_deref(), Some("7"));
+        assert_eq!(
+            extract_raw("\\fbox{7}", "math", ExtractMode::Strict).as_deref(),
+            Some("7")
+        );
         assert_eq!(extract_raw("\\boxed{7", "math", ExtractMode::Strict), None);
-        assert_eq!(extract_raw("\\boxed{7", "math", ExtractMode::Reference).as_deref(), Some("7"));
+        assert_eq!(
+            extract_raw("\\boxed{7", "math", ExtractMode::Reference).as_deref(),
+            Some("7")
+        );
     }
 
     #[test]
     fn fallbacks() {
-        assert_eq!(extract_raw("So the answer is 12.", "gsm8k", ExtractMode::Reference).as_deref(), Some("12"));
-        assert_eq!(extract_raw("we get 3 and then 4,000 apples", "gsm8k", ExtractMode::Reference).as_deref(), Some("4000"));
-        assert_eq!(extract_raw("I think it is C or maybe D.", "mmlu_stem", ExtractMode::Reference).as_deref(), Some("D"));
-        assert_eq!(extract_raw("The answer is (C). Not D", "mmlu_stem", ExtractMode::Reference).as_deref(), Some("C"));
+        assert_eq!(
+            extract_raw("So the answer is 12.", "gsm8k", ExtractMode::Reference).as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            extract_raw(
+                "we get 3 and then 4,000 apples",
+                "gsm8k",
+                ExtractMode::Reference
+            )
+            .as_deref(),
+            Some("4000")
+        );
+        assert_eq!(
+            extract_raw(
+                "I think it is C or maybe D.",
+                "mmlu_stem",
+                ExtractMode::Reference
+            )
+            .as_deref(),
+            Some("D")
+        );
+        assert_eq!(
+            extract_raw(
+                "The answer is (C). Not D",
+                "mmlu_stem",
+                ExtractMode::Reference
+            )
+            .as_deref(),
+            Some("C")
+        );
     }
 }

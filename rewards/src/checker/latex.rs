@@ -47,7 +47,21 @@ fn syntax(msg: impl Into<String>) -> ParseError {
     ParseError::Syntax(msg.into())
 }
 
-const SPACING: &[&str] = &["quad", "qquad", "left", "right", "displaystyle", "mathit", "limits", "big", "Big", "bigl", "bigr", "Bigl", "Bigr"];
+const SPACING: &[&str] = &[
+    "quad",
+    "qquad",
+    "left",
+    "right",
+    "displaystyle",
+    "mathit",
+    "limits",
+    "big",
+    "Big",
+    "bigl",
+    "bigr",
+    "Bigl",
+    "Bigr",
+];
 
 fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
     let c: Vec<char> = s.chars().collect();
@@ -59,7 +73,11 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
             i += 1;
             continue;
         }
-        if ch.is_ascii_digit() || (ch == '.' && dialect == Dialect::Strict && c.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if ch.is_ascii_digit()
+            || (ch == '.'
+                && dialect == Dialect::Strict
+                && c.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let mut j = i;
             let mut text = String::new();
             while j < c.len() && c[j].is_ascii_digit() {
@@ -154,8 +172,8 @@ fn lex(s: &str, dialect: Dialect) -> Result<Vec<Tok>, ParseError> {
             continue;
         }
         match ch {
-            '+' | '-' | '*' | '/' | '^' | '_' | '(' | ')' | '{' | '}' | '[' | ']' | '|' | ',' | '='
-            | '<' | '>' | '!' | '\'' | ':' | '.' => out.push(Tok::P(ch)),
+            '+' | '-' | '*' | '/' | '^' | '_' | '(' | ')' | '{' | '}' | '[' | ']' | '|' | ','
+            | '=' | '<' | '>' | '!' | '\'' | ':' | '.' => out.push(Tok::P(ch)),
             _ if dialect == Dialect::Strict => match ch {
                 'π' => out.push(Tok::Cmd("pi".into())),
                 '∞' => out.push(Tok::Cmd("infty".into())),
@@ -203,7 +221,10 @@ impl Parser<'_> {
 
     /// Runs `f` speculatively: in the sympy dialect a continuation that does not parse ends the
     /// parse before it (ANTLR's prediction exits the loop); in the strict dialect it is an error.
-    fn try_continue<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<Option<T>, ParseError> {
+    fn try_continue<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<Option<T>, ParseError> {
         let (pos, depth, abs) = (self.pos, self.depth, self.abs_depth);
         match f(self) {
             Ok(v) => Ok(Some(v)),
@@ -238,7 +259,9 @@ impl Parser<'_> {
     /// parser; they share the depth limit.
     fn chain_limit(count: usize) -> Result<(), ParseError> {
         if count > MAX_DEPTH {
-            return Err(BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into());
+            return Err(
+                BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into(),
+            );
         }
         Ok(())
     }
@@ -296,7 +319,11 @@ impl Parser<'_> {
             }
         }
         self.depth -= 1;
-        Ok(if terms.len() == 1 { terms.pop().expect("one term") } else { Expr::Add(terms) })
+        Ok(if terms.len() == 1 {
+            terms.pop().expect("one term")
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     fn mp(&mut self) -> Result<Expr, ParseError> {
@@ -319,7 +346,11 @@ impl Parser<'_> {
             else {
                 return Ok(acc);
             };
-            acc = if div { Expr::Div(Box::new(acc), Box::new(rhs)) } else { Expr::Mul(vec![acc, rhs]) };
+            acc = if div {
+                Expr::Div(Box::new(acc), Box::new(rhs))
+            } else {
+                Expr::Mul(vec![acc, rhs])
+            };
         }
     }
 
@@ -337,7 +368,11 @@ impl Parser<'_> {
                     None => break,
                 }
             }
-            if items.len() == 1 { items.pop().expect("one item") } else { Expr::Mul(items) }
+            if items.len() == 1 {
+                items.pop().expect("one item")
+            } else {
+                Expr::Mul(items)
+            }
         };
         self.depth -= 1;
         Ok(r)
@@ -346,7 +381,10 @@ impl Parser<'_> {
     fn starts_item(&self) -> bool {
         match self.peek() {
             Some(Tok::Num(_) | Tok::Letter(_) | Tok::LBraceLit) => true,
-            Some(Tok::Cmd(c)) => !matches!(c.as_str(), "cdot" | "times" | "div" | "to" | "rightarrow" | "in" | "pm" | "mp"),
+            Some(Tok::Cmd(c)) => !matches!(
+                c.as_str(),
+                "cdot" | "times" | "div" | "to" | "rightarrow" | "in" | "pm" | "mp"
+            ),
             Some(Tok::P('(' | '[' | '{')) => true,
             Some(Tok::P('|')) => self.abs_depth == 0,
             _ => false,
@@ -462,7 +500,11 @@ impl Parser<'_> {
             }
             Some(Tok::Cmd(c)) if c == "sqrt" => {
                 self.pos += 1;
-                let index = if self.peek_p('[') { Some(self.group('[', ']')?) } else { None };
+                let index = if self.peek_p('[') {
+                    Some(self.group('[', ']')?)
+                } else {
+                    None
+                };
                 let arg = if self.peek_p('{') {
                     self.group('{', '}')?
                 } else if self.dialect == Dialect::Strict {
@@ -471,7 +513,13 @@ impl Parser<'_> {
                     return Err(syntax("\\sqrt without braces"));
                 };
                 match index {
-                    Some(n) => Expr::Pow(Box::new(arg), Box::new(Expr::Div(Box::new(Expr::Num(Rational::int(1))), Box::new(n)))),
+                    Some(n) => Expr::Pow(
+                        Box::new(arg),
+                        Box::new(Expr::Div(
+                            Box::new(Expr::Num(Rational::int(1))),
+                            Box::new(n),
+                        )),
+                    ),
                     None => Expr::Func("sqrt".into(), vec![arg]),
                 }
             }
@@ -479,7 +527,10 @@ impl Parser<'_> {
                 self.pos += 1;
                 Expr::Func("conjugate".into(), vec![self.group('{', '}')?])
             }
-            Some(Tok::Cmd(c)) if matches!(c.as_str(), "sum" | "prod" | "int" | "lim" | "begin" | "end") && self.dialect == Dialect::Strict => {
+            Some(Tok::Cmd(c))
+                if matches!(c.as_str(), "sum" | "prod" | "int" | "lim" | "begin" | "end")
+                    && self.dialect == Dialect::Strict =>
+            {
                 return Err(syntax(format!("\\{c} is not supported")));
             }
             Some(Tok::Cmd(c)) if matches!(c.as_str(), "sum" | "prod" | "int" | "lim") => {
@@ -571,10 +622,16 @@ impl Parser<'_> {
     /// The argument of a function written without parentheses: a product of items.
     fn mp_no_func(&mut self) -> Result<Expr, ParseError> {
         let mut items = vec![self.postfix()?];
-        while self.starts_item() && !matches!(self.peek(), Some(Tok::Cmd(c)) if FUNCS.contains(&c.as_str())) {
+        while self.starts_item()
+            && !matches!(self.peek(), Some(Tok::Cmd(c)) if FUNCS.contains(&c.as_str()))
+        {
             items.push(self.postfix()?);
         }
-        Ok(if items.len() == 1 { items.pop().expect("one item") } else { Expr::Mul(items) })
+        Ok(if items.len() == 1 {
+            items.pop().expect("one item")
+        } else {
+            Expr::Mul(items)
+        })
     }
 
     fn atom_or_call(&mut self) -> Result<Expr, ParseError> {
@@ -587,7 +644,9 @@ impl Parser<'_> {
             };
             let is_call = match self.dialect {
                 Dialect::Sympy => name.is_some(),
-                Dialect::Strict => name.as_deref().is_some_and(|n| matches!(n, "f" | "g" | "h")),
+                Dialect::Strict => name
+                    .as_deref()
+                    .is_some_and(|n| matches!(n, "f" | "g" | "h")),
             };
             if let (true, Some(name)) = (is_call, name) {
                 self.pos += 1;
@@ -604,7 +663,10 @@ impl Parser<'_> {
 
     fn atom(&mut self) -> Result<Expr, ParseError> {
         self.budget.tick()?;
-        let tok = self.peek().cloned().ok_or_else(|| syntax("unexpected end"))?;
+        let tok = self
+            .peek()
+            .cloned()
+            .ok_or_else(|| syntax("unexpected end"))?;
         self.pos += 1;
         let mut e = match tok {
             Tok::Num(n) => return Ok(number(&n)),
@@ -616,7 +678,9 @@ impl Parser<'_> {
             Tok::Cmd(name) => match name.as_str() {
                 "infty" => return Ok(Expr::Const(Constant::Infinity)),
                 "pi" if self.dialect == Dialect::Strict => Expr::Const(Constant::Pi),
-                "text" | "mathrm" | "textbf" | "operatorname" | "mathbb" | "mathcal" if self.dialect == Dialect::Strict => {
+                "text" | "mathrm" | "textbf" | "operatorname" | "mathbb" | "mathcal"
+                    if self.dialect == Dialect::Strict =>
+                {
                     return Err(syntax(format!("\\{name} inside an expression")));
                 }
                 _ => Expr::Sym(name),
@@ -685,7 +749,15 @@ pub fn parse_latex(s: &str, dialect: Dialect, budget: &mut Budget) -> Result<Exp
         return Err(syntax("empty"));
     }
     let bad_at = toks.iter().position(|t| matches!(t, Tok::Bad(_)));
-    let mut p = Parser { toks, pos: 0, dialect, budget, depth: 0, abs_depth: 0, seen: std::cell::Cell::new(0) };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        dialect,
+        budget,
+        depth: 0,
+        abs_depth: 0,
+        seen: std::cell::Cell::new(0),
+    };
     let e = p.relation();
     if let Some(b) = bad_at {
         if p.seen.get() >= b {

@@ -19,8 +19,8 @@ mod words;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use budget::{BudgetError, MAX_ANSWER_BYTES};
 use budget::Budget;
+pub use budget::{BudgetError, MAX_ANSWER_BYTES};
 use extract::{extract_normalized, parse_gold_with, ExtractMode};
 
 use crate::shaping::Verifier;
@@ -88,7 +88,10 @@ fn tail(s: &str, max: usize) -> &str {
 impl Checker {
     /// A checker with the default budget of 50 ms per check.
     pub fn new(profile: CheckerProfile) -> Self {
-        Self { profile, budget: DEFAULT_BUDGET }
+        Self {
+            profile,
+            budget: DEFAULT_BUDGET,
+        }
     }
 
     /// The same checker with another per-check budget.
@@ -125,12 +128,25 @@ impl Checker {
     /// Grade a bare final answer (as if the response were `The final answer is $\boxed{pred}$.`).
     pub fn check_answer(&self, pred: &str, gold: &str, dataset: Option<&str>) -> Verdict {
         let pred = tail(pred, MAX_RESPONSE_BYTES);
-        self.check_response(&format!("The final answer is $\\boxed{{{pred}}}$."), gold, dataset)
+        self.check_response(
+            &format!("The final answer is $\\boxed{{{pred}}}$."),
+            gold,
+            dataset,
+        )
     }
 
     /// Like [`Checker::check_response`] on bytes, decoding invalid UTF-8 lossily.
-    pub fn check_response_bytes(&self, response: &[u8], gold: &str, dataset: Option<&str>) -> Verdict {
-        let response = if response.len() > MAX_RESPONSE_BYTES { &response[response.len() - MAX_RESPONSE_BYTES..] } else { response };
+    pub fn check_response_bytes(
+        &self,
+        response: &[u8],
+        gold: &str,
+        dataset: Option<&str>,
+    ) -> Verdict {
+        let response = if response.len() > MAX_RESPONSE_BYTES {
+            &response[response.len() - MAX_RESPONSE_BYTES..]
+        } else {
+            response
+        };
         self.check_response(&String::from_utf8_lossy(response), gold, dataset)
     }
 
@@ -141,12 +157,21 @@ impl Checker {
             return if pred == gold {
                 Verdict::correct(pred)
             } else {
-                Verdict::unparseable(Some(pred), format!("answer longer than {MAX_ANSWER_BYTES} bytes"))
+                Verdict::unparseable(
+                    Some(pred),
+                    format!("answer longer than {MAX_ANSWER_BYTES} bytes"),
+                )
             };
         }
         let result = match self.profile {
-            CheckerProfile::Qwen25Math => reference::ReferenceGrader { budget: &mut budget }.math_equal(&pred, gold, 0),
-            CheckerProfile::Strict => strict::StrictGrader { budget: &mut budget }.equal(&pred, gold, 0),
+            CheckerProfile::Qwen25Math => reference::ReferenceGrader {
+                budget: &mut budget,
+            }
+            .math_equal(&pred, gold, 0),
+            CheckerProfile::Strict => strict::StrictGrader {
+                budget: &mut budget,
+            }
+            .equal(&pred, gold, 0),
         };
         match result {
             Ok(true) => Verdict::correct(pred),
@@ -164,8 +189,12 @@ impl Verifier for Checker {
 
 /// The normalised answer of a response under the data set's rule (reference extraction).
 pub fn extract_answer(response: &str, dataset: Option<&str>) -> Option<String> {
-    extract_normalized(tail(response, MAX_RESPONSE_BYTES), dataset.unwrap_or("math"), ExtractMode::Reference)
-        .filter(|s| !s.is_empty())
+    extract_normalized(
+        tail(response, MAX_RESPONSE_BYTES),
+        dataset.unwrap_or("math"),
+        ExtractMode::Reference,
+    )
+    .filter(|s| !s.is_empty())
 }
 
 /// The normalised gold answer as the reference's `parse_ground_truth` yields it.

@@ -164,7 +164,11 @@ fn python_int_repr(s: &str) -> Option<String> {
     }
     let d: String = digits.chars().filter(|&c| c != '_').collect();
     let d = d.trim_start_matches('0');
-    Some(if d.is_empty() { "0".into() } else { format!("{sign}{d}") })
+    Some(if d.is_empty() {
+        "0".into()
+    } else {
+        format!("{sign}{d}")
+    })
 }
 
 /// The reference's `_fix_a_slash_b`: `3/4` → `\frac{3}{4}` for canonical integers.
@@ -173,7 +177,13 @@ fn fix_a_slash_b(s: &str) -> String {
     if parts.len() != 2 {
         return s.to_string();
     }
-    let conv = |p: &str| if p.contains("sqrt") { Some(p.to_string()) } else { python_int_repr(p) };
+    let conv = |p: &str| {
+        if p.contains("sqrt") {
+            Some(p.to_string())
+        } else {
+            python_int_repr(p)
+        }
+    };
     match (conv(parts[0]), conv(parts[1])) {
         (Some(a), Some(b)) if format!("{a}/{b}") == s => format!("\\frac{{{a}}}{{{b}}}"),
         _ => s.to_string(),
@@ -207,9 +217,19 @@ pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
     s = s.trim_end_matches('.').to_string();
     s = s.replace("\\!", "");
     s = array_to_pmatrix(&s);
-    s = s.replace("bmatrix", "pmatrix").replace("tfrac", "frac").replace("dfrac", "frac");
-    s = s.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge");
-    s = s.replace("\\left", "").replace("\\right", "").replace("\\{", "{").replace("\\}", "}");
+    s = s
+        .replace("bmatrix", "pmatrix")
+        .replace("tfrac", "frac")
+        .replace("dfrac", "frac");
+    s = s
+        .replace("\\neq", "\\ne")
+        .replace("\\leq", "\\le")
+        .replace("\\geq", "\\ge");
+    s = s
+        .replace("\\left", "")
+        .replace("\\right", "")
+        .replace("\\{", "{")
+        .replace("\\}", "}");
     let t = drop_trailing_text(&s);
     if !t.is_empty() && t != s {
         s = t;
@@ -220,18 +240,26 @@ pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
         s = strip_unit_words(&s);
     }
     s = s.replace("^{\\circ}", "").replace("^\\circ", "");
-    s = s.replace("\\$", "").replace('$', "").replace("\\(", "").replace("\\)", "");
+    s = s
+        .replace("\\$", "")
+        .replace('$', "")
+        .replace("\\(", "")
+        .replace("\\)", "");
     s = convert_word_number(&s);
     s = unwrap_command(&s, "\\text{", true);
     let keys: &[&str] = if opts.strict {
         &["x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"]
     } else {
-        &["x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"]
+        &[
+            "x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to",
+        ]
     };
     for key in keys {
         s = s.replace(key, "");
     }
-    s = s.replace("\\emptyset", "{}").replace("(-\\infty,\\infty)", "\\mathbb{R}");
+    s = s
+        .replace("\\emptyset", "{}")
+        .replace("(-\\infty,\\infty)", "\\mathbb{R}");
     s = s.replace("\\%", "").replace('%', "");
     s = s.replace(" .", " 0.").replace("{.", "{0.");
     s = s.replace("infinity", "\\infty");
@@ -255,7 +283,10 @@ pub fn strip_string(input: &str, opts: NormalizeOptions) -> String {
         s.insert(0, '0');
     }
     let eq: Vec<&str> = s.split('=').collect();
-    if eq.len() == 2 && eq[0].chars().count() <= 2 && (!opts.strict || is_value_assignment(eq[0], eq[1])) {
+    if eq.len() == 2
+        && eq[0].chars().count() <= 2
+        && (!opts.strict || is_value_assignment(eq[0], eq[1]))
+    {
         s = eq[1].to_string();
     }
     s = brace_sqrt_argument(&s);
@@ -269,7 +300,13 @@ mod tests {
     use super::*;
 
     fn q(s: &str) -> String {
-        strip_string(s, NormalizeOptions { skip_unit: false, strict: false })
+        strip_string(
+            s,
+            NormalizeOptions {
+                skip_unit: false,
+                strict: false,
+            },
+        )
     }
 
     #[test]
@@ -278,7 +315,10 @@ mod tests {
         assert_eq!(q("\\frac12"), "\\frac{1}{2}");
         assert_eq!(q("59.00"), "59");
         assert_eq!(q("59^\\circ"), "59");
-        assert_eq!(q("\\left( 3, \\frac{\\pi}{2} \\right)"), "(3,\\frac{\\pi}{2})");
+        assert_eq!(
+            q("\\left( 3, \\frac{\\pi}{2} \\right)"),
+            "(3,\\frac{\\pi}{2})"
+        );
         assert_eq!(q("x = 3"), "3");
         assert_eq!(q("3/4"), "\\frac{3}{4}");
         assert_eq!(q("03/4"), "03/4");
@@ -287,7 +327,10 @@ mod tests {
         assert_eq!(q(".5"), "0.5");
         assert_eq!(q("\\frac{58}{7} \\text{ inches}"), "\\frac{58}{7}");
         assert_eq!(q("59 dollars"), "59dollars");
-        assert_eq!(q("\\begin{array}{cc}1&2\\end{array}"), "\\begin{pmatrix}1&2\\end{pmatrix}");
+        assert_eq!(
+            q("\\begin{array}{cc}1&2\\end{array}"),
+            "\\begin{pmatrix}1&2\\end{pmatrix}"
+        );
         assert_eq!(q("1.0,2.00"), "1,2");
     }
 }

@@ -28,7 +28,10 @@ pub fn python_float(s: &str) -> Option<f64> {
     }
     let cleaned: String = t.chars().filter(|&c| c != '_').collect();
     // Rust accepts "e5"-less forms Python also accepts; both reject "1e", "." and "+-1".
-    cleaned.parse::<f64>().ok().filter(|_| cleaned.chars().any(|c| c.is_ascii_digit()))
+    cleaned
+        .parse::<f64>()
+        .ok()
+        .filter(|_| cleaned.chars().any(|c| c.is_ascii_digit()))
 }
 
 /// The reference's `parse_digits`: commas deleted, then `float()`, else a trailing `%`/`\%`

@@ -20,7 +20,9 @@ fn lex(s: &str) -> Result<Vec<Tok>, ParseError> {
         let ch = c[i];
         if ch.is_whitespace() {
             i += 1;
-        } else if ch.is_ascii_digit() || (ch == '.' && c.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if ch.is_ascii_digit()
+            || (ch == '.' && c.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let mut j = i;
             while j < c.len() && (c[j].is_ascii_digit() || c[j] == '.') {
                 j += 1;
@@ -63,7 +65,11 @@ fn lex(s: &str) -> Result<Vec<Tok>, ParseError> {
                 ('}', _) => "}",
                 (')', _) => ")",
                 (',', _) => ",",
-                _ => return Err(ParseError::Syntax(format!("unexpected {ch:?} in a Python expression"))),
+                _ => {
+                    return Err(ParseError::Syntax(format!(
+                        "unexpected {ch:?} in a Python expression"
+                    )))
+                }
             };
             i += op.len();
             out.push(Tok::Op(op));
@@ -96,7 +102,8 @@ impl Parser<'_> {
         }
         let mut items = vec![first];
         while self.eat(",") {
-            if self.pos == self.toks.len() || matches!(self.toks.get(self.pos), Some(Tok::Op(")"))) {
+            if self.pos == self.toks.len() || matches!(self.toks.get(self.pos), Some(Tok::Op(")")))
+            {
                 break;
             }
             items.push(self.sum()?);
@@ -115,7 +122,11 @@ impl Parser<'_> {
                 break;
             }
         }
-        Ok(if terms.len() == 1 { terms.pop().expect("one term") } else { Expr::Add(terms) })
+        Ok(if terms.len() == 1 {
+            terms.pop().expect("one term")
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     fn term(&mut self) -> Result<Expr, ParseError> {
@@ -124,7 +135,9 @@ impl Parser<'_> {
         loop {
             count += 1;
             if count > MAX_DEPTH {
-                return Err(BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into());
+                return Err(
+                    BudgetError::Limit(format!("operator chain longer than {MAX_DEPTH}")).into(),
+                );
             }
             if self.eat("*") {
                 acc = Expr::Mul(vec![acc, self.factor()?]);
@@ -217,8 +230,10 @@ impl Parser<'_> {
                     "E" => Expr::Const(Constant::E),
                     "I" => Expr::Const(Constant::I),
                     "oo" => Expr::Const(Constant::Infinity),
-                    "and" | "or" | "not" | "in" | "is" | "if" | "else" | "lambda" | "for" | "None"
-                    | "True" | "False" => return Err(ParseError::Syntax(format!("keyword {name}"))),
+                    "and" | "or" | "not" | "in" | "is" | "if" | "else" | "lambda" | "for"
+                    | "None" | "True" | "False" => {
+                        return Err(ParseError::Syntax(format!("keyword {name}")))
+                    }
                     _ => Expr::Sym(name),
                 })
             }
@@ -233,7 +248,12 @@ pub fn parse_python(s: &str, budget: &mut Budget) -> Result<Expr, ParseError> {
     if toks.is_empty() {
         return Err(ParseError::Syntax("empty".into()));
     }
-    let mut p = Parser { toks, pos: 0, budget, depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        budget,
+        depth: 0,
+    };
     let e = p.tuple()?;
     if p.pos < p.toks.len() {
         return Err(ParseError::Syntax("trailing input".into()));

@@ -48,18 +48,28 @@ impl Rational {
         if int.is_empty() && frac.is_empty() {
             return None;
         }
-        if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) || frac.len() > 30 || int.len() > 36 {
+        if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+            || frac.len() > 30
+            || int.len() > 36
+        {
             return None;
         }
         let digits = format!("{int}{frac}");
-        let n: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+        let n: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
         let d = 10i128.checked_pow(frac.len() as u32)?;
         Self::new(if neg { -n } else { n }, d)
     }
 
     /// Sum.
     pub fn add(self, o: Self) -> Option<Self> {
-        let n = self.num.checked_mul(o.den)?.checked_add(o.num.checked_mul(self.den)?)?;
+        let n = self
+            .num
+            .checked_mul(o.den)?
+            .checked_add(o.num.checked_mul(self.den)?)?;
         Self::new(n, self.den.checked_mul(o.den)?)
     }
 
@@ -70,7 +80,10 @@ impl Rational {
 
     /// Negation.
     pub fn neg(self) -> Option<Self> {
-        Some(Self { num: self.num.checked_neg()?, den: self.den })
+        Some(Self {
+            num: self.num.checked_neg()?,
+            den: self.den,
+        })
     }
 
     /// Quotient; `None` when dividing by zero.

@@ -14,7 +14,9 @@ const MAX_RECURSION: usize = 32;
 
 fn is_numerical_equal(pred: &str, gold: &str) -> bool {
     match (parse_digits(pred), parse_digits(gold)) {
-        (Some(p), Some(g)) => [g / 100.0, g, g * 100.0].iter().any(|&item| is_close(p, item, 1e-4)),
+        (Some(p), Some(g)) => [g / 100.0, g, g * 100.0]
+            .iter()
+            .any(|&item| is_close(p, item, 1e-4)),
         _ => false,
     }
 }
@@ -25,7 +27,9 @@ fn str_to_pmatrix(s: &str) -> String {
     let s = s.trim();
     // Greedy `\{.*,.*\}` on a single line: from the first '{' to the last '}' when a ',' lies
     // between; findall then continues after it (nothing is left).
-    let (Some(a), Some(b)) = (s.find('{'), s.rfind('}')) else { return String::new() };
+    let (Some(a), Some(b)) = (s.find('{'), s.rfind('}')) else {
+        return String::new();
+    };
     if b <= a || !s[a..b].contains(',') {
         return String::new();
     }
@@ -71,7 +75,12 @@ pub struct ReferenceGrader<'a> {
 
 impl ReferenceGrader<'_> {
     /// `math_equal(pred, gold)`.
-    pub fn math_equal(&mut self, pred: &str, gold: &str, depth: usize) -> Result<bool, BudgetError> {
+    pub fn math_equal(
+        &mut self,
+        pred: &str,
+        gold: &str,
+        depth: usize,
+    ) -> Result<bool, BudgetError> {
         self.budget.check()?;
         if depth > MAX_RECURSION {
             return Err(BudgetError::Limit("comparison nested too deeply".into()));
@@ -95,12 +104,21 @@ impl ReferenceGrader<'_> {
         }
         let (mut ps, mut rs) = (prediction.clone(), reference.clone());
         let has = |s: &str, a: char, b: char| s.starts_with(a) && s.ends_with(b);
-        if (has(&ps, '[', ']') && !has(&rs, '(', ')')) || (has(&ps, '(', ')') && !has(&rs, '[', ']')) {
-            let strip = |s: &str| s.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')')).to_string();
+        if (has(&ps, '[', ']') && !has(&rs, '(', ')'))
+            || (has(&ps, '(', ')') && !has(&rs, '[', ']'))
+        {
+            let strip = |s: &str| {
+                s.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')'))
+                    .to_string()
+            };
             ps = strip(&ps);
             rs = strip(&rs);
         }
-        let drop = |s: &str| s.chars().filter(|c| !matches!(c, '{' | '}' | '(' | ')')).collect::<String>();
+        let drop = |s: &str| {
+            s.chars()
+                .filter(|c| !matches!(c, '{' | '}' | '(' | ')'))
+                .collect::<String>()
+        };
         if drop(&ps).to_lowercase() == drop(&rs).to_lowercase() {
             return Ok(true);
         }
@@ -120,8 +138,14 @@ impl ReferenceGrader<'_> {
         if is_matrix_format(&prediction) && is_matrix_format(&reference) {
             return self.compare_matrices(&prediction, &reference, depth);
         }
-        let (pe, re) = (prediction.matches('=').count(), reference.matches('=').count());
-        let simple = |s: &str| s.matches('=').count() == 1 && s.split('=').next().unwrap_or("").trim().chars().count() <= 2;
+        let (pe, re) = (
+            prediction.matches('=').count(),
+            reference.matches('=').count(),
+        );
+        let simple = |s: &str| {
+            s.matches('=').count() == 1
+                && s.split('=').next().unwrap_or("").trim().chars().count() <= 2
+        };
         if pe == 1 && re == 1 {
             let p = format_equation(&prediction);
             let r = format_equation(&reference);
@@ -199,8 +223,14 @@ impl ReferenceGrader<'_> {
         }
         match (&x, &y) {
             (Expr::Rel(_, xl, xr), Expr::Rel(_, yl, yr)) => {
-                let dx = Expr::Func("abs".into(), vec![Expr::Add(vec![(**xl).clone(), Expr::Neg(xr.clone())])]);
-                let dy = Expr::Func("abs".into(), vec![Expr::Add(vec![(**yl).clone(), Expr::Neg(yr.clone())])]);
+                let dx = Expr::Func(
+                    "abs".into(),
+                    vec![Expr::Add(vec![(**xl).clone(), Expr::Neg(xr.clone())])],
+                );
+                let dy = Expr::Func(
+                    "abs".into(),
+                    vec![Expr::Add(vec![(**yl).clone(), Expr::Neg(yr.clone())])],
+                );
                 return equal_at_random_points(&dx, &dy, self.budget);
             }
             (Expr::Rel(..), _) | (_, Expr::Rel(..)) => return Ok(false),
@@ -232,14 +262,17 @@ impl ReferenceGrader<'_> {
                 }
                 return Ok(true);
             }
-            (Expr::Tuple(_) | Expr::Set(_), _) | (_, Expr::Tuple(_) | Expr::Set(_)) => return Ok(false),
+            (Expr::Tuple(_) | Expr::Set(_), _) | (_, Expr::Tuple(_) | Expr::Set(_)) => {
+                return Ok(false)
+            }
             _ => {}
         }
         if equal_at_random_points(&x, &y, self.budget)? {
             return Ok(true);
         }
         if !has_free_symbols(&x) && !has_free_symbols(&y) {
-            if let (Some(u), Some(v)) = (real_value(&x, self.budget)?, real_value(&y, self.budget)?) {
+            if let (Some(u), Some(v)) = (real_value(&x, self.budget)?, real_value(&y, self.budget)?)
+            {
                 return Ok(is_close(u, v, 1e-4));
             }
         }

@@ -118,7 +118,9 @@ impl StrictGrader<'_> {
         }
         if g_items.len() > 1 || p_items.len() > 1 {
             // Tuples and intervals: brackets must agree, elements in order.
-            let (Some((po, _, pc)), Some((go, _, gc))) = (pe, ge) else { return Ok(false) };
+            let (Some((po, _, pc)), Some((go, _, gc))) = (pe, ge) else {
+                return Ok(false);
+            };
             if po != go || pc != gc {
                 return Ok(false);
             }
@@ -175,7 +177,12 @@ impl StrictGrader<'_> {
 
     fn scalar_equal(&mut self, p: &str, g: &str) -> Result<bool, BudgetError> {
         let (Some(x), Some(y)) = (self.parse(p)?, self.parse(g)?) else {
-            let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+            let squash = |s: &str| {
+                s.chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+                    .to_lowercase()
+            };
             return Ok(squash(p) == squash(g));
         };
         if x == y {
@@ -189,17 +196,24 @@ impl StrictGrader<'_> {
             let dx = Expr::Add(vec![(**xl).clone(), Expr::Neg(xr.clone())]);
             let dy = Expr::Add(vec![(**yl).clone(), Expr::Neg(yr.clone())]);
             let ratio = Expr::Div(Box::new(dx.clone()), Box::new(dy.clone()));
-            let Some(r0) = super::expr::eval_complex(&ratio, 0, self.budget)? else { return Ok(false) };
+            let Some(r0) = super::expr::eval_complex(&ratio, 0, self.budget)? else {
+                return Ok(false);
+            };
             if !r0.is_finite() || r0.re.hypot(r0.im) < 1e-12 {
                 return Ok(false);
             }
             let konst = Expr::Mul(vec![dy, Expr::Float(r0.re)]);
             return Ok(r0.im.abs() < 1e-9 && equal_at_random_points(&dx, &konst, self.budget)?);
         }
-        if matches!(x, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_)) || matches!(y, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_)) {
+        if matches!(x, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_))
+            || matches!(y, Expr::Rel(..) | Expr::Tuple(_) | Expr::Set(_))
+        {
             return Ok(false);
         }
-        if let (Some(a), Some(b)) = (eval_rational(&x, self.budget)?, eval_rational(&y, self.budget)?) {
+        if let (Some(a), Some(b)) = (
+            eval_rational(&x, self.budget)?,
+            eval_rational(&y, self.budget)?,
+        ) {
             if b.is_integer() || a == b {
                 return Ok(a == b);
             }
@@ -218,7 +232,9 @@ impl StrictGrader<'_> {
 
 /// The cells of a `pmatrix`, row by row.
 fn matrix_cells(s: &str) -> Option<Vec<Vec<&str>>> {
-    let body = s.strip_prefix("\\begin{pmatrix}")?.strip_suffix("\\end{pmatrix}")?;
+    let body = s
+        .strip_prefix("\\begin{pmatrix}")?
+        .strip_suffix("\\end{pmatrix}")?;
     Some(
         body.split("\\\\")
             .map(str::trim)

@@ -4,18 +4,138 @@
 
 /// The unit words of the reference, in its order (the order matters: deletions cascade).
 const UNIT_WORDS: &[&str] = &[
-    "east", "degree", "mph", "kmph", "ft", "m sqaure", " m east", "sq m", "deg", "mile", "q .",
-    "monkey", "prime", "ratio", "profit of rs", "rd", "o", "gm", "p . m", "lb", "tile", "per",
-    "dm", "lt", "gain", "ab", "way", "west", "a .", "b .", "c .", "d .", "e .", "f .", "g .",
-    "h .", "t", "a", "h", "no change", "men", "soldier", "pie", "bc", "excess", "st", "inches",
-    "noon", "percent", "by", "gal", "kmh", "c", "acre", "rise", "a . m", "th", "π r 2", "sq",
-    "mark", "l", "toy", "coin", "sq . m", "gallon", "° f", "profit", "minw", "yr", "women", "feet",
-    "am", "pm", "hr", "cu cm", "square", "v â € ™", "are", "rupee", "rounds", "cubic", "cc", "mtr",
-    "s", "ohm", "number", "kmph", "day", "hour", "minute", "min", "second", "man", "woman", "sec",
-    "cube", "mt", "sq inch", "mp", "∏ cm ³", "hectare", "more", "sec", "unit", "cu . m", "cm 2",
-    "rs .", "rs", "kg", "g", "month", "km", "m", "cm", "mm", "apple", "liter", "loss", "yard",
-    "pure", "year", "increase", "decrease", "d", "less", "Surface", "litre", "pi sq m", "s .",
-    "metre", "meter", "inch",
+    "east",
+    "degree",
+    "mph",
+    "kmph",
+    "ft",
+    "m sqaure",
+    " m east",
+    "sq m",
+    "deg",
+    "mile",
+    "q .",
+    "monkey",
+    "prime",
+    "ratio",
+    "profit of rs",
+    "rd",
+    "o",
+    "gm",
+    "p . m",
+    "lb",
+    "tile",
+    "per",
+    "dm",
+    "lt",
+    "gain",
+    "ab",
+    "way",
+    "west",
+    "a .",
+    "b .",
+    "c .",
+    "d .",
+    "e .",
+    "f .",
+    "g .",
+    "h .",
+    "t",
+    "a",
+    "h",
+    "no change",
+    "men",
+    "soldier",
+    "pie",
+    "bc",
+    "excess",
+    "st",
+    "inches",
+    "noon",
+    "percent",
+    "by",
+    "gal",
+    "kmh",
+    "c",
+    "acre",
+    "rise",
+    "a . m",
+    "th",
+    "π r 2",
+    "sq",
+    "mark",
+    "l",
+    "toy",
+    "coin",
+    "sq . m",
+    "gallon",
+    "° f",
+    "profit",
+    "minw",
+    "yr",
+    "women",
+    "feet",
+    "am",
+    "pm",
+    "hr",
+    "cu cm",
+    "square",
+    "v â € ™",
+    "are",
+    "rupee",
+    "rounds",
+    "cubic",
+    "cc",
+    "mtr",
+    "s",
+    "ohm",
+    "number",
+    "kmph",
+    "day",
+    "hour",
+    "minute",
+    "min",
+    "second",
+    "man",
+    "woman",
+    "sec",
+    "cube",
+    "mt",
+    "sq inch",
+    "mp",
+    "∏ cm ³",
+    "hectare",
+    "more",
+    "sec",
+    "unit",
+    "cu . m",
+    "cm 2",
+    "rs .",
+    "rs",
+    "kg",
+    "g",
+    "month",
+    "km",
+    "m",
+    "cm",
+    "mm",
+    "apple",
+    "liter",
+    "loss",
+    "yard",
+    "pure",
+    "year",
+    "increase",
+    "decrease",
+    "d",
+    "less",
+    "Surface",
+    "litre",
+    "pi sq m",
+    "s .",
+    "metre",
+    "meter",
+    "inch",
 ];
 
 fn is_word(c: char) -> bool {
@@ -86,7 +206,9 @@ pub fn strip_unit_words(s: &str) -> String {
     let mut cur: Vec<char> = s.chars().collect();
     for _ in 0..2 {
         for unit in units {
-            if cur.len() < unit.len() || !(0..=cur.len() - unit.len()).any(|k| matches_at(&cur, k, unit)) {
+            if cur.len() < unit.len()
+                || !(0..=cur.len() - unit.len()).any(|k| matches_at(&cur, k, unit))
+            {
                 continue;
             }
             let next = delete_unit(&cur, unit);
@@ -99,17 +221,40 @@ pub fn strip_unit_words(s: &str) -> String {
 }
 
 /// Unit words the strict profile also drops after a number (the reference keeps them).
-const EXTRA_STRICT_UNITS: &[&str] = &["dollar", "cent", "euro", "yuan", "centimeter", "millimeter", "kilometer", "gram", "kilogram", "ounce", "pound", "mile", "hour", "people", "student", "page", "book"];
+const EXTRA_STRICT_UNITS: &[&str] = &[
+    "dollar",
+    "cent",
+    "euro",
+    "yuan",
+    "centimeter",
+    "millimeter",
+    "kilometer",
+    "gram",
+    "kilogram",
+    "ounce",
+    "pound",
+    "mile",
+    "hour",
+    "people",
+    "student",
+    "page",
+    "book",
+];
 
 /// Strict unit deletion: one trailing word of two or more letters from the unit lists, only
 /// after a number or a closing brace (`59 meters` → `59`, `x+a` unchanged).
 pub fn strip_trailing_unit_word(s: &str) -> String {
     let t = s.trim_end();
-    let Some((rest, word)) = t.rsplit_once(char::is_whitespace) else { return s.to_string() };
+    let Some((rest, word)) = t.rsplit_once(char::is_whitespace) else {
+        return s.to_string();
+    };
     let is_unit = |w: &str| {
         w.len() >= 2
             && w.chars().all(|c| c.is_ascii_alphabetic())
-            && UNIT_WORDS.iter().chain(EXTRA_STRICT_UNITS).any(|u| *u == w || format!("{u}s") == w || format!("{u}es") == w)
+            && UNIT_WORDS
+                .iter()
+                .chain(EXTRA_STRICT_UNITS)
+                .any(|u| *u == w || format!("{u}s") == w || format!("{u}es") == w)
     };
     let rest = rest.trim_end();
     if is_unit(word) && rest.ends_with(|c: char| c.is_ascii_digit() || c == '}') {

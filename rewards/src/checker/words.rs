@@ -5,12 +5,30 @@ use super::number::python_float_repr;
 
 fn word_value(w: &str) -> Option<u64> {
     const SMALL: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
         "nineteen",
     ];
-    const TENS: [&str; 8] =
-        ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
     if let Some(k) = SMALL.iter().position(|&s| s == w) {
         return Some(k as u64);
     }
@@ -48,7 +66,11 @@ fn word_to_num(text: &str) -> Option<String> {
     let sentence = text.replace('-', " ").to_lowercase();
     if !sentence.is_empty() && sentence.chars().all(|c| c.is_ascii_digit()) {
         let trimmed = sentence.trim_start_matches('0');
-        return Some(if trimmed.is_empty() { "0".into() } else { trimmed.into() });
+        return Some(if trimmed.is_empty() {
+            "0".into()
+        } else {
+            trimmed.into()
+        });
     }
     let mut clean: Vec<&str> = sentence
         .split_whitespace()
@@ -86,7 +108,13 @@ fn word_to_num(text: &str) -> Option<String> {
             total += formation(slice(start, mi))?.checked_mul(1_000_000)?;
         }
         if ti > -1 {
-            let start = if mi > -1 { mi + 1 } else if bi > -1 { bi + 1 } else { 0 };
+            let start = if mi > -1 {
+                mi + 1
+            } else if bi > -1 {
+                bi + 1
+            } else {
+                0
+            };
             total += formation(slice(start, ti))?.checked_mul(1_000)?;
         }
         let n = clean.len() as i64;
