@@ -85,8 +85,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     for (index, stage) in STAGES.iter().enumerate() {
         let dir = run.path(&format!("{}-{stage}", index + 1));
         if !stages.contains(stage) {
-            // A skipped earlier stage still hands on what it made in an earlier run.
-            products = handed_on(stage, &dir, products);
+            // A stage before the selected ones hands on what it made in an earlier run; one
+            // after them is left alone.
+            if stages
+                .first()
+                .is_some_and(|first| index < stage_index(first))
+            {
+                products = handed_on(stage, &dir, products);
+            }
             continue;
         }
         tracing::info!(stage, output = %dir.display(), "pipeline stage");
@@ -130,6 +136,14 @@ fn selected_stages(config: &PipelineConfig) -> Result<Vec<&'static str>> {
         );
     }
     Ok(indices.into_iter().map(|i| STAGES[i]).collect())
+}
+
+/// Position of `stage` in [`STAGES`] (`stage` is one of them).
+fn stage_index(stage: &str) -> usize {
+    STAGES
+        .iter()
+        .position(|s| *s == stage)
+        .unwrap_or(STAGES.len())
 }
 
 /// The recipe a stage runs (`rm` is the first RM-retraining round, from the SFT policy).
