@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use common::{config_60m, mib, peak_bytes_of, CountingAlloc};
+use common::{config_60m, mib, peak_bytes_of, python_baseline, CountingAlloc};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::Policy;
@@ -79,35 +78,18 @@ fn main() {
         );
         results.push(tokens_per_s);
     }
-    if std::env::var_os("MATHRL_BENCH_NO_TORCH").is_some() {
+    let Some(text) = python_baseline("hf_generate.py") else {
         return;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/hf_generate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("OMP_NUM_THREADS", "2")
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            print!("{text}");
-            let torch: Vec<f64> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| v["tokens_per_s"].as_f64())
-                .collect();
-            for (((prompts, n), ours), theirs) in SCENARIOS.iter().zip(&results).zip(&torch) {
-                println!(
-                    "ratio mathrl / transformers (tokens/s), {prompts} prompts n={n}: {:.2}",
-                    ours / theirs
-                );
-            }
-        }
-        Ok(out) => println!(
-            "transformers baseline failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => println!("transformers baseline not run: {e}"),
+    };
+    let torch: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["tokens_per_s"].as_f64())
+        .collect();
+    for (((prompts, n), ours), theirs) in SCENARIOS.iter().zip(&results).zip(&torch) {
+        println!(
+            "ratio mathrl / transformers (tokens/s), {prompts} prompts n={n}: {:.2}",
+            ours / theirs
+        );
     }
 }

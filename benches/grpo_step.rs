@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use common::{config_60m, mib, peak_bytes_of, CountingAlloc};
+use common::{config_60m, mib, peak_bytes_of, python_baseline, CountingAlloc};
 use mathrl::model::Trainable;
 use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
 use mathrl::{Metrics, Policy};
@@ -90,31 +89,14 @@ fn main() {
         GROUPS * GROUP_SIZE,
         mib(peak)
     );
-    if std::env::var_os("MATHRL_BENCH_NO_TORCH").is_some() {
+    let Some(text) = python_baseline("torch_grpo_step.py") else {
         return;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_grpo_step.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("OMP_NUM_THREADS", "2")
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            print!("{text}");
-            let torch_s: Option<f64> = text
-                .lines()
-                .find_map(|l| l.strip_prefix("median_s="))
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(torch_s) = torch_s {
-                println!("ratio mathrl / torch (time): {:.2}", candle_s / torch_s);
-            }
-        }
-        Ok(out) => println!(
-            "torch baseline failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => println!("torch baseline not run: {e}"),
+    };
+    let torch_s: Option<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("median_s="))
+        .and_then(|v| v.trim().parse().ok());
+    if let Some(torch_s) = torch_s {
+        println!("ratio mathrl / torch (time): {:.2}", candle_s / torch_s);
     }
 }

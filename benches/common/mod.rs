@@ -1,4 +1,5 @@
-//! Shared by the benchmarks: a counting allocator for peak memory, and the benchmark model shapes.
+//! Shared by the benchmarks: a counting allocator for peak memory, the benchmark model shapes, and
+//! the Python baselines they run in the same process.
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -60,5 +61,35 @@ pub fn config_60m() -> Qwen2Config {
         pad_token_id: None,
         architecture: None,
         num_labels: None,
+    }
+}
+
+/// Stdout of the Python baseline `benches/<script>` (2 threads, passive OpenMP waiting), or
+/// `None` after printing why it did not run; `None` too when `MATHRL_BENCH_NO_TORCH` is set.
+#[allow(dead_code)] // not every bench has a Python baseline
+pub fn python_baseline(script: &str) -> Option<String> {
+    if std::env::var_os("MATHRL_BENCH_NO_TORCH").is_some() {
+        return None;
+    }
+    let path = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
+    match std::process::Command::new("python3")
+        .arg(&path)
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("OMP_NUM_THREADS", "2")
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            print!("{text}");
+            Some(text)
+        }
+        Ok(out) => {
+            println!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+            None
+        }
+        Err(e) => {
+            println!("{script} not run: {e}");
+            None
+        }
     }
 }

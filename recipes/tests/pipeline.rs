@@ -1,38 +1,17 @@
 //! The `pipeline` recipe end to end on a tiny random policy: every stage of the report's loop
 //! runs, each feeding the next (policy and RM directories), and writes its outputs.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::tiny_procedural_policy;
+
 use std::process::Command;
 
-use candle_core::{DType, Device};
 use mathrl::data::jsonl::{write_messages_jsonl, write_question_answer_jsonl};
 use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
-use mathrl::model::Trainable;
-use mathrl::{Policy, Tokenizer};
-use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
 
 fn mathrl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mathrl"))
-}
-
-fn tiny_policy(dir: &Path) {
-    let tokenizer_dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/procedural-tokenizer");
-    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
-    let model = TinyModelConfig {
-        hidden_size: 32,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        intermediate_size: 64,
-        max_position_embeddings: 256,
-    };
-    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
-    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
-        .unwrap()
-        .with_side_files_from(tokenizer_dir)
-        .save(dir)
-        .unwrap();
 }
 
 /// Every stage's settings, small enough for a test.
@@ -50,7 +29,7 @@ eval = ["max_new_tokens=6", "modes=[\"cot\"]"]
 fn every_stage_runs_and_hands_its_model_to_the_next() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    tiny_policy(&base);
+    tiny_procedural_policy(&base, 1);
     let task = ProceduralTask::new(TaskConfig::default()).unwrap();
     let problems: Vec<_> = task.problems(Split::Train).take(12).collect();
     let (sft, qa) = (tmp.path().join("sft.jsonl"), tmp.path().join("qa.jsonl"));

@@ -1,39 +1,18 @@
 //! The `qwen25-math-rl` recipe end to end through the binary, on a tiny random policy with the
 //! procedural tokenizer: 2 GRPO steps on the actor runtime, then its outputs.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{event_file_count, tiny_procedural_policy};
+
+use std::path::Path;
 use std::process::Command;
 
-use candle_core::{DType, Device};
 use mathrl::data::jsonl::write_question_answer_jsonl;
 use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
-use mathrl::model::Trainable;
-use mathrl::{Policy, Tokenizer};
-use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
 
 fn mathrl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mathrl"))
-}
-
-/// A 2-layer random policy with the procedural tokenizer, saved in `dir`.
-fn tiny_policy(dir: &Path) {
-    let tokenizer_dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/procedural-tokenizer");
-    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
-    let model = TinyModelConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        intermediate_size: 64,
-        max_position_embeddings: 256,
-    };
-    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
-    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
-        .unwrap()
-        .with_side_files_from(tokenizer_dir)
-        .save(dir)
-        .unwrap();
 }
 
 /// Settings small enough for a test: 2 prompts × 3 completions of at most 8 tokens per step.
@@ -103,7 +82,7 @@ fn texts(dir: &Path, tag: &str) -> Vec<(u64, String)> {
 fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    tiny_policy(&model);
+    tiny_procedural_policy(&model, 2);
     let out = tmp.path().join("run");
     run_ok(&mut rl(&model, &out));
 
@@ -133,16 +112,7 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
 
     assert_hf_layout(&out.join("checkpoints/step-000002"));
     assert_hf_layout(&out.join("final"));
-    let events = std::fs::read_dir(&out)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents")
-        })
-        .count();
+    let events = event_file_count(&out);
     assert_eq!(events, 1);
     // Sampled completions with their rewards, every step.
     let samples = texts(&out, "samples/completions");
@@ -156,7 +126,7 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
 fn a_second_run_with_the_same_output_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    tiny_policy(&model);
+    tiny_procedural_policy(&model, 2);
     let out = tmp.path().join("run");
     run_ok(&mut rl(&model, &out));
     let log = run_ok(&mut rl_steps(&model, &out, 3));
@@ -178,7 +148,7 @@ fn a_second_run_with_the_same_output_resumes_from_its_checkpoint() {
 fn a_data_file_gives_the_prompts() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    tiny_policy(&model);
+    tiny_procedural_policy(&model, 2);
     let task = ProceduralTask::new(TaskConfig::default()).unwrap();
     let problems: Vec<_> = task.problems(Split::Train).take(3).collect();
     let data = tmp.path().join("qa.jsonl");
@@ -321,16 +291,7 @@ fn the_readme_command_runs_every_stage_on_the_shipped_assets() {
         2,
         "one sample text per step"
     );
-    let events = std::fs::read_dir(&out)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents")
-        })
-        .count();
+    let events = event_file_count(&out);
     assert_eq!(events, 1, "one TensorBoard event file");
     // The closing summary (stderr) names the accuracy change.
     assert!(stderr.contains("(greedy, held-out n=4)"), "{stderr}");

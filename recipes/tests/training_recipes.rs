@@ -1,44 +1,18 @@
 //! The training recipes end to end on a tiny random policy with the procedural tokenizer: each
 //! produces its outputs (HF-layout checkpoints, summary, event files), and `sft` resumes.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::tiny_procedural_policy;
+
+use std::path::Path;
 use std::process::Command;
 
-use candle_core::{DType, Device};
 use mathrl::data::jsonl::{write_messages_jsonl, write_question_answer_jsonl};
 use mathrl::data::procedural::{ProceduralTask, Split, TaskConfig};
-use mathrl::model::Trainable;
-use mathrl::{Policy, Tokenizer};
-use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
 
 fn mathrl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mathrl"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-/// A 2-layer random policy with the procedural tokenizer, saved in `dir`.
-fn tiny_policy(dir: &Path) {
-    let tokenizer_dir = fixture("procedural-tokenizer");
-    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
-    let model = TinyModelConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        intermediate_size: 64,
-        max_position_embeddings: 256,
-    };
-    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
-    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
-        .unwrap()
-        .with_side_files_from(tokenizer_dir)
-        .save(dir)
-        .unwrap();
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -73,7 +47,7 @@ fn assert_hf_layout(dir: &Path, architecture: &str) {
 fn sft_trains_checkpoints_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    tiny_policy(&model);
+    tiny_procedural_policy(&model, 2);
     let task = ProceduralTask::new(TaskConfig::default()).unwrap();
     let problems: Vec<_> = task.problems(Split::Train).take(24).collect();
     let data = tmp.path().join("train.jsonl");
@@ -117,7 +91,7 @@ fn sft_trains_checkpoints_and_resumes() {
 fn rm_retraining_writes_a_reward_model() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    tiny_policy(&model);
+    tiny_procedural_policy(&model, 2);
     let task = ProceduralTask::new(TaskConfig::default()).unwrap();
     let problems: Vec<_> = task.problems(Split::Train).take(8).collect();
     let data = tmp.path().join("qa.jsonl");

@@ -1,12 +1,14 @@
-//! Scripted models for end-to-end tests: a tokenizer with multi-character script tokens and a
-//! one-layer "bigram" policy whose next token depends on the current one only.
+//! Models for end-to-end tests: a tokenizer with multi-character script tokens and a one-layer
+//! "bigram" policy whose next token depends on the current one only; a tiny random policy with
+//! the procedural tokenizer; and what the tests read back from a run's output.
 #![allow(dead_code)] // each test file uses a part
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::{Policy, Tokenizer};
+use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
 use serde_json::json;
 
 /// Multi-character tokens of the scripted tokenizer, ids 1.. (id 0 is `<eos>`).
@@ -116,4 +118,39 @@ pub fn bigram_policy(pairs: &[(u32, u32)]) -> Policy {
     ];
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Policy::from_tensors(&config, tensors, &Device::Cpu, DType::F32, Trainable::No).unwrap()
+}
+
+/// A random policy of `layers` layers (hidden 32) with the procedural tokenizer, saved in `dir`.
+pub fn tiny_procedural_policy(dir: &Path, layers: usize) {
+    let tokenizer_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/procedural-tokenizer");
+    let tokenizer = Tokenizer::from_dir(&tokenizer_dir).unwrap();
+    let model = TinyModelConfig {
+        hidden_size: 32,
+        num_hidden_layers: layers,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+    };
+    let config = policy_config(&model, tokenizer.vocab_size(), 2, 0);
+    Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No)
+        .unwrap()
+        .with_side_files_from(tokenizer_dir)
+        .save(dir)
+        .unwrap();
+}
+
+/// TensorBoard event files directly in `dir`.
+pub fn event_file_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .count()
 }
