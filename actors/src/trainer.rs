@@ -62,6 +62,19 @@ impl Trainer {
         metrics: Metrics,
     ) -> Result<Self> {
         config.validate()?;
+        // The learner's ratio divides by the behaviour log-probs, which the rollout actors
+        // compute at the sampling temperature: the two must be the same distribution.
+        let learner_temperature = learner.config().temperature;
+        if (config.sampling.temperature - learner_temperature).abs() > 1e-9 {
+            return Err(Error::Config {
+                field: "sampling.temperature",
+                message: format!(
+                    "{} differs from the GRPO learner's temperature {learner_temperature}; \
+                     the behaviour log-probs would not be comparable with the learner's",
+                    config.sampling.temperature
+                ),
+            });
+        }
         Ok(Self {
             config,
             learner,

@@ -117,3 +117,18 @@ fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> 
     assert!(moved.iter().any(|&d| d > 1e-5), "{moved:?}");
     Ok(())
 }
+
+#[test]
+fn a_sampling_temperature_other_than_the_learners_is_refused() -> Result<()> {
+    let mut config = common::config(1);
+    config.sampling.temperature = 0.7;
+    let err = match common::trainer(config, Arc::new(common::DigitShare)) {
+        Ok(_) => anyhow::bail!("a trainer sampling at 0.7 for a learner at 1.0 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("sampling.temperature") && err.contains("0.7"),
+        "{err}"
+    );
+    Ok(())
+}

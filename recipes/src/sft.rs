@@ -35,6 +35,9 @@ pub struct SftRecipeConfig {
     pub checkpoint_every: u64,
     /// Most recent checkpoints kept.
     pub keep_checkpoints: usize,
+    /// Directory of the checkpoints, under the run's output directory; a loop resumes from the
+    /// latest one there (two loops of one run need two directories).
+    pub checkpoint_dir: String,
     /// The learner: AdamW, schedule (peak 1e-5 with cosine decay over `steps`, the report's),
     /// micro-batch size, maximum length and packing.
     pub learner: SftConfig,
@@ -58,6 +61,7 @@ impl Default for SftRecipeConfig {
             eval_every: 100,
             checkpoint_every: 200,
             keep_checkpoints: 2,
+            checkpoint_dir: "checkpoints".into(),
             learner,
         }
     }
@@ -131,8 +135,8 @@ pub fn tokenize_all(
 }
 
 /// The SFT loop: held-out split, seeded shuffled batches, periodic held-out loss and
-/// checkpoints under `<output>/checkpoints`, resuming from the latest checkpoint there, else from
-/// `--resume`.
+/// checkpoints under `<output>/<checkpoint_dir>`, resuming from the latest checkpoint there, else
+/// from `--resume`.
 pub fn train_sft(
     policy: Policy,
     tokenizer: &Tokenizer,
@@ -148,7 +152,7 @@ pub fn train_sft(
     }
     let eval_refs: Vec<&SftExample> = eval_set.iter().collect();
     let checkpoints = CheckpointConfig::new(
-        run.path("checkpoints"),
+        run.path(&config.checkpoint_dir),
         config.checkpoint_every,
         config.keep_checkpoints,
     );

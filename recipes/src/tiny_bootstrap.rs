@@ -1,7 +1,14 @@
 //! `tiny-bootstrap`: reproduces the embedded default from scratch, with nothing downloaded —
 //! the procedural task's tokenizer, a small Qwen2 policy trained from random weights by the SFT
-//! loop on worked solutions (stopped early on purpose, so that RL has room), and a small reward
-//! model trained by the RM-retraining loop on that policy's samples.
+//! loop, and a small reward model trained by the RM-retraining loop on that policy's samples.
+//!
+//! SFT runs in two stages. The first trains on worked solutions (every step written out, then
+//! `The answer is \boxed{N}.`) until greedy held-out accuracy reaches a bar. The second is a
+//! short SFT on data most of whose answers are bare (`\boxed{N}` alone, as in data sets scraped
+//! without their reasoning): the policy keeps both styles but now answers greedily without
+//! reasoning, which a 2M-parameter model gets right far less often. That gap is the room the
+//! embedded default's RL run has: GRPO finds that completions which reason score higher, as RL
+//! elicits reasoning in Qwen2.5-Math.
 //!
 //! `mathrl --recipe tiny-bootstrap [--output DIR]` writes `DIR/assets/{tiny-math-policy,
 //! tiny-math-rm}`; copy them over `recipes/assets/` to refresh the shipped ones.
@@ -15,6 +22,8 @@ use mathrl::{ChatMessage, Policy};
 use mathrl_learners::sft_data::Conversation;
 use mathrl_learners::{Decay, LrSchedule};
 use mathrl_rewards::{RewardHeadKind, RewardModel};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
@@ -69,13 +78,17 @@ pub struct TinyBootstrapConfig {
     pub model: TinyModelConfig,
     /// Training problems for SFT.
     pub sft_problems: usize,
-    /// The SFT loop; `sft.steps` is the most it may take.
+    /// The first SFT stage, on worked solutions; `sft.steps` is the most it may take.
     pub sft: SftRecipeConfig,
-    /// Stop SFT at the first greedy held-out check at or above this accuracy (early on purpose:
-    /// RL needs room to improve).
+    /// Stop the first SFT stage at the first greedy held-out check at or above this accuracy.
     pub sft_stop_accuracy: f64,
     /// SFT steps between greedy held-out checks.
     pub sft_check_every: u64,
+    /// Share of the second stage's problems answered with a bare `\boxed{answer}` instead of
+    /// the worked solution (each problem drawn with this probability from the run's seed).
+    pub answer_only_fraction: f64,
+    /// The second SFT stage, on the same problems with that share of bare answers.
+    pub answer_only_sft: SftRecipeConfig,
     /// Training problems (after the SFT ones) the RM's samples are drawn for.
     pub rm_problems: usize,
     /// The RM-retraining loop.
@@ -108,6 +121,14 @@ impl Default for TinyBootstrapConfig {
                 min_lr_ratio: 0.1,
             },
         };
+        // Short and at a constant rate: enough to make bare answers the greedy choice (194 of 200
+        // held-out answers after 100 steps) while worked solutions stay in the distribution.
+        let mut answer_only_sft = SftRecipeConfig {
+            steps: 100,
+            checkpoint_dir: "answer-only-checkpoints".into(),
+            ..sft.clone()
+        };
+        answer_only_sft.learner.train_step.schedule = LrSchedule::constant(5e-4);
         let mut rm = RmRetrainingConfig {
             samples_per_query: 6,
             temperature: 1.0,
@@ -129,6 +150,8 @@ impl Default for TinyBootstrapConfig {
             sft,
             sft_stop_accuracy: 0.4,
             sft_check_every: 50,
+            answer_only_fraction: 0.7,
+            answer_only_sft,
             rm_problems: 768,
             rm,
             eval_questions: 200,
@@ -168,6 +191,35 @@ pub fn qa_items(problems: &[Problem]) -> Vec<QaItem> {
             gold: p.answer.clone(),
         })
         .collect()
+}
+
+/// The SFT conversations of `problems`: each answered by its worked solution, or with
+/// probability `answer_only_fraction` by a bare `\boxed{answer}`.
+pub fn sft_conversations(
+    problems: &[Problem],
+    answer_only_fraction: f64,
+    seed: u64,
+) -> Result<Vec<Conversation>> {
+    if !(0.0..=1.0).contains(&answer_only_fraction) {
+        anyhow::bail!("answer_only_fraction: {answer_only_fraction} is not in [0, 1]");
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x616E_7377_6572_0001);
+    Ok(problems
+        .iter()
+        .map(|p| {
+            let answer = if rng.random_bool(answer_only_fraction) {
+                format!("\\boxed{{{}}}", p.answer)
+            } else {
+                p.solution.clone()
+            };
+            Conversation {
+                messages: vec![
+                    ChatMessage::new("user", &p.question),
+                    ChatMessage::new("assistant", &answer),
+                ],
+            }
+        })
+        .collect())
 }
 
 /// SFT in chunks of `sft_check_every` steps (each chunk resumes from the previous one's
@@ -220,6 +272,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         print!("{}", to_toml(&config)?);
         return Ok(());
     }
+    if cli.resume.is_some() {
+        // Each SFT stage would fall back to the one checkpoint given; rerunning with the same
+        // `--output` resumes each stage from its own checkpoints instead.
+        anyhow::bail!(
+            "tiny-bootstrap does not take --resume: run it again with the same --output to \
+             resume where it stopped"
+        );
+    }
     let run = RunContext::new(cli, "tiny-bootstrap")?;
     let assets = run.path("assets");
     let task = ProceduralTask::new(config.task.clone())?;
@@ -258,22 +318,37 @@ pub fn run(cli: &Cli) -> Result<()> {
     )?
     .with_side_files_from(&tokenizer_dir);
     tracing::info!(parameters = policy.num_parameters(), "tiny policy");
-    let conversations: Vec<Conversation> = train[..config.sft_problems.min(train.len())]
-        .iter()
-        .map(|p| Conversation {
-            messages: vec![
-                ChatMessage::new("user", &p.question),
-                ChatMessage::new("assistant", &p.solution),
-            ],
-        })
-        .collect();
+    let sft_problems = &train[..config.sft_problems.min(train.len())];
+    let conversations = sft_conversations(sft_problems, 0.0, run.seed)?;
     let verifier = crate::verifier::default_verifier();
-    let (sft, _) = sft_until_accuracy(
+    let (worked, _) = sft_until_accuracy(
         policy,
         &tokenizer,
         &conversations,
         &qa_items(stop_set),
         &config,
+        &run,
+    )?;
+    let worked_accuracy = greedy_accuracy(
+        &worked.policy,
+        &tokenizer,
+        &qa_items(report_set),
+        verifier.as_ref(),
+        config.max_new_tokens,
+    )?;
+    tracing::info!(
+        steps = worked.steps,
+        accuracy = worked_accuracy.accuracy,
+        "SFT on worked solutions done (greedy, held-out)"
+    );
+
+    // 3. SFT on mostly bare answers: the policy's greedy answers stop reasoning.
+    let mixed = sft_conversations(sft_problems, config.answer_only_fraction, run.seed)?;
+    let sft = train_sft(
+        worked.policy,
+        &tokenizer,
+        &mixed,
+        &config.answer_only_sft,
         &run,
     )?;
     let policy_dir = assets.join("tiny-math-policy");
@@ -286,7 +361,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         config.max_new_tokens,
     )?;
 
-    // 3. RM from the policy's backbone, trained on its labelled samples.
+    // 4. RM from the policy's backbone, trained on its labelled samples.
     let rm_items = qa_items(&train[config.sft_problems.min(train.len())..]);
     let rm_start = RewardModel::from_policy(
         &sft.policy,
@@ -307,7 +382,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     rm.rm.save(&rm_dir)?;
 
     let summary = serde_json::json!({
-        "policy": {"parameters": sft.policy.num_parameters(), "sft_steps": sft.steps,
+        "policy": {"parameters": sft.policy.num_parameters(), "sft_steps": worked.steps,
+                   "worked_solutions_accuracy": worked_accuracy.accuracy,
+                   "answer_only_sft_steps": sft.steps,
                    "held_out_accuracy": accuracy.accuracy, "n": accuracy.n,
                    "eval_loss": sft.eval_loss},
         "rm": {"pairwise_accuracy_before": rm.accuracy_before, "pairwise_accuracy_after": rm.accuracy_after,
@@ -332,7 +409,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             ),
             (
                 "held-out acc",
-                format!("{:.1}% of {}", 100.0 * accuracy.accuracy, accuracy.n),
+                format!(
+                    "{:.1}% of {} ({:.1}% after the worked-solution stage)",
+                    100.0 * accuracy.accuracy,
+                    accuracy.n,
+                    100.0 * worked_accuracy.accuracy
+                ),
             ),
             ("reward model", rm_dir.display().to_string()),
             (
@@ -342,4 +424,49 @@ pub fn run(cli: &Cli) -> Result<()> {
         ],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(conversations: &[Conversation]) -> Vec<&str> {
+        conversations
+            .iter()
+            .map(|c| c.messages[1].content.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_sft_corpus_mixes_bare_answers_and_worked_solutions_in_the_configured_share() {
+        let task = ProceduralTask::new(crate::assets::embedded_task()).unwrap();
+        let problems: Vec<Problem> = task.problems(Split::Train).take(2000).collect();
+        let worked = sft_conversations(&problems, 0.0, 7).unwrap();
+        assert!(answers(&worked)
+            .iter()
+            .zip(&problems)
+            .all(|(a, p)| *a == p.solution));
+        let bare = sft_conversations(&problems, 1.0, 7).unwrap();
+        assert!(answers(&bare)
+            .iter()
+            .zip(&problems)
+            .all(|(a, p)| *a == format!("\\boxed{{{}}}", p.answer)));
+
+        let mixed = sft_conversations(&problems, 0.6, 7).unwrap();
+        let share = answers(&mixed)
+            .iter()
+            .filter(|a| a.starts_with("\\boxed"))
+            .count() as f64
+            / problems.len() as f64;
+        // Binomial(2000, 0.6): the standard deviation of the share is 0.011; allow 3.2 of them.
+        assert!((share - 0.6).abs() < 0.035, "share of bare answers {share}");
+        assert_eq!(mixed, sft_conversations(&problems, 0.6, 7).unwrap());
+        assert_ne!(mixed, sft_conversations(&problems, 0.6, 8).unwrap());
+    }
+
+    #[test]
+    fn an_answer_only_fraction_outside_zero_to_one_is_refused_by_name() {
+        let err = sft_conversations(&[], 1.5, 0).unwrap_err().to_string();
+        assert!(err.contains("answer_only_fraction"), "{err}");
+    }
 }

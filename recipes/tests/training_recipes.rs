@@ -147,6 +147,9 @@ fn tiny_bootstrap_produces_policy_and_reward_model() {
                 "sft.steps=2",
             ])
             .args(["--set", "sft.batch_size=4", "--set", "sft.eval_examples=4"])
+            .args(["--set", "answer_only_sft.steps=3"])
+            .args(["--set", "answer_only_sft.batch_size=4"])
+            .args(["--set", "answer_only_sft.eval_examples=4"])
             .args(["--set", "rm_problems=6", "--set", "rm.samples_per_query=2"])
             .args(["--set", "rm.max_new_tokens=8", "--set", "rm.eval_queries=2"])
             .args(["--set", "eval_questions=4", "--set", "max_new_tokens=8"]),
@@ -155,6 +158,29 @@ fn tiny_bootstrap_produces_policy_and_reward_model() {
     assert_hf_layout(&out.join("assets/tiny-math-rm"), "Qwen2ForRewardModel");
     let s = summary(&out);
     assert_eq!(s["policy"]["sft_steps"], 2);
+    assert_eq!(s["policy"]["answer_only_sft_steps"], 3);
+    // Each SFT stage kept its own checkpoints.
+    assert!(out.join("checkpoints/step-000002").is_dir());
+    assert!(out.join("answer-only-checkpoints/step-000003").is_dir());
     assert_eq!(s["policy"]["n"], 4);
     assert!(out.join("assets/bootstrap.json").is_file());
+}
+
+#[test]
+fn tiny_bootstrap_refuses_resume_and_says_how_to_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mathrl()
+        .args(["--recipe", "tiny-bootstrap", "--resume"])
+        .arg(tmp.path())
+        .arg("--output")
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--resume") && stderr.contains("same --output"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("run").exists(), "nothing is written");
 }
