@@ -1,5 +1,5 @@
 //! Two processes on loopback: a coordinator (the `mathrl` binary, or a `Trainer` in this test
-//! process) and a `mathrl worker` process. A worker trains every group of a run it joins; a
+//! process) and `mathrl worker` processes. Workers do every rollout and scoring of a run; a
 //! worker killed mid-step has its job re-issued so every prompt is still trained once; a
 //! worker with the wrong cookie is refused.
 
@@ -23,6 +23,10 @@ use mathrl_rewards::ShapedReward;
 
 const COOKIE: &str = "loopback-secret";
 
+/// ractor's process groups are global to a process, so two coordinators in one process would
+/// both see every worker: the tests that run a coordinator in this process take turns.
+static ONE_COORDINATOR_HERE: Mutex<()> = Mutex::new(());
+
 fn mathrl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mathrl"))
 }
@@ -37,16 +41,13 @@ fn free_port() -> u16 {
 }
 
 fn worker(addr: &str, cookie: &str, name: &str) -> Command {
+    worker_with_role(addr, cookie, name, "rollout")
+}
+
+fn worker_with_role(addr: &str, cookie: &str, name: &str, role: &str) -> Command {
     let mut cmd = mathrl();
     cmd.args(["worker", "--connect", addr, "--cookie", cookie])
-        .args([
-            "--role",
-            "rollout",
-            "--name",
-            name,
-            "--connect-timeout",
-            "60",
-        ]);
+        .args(["--role", role, "--name", name, "--connect-timeout", "60"]);
     cmd
 }
 
@@ -138,8 +139,10 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
+/// No local actor at all: a rollout worker generates every group and a reward worker scores
+/// every completion.
 #[test]
-fn a_worker_process_generates_every_group_of_the_run_it_joins() {
+fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     tiny_procedural_policy(&model, 2);
@@ -152,10 +155,10 @@ fn a_worker_process_generates_every_group_of_the_run_it_joins() {
         .arg("--output")
         .arg(&out)
         .args(["--max-steps", "2", "--listen", &addr, "--cookie", COOKIE])
-        .args(["--wait-for-workers", "1"]);
-    // No local rollout actor: every group must come from the worker.
+        .args(["--wait-for-workers", "2"]);
     for set in [
         "trainer.rollout_actors=0",
+        "trainer.reward_actors=0",
         "trainer.prompts_per_step=2",
         "trainer.group_size=3",
         "trainer.sampling.max_new_tokens=8",
@@ -167,6 +170,7 @@ fn a_worker_process_generates_every_group_of_the_run_it_joins() {
     }
     let mut coordinator = Proc::spawn(&mut coordinator);
     let mut worker = Proc::spawn(&mut worker(&addr, COOKIE, "w1"));
+    let mut scorer = Proc::spawn(&mut worker_with_role(&addr, COOKIE, "r1", "reward"));
 
     let status = coordinator.wait(Duration::from_secs(120));
     assert!(
@@ -176,17 +180,40 @@ fn a_worker_process_generates_every_group_of_the_run_it_joins() {
     );
     let status = worker.wait(Duration::from_secs(30));
     assert!(status.success(), "worker failed:\n{}", worker.log());
+    let status = scorer.wait(Duration::from_secs(30));
+    assert!(status.success(), "reward worker failed:\n{}", scorer.log());
 
     let s = summary(&out);
     assert_eq!(s["steps"], 2, "{s}");
     let groups: BTreeMap<String, u64> =
         serde_json::from_value(s["groups_by_worker"].clone()).unwrap();
     assert_eq!(groups, BTreeMap::from([("w1".to_string(), 4)]), "{s}");
-    assert_eq!(
-        s["remote_workers"],
-        serde_json::json!([{"name": "w1", "role": "rollout"}])
-    );
+    let mut remote: Vec<String> = s["remote_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{}:{}",
+                w["name"].as_str().unwrap(),
+                w["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    remote.sort();
+    assert_eq!(remote, ["r1:reward", "w1:rollout"], "{s}");
     assert_eq!(s["failures"], 0, "{s}");
+    assert_eq!(s["unscored"], 0, "{s}");
+    // Every completion was scored remotely: 4 groups, in batches of at most one group.
+    let log = scorer.log();
+    assert!(log.contains("set up as a reward worker"), "{log}");
+    let batches: u64 = log
+        .split(" batches scored")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in:\n{log}"));
+    assert!(batches >= 4, "{log}");
     // Version 0 before its first group, version 1 (after step 1) between the two steps.
     let log = worker.log();
     assert!(log.contains("loaded weights version 0"), "{log}");
@@ -247,6 +274,9 @@ fn config(max_steps: u64) -> TrainerConfig {
 
 #[test]
 fn a_worker_killed_mid_step_has_its_work_reissued_and_every_prompt_is_trained_once() {
+    let _turn = ONE_COORDINATOR_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     tiny_procedural_policy(tmp.path(), 4);
     let port = free_port();
@@ -299,6 +329,9 @@ fn a_worker_killed_mid_step_has_its_work_reissued_and_every_prompt_is_trained_on
 
 #[test]
 fn a_worker_with_the_wrong_cookie_is_refused() {
+    let _turn = ONE_COORDINATOR_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     tiny_procedural_policy(tmp.path(), 2);
     let port = free_port();

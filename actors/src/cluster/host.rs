@@ -7,6 +7,9 @@
 //! groups), then the job's RPC; its outcome goes to the coordinator as the same
 //! [`Event::Rollout`] / [`Event::Reward`] a local actor sends. The coordinator gives each
 //! worker at most one job at a time, so a worker never sees two of these tasks at once.
+//!
+//! One host per process: ractor's process groups are global to a process, so a second
+//! coordinator in the same process would see the first one's workers join too.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
