@@ -202,10 +202,17 @@ async fn serve(
                     tokio::time::sleep(CONNECT_RETRY).await;
                 }
                 Err(e) => {
+                    let message = match e {
+                        ClientConnectErr::Socket(e) => format!(
+                            "{e} (kept trying for {} s)",
+                            options.connect_timeout.as_secs()
+                        ),
+                        other => other.to_string(),
+                    };
                     return Err(ClusterError::Connect {
                         addr: addr.clone(),
-                        message: e.to_string(),
-                    })
+                        message,
+                    });
                 }
             }
         }
