@@ -1,6 +1,6 @@
 //! The coordinator's side of the cluster: a `NodeServer` that authenticates workers by cookie,
-//! a membership actor that watches the workers' process groups, and [`RemoteWorkers`], the
-//! table the coordinator reads to send remote jobs.
+//! the membership actor ([`super::membership`]) that watches the workers' process groups, and
+//! [`RemoteWorkers`], the table the coordinator reads to send remote jobs.
 //!
 //! A remote job runs as one tokio task: weights first when the worker's version is not the
 //! latest (so a joining worker gets them before its first group, and loads only between
@@ -17,15 +17,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use ractor::rpc::CallResult;
-use ractor::{
-    pg, Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage, RactorMessage};
+use ractor_cluster::{NodeServer, NodeServerMessage};
 
+use super::membership::{Membership, MembershipMsg, MembershipState};
 use super::protocol::{
     self, decode, encode, GenerateReply, Reply, ScoreReply, ScoreRequest, Setup, WeightsChunk,
-    WorkerMsg, REWARD_GROUP, ROLLOUT_GROUP,
+    WorkerMsg,
 };
 use super::{ClusterConfig, ClusterError, MAX_FRAME_BYTES};
 use crate::event::{Event, Role, RolloutResult, WorkerId};
@@ -34,7 +33,7 @@ use crate::rollout::RolloutJob;
 use crate::weights::{WeightsBoard, WeightsSnapshot};
 
 /// Longest a worker may take to build its engine or reward (an RM load included).
-const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest a worker may take to acknowledge the end of the run.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -136,7 +135,7 @@ impl RemoteWorkers {
     }
 
     /// Registers a joining worker (once per actor); `None` if it is already known.
-    fn register(&self, name: String, role: Role, cell: &ActorCell) -> Option<WorkerId> {
+    pub(super) fn register(&self, name: String, role: Role, cell: &ActorCell) -> Option<WorkerId> {
         let mut registry = self.lock();
         let actor_id = cell.get_id();
         if registry.entries.iter().any(|e| e.actor_id == actor_id) {
@@ -160,7 +159,7 @@ impl RemoteWorkers {
         Some(worker)
     }
 
-    fn mark_ready(&self, worker: WorkerId) -> bool {
+    pub(super) fn mark_ready(&self, worker: WorkerId) -> bool {
         let mut registry = self.lock();
         match registry.entries.iter_mut().find(|e| e.worker == worker) {
             Some(e) if e.connected => {
@@ -172,7 +171,7 @@ impl RemoteWorkers {
     }
 
     /// Marks the worker of `actor_id` gone; returns it if it was connected and announced.
-    fn disconnect(&self, actor_id: ActorId) -> Option<(WorkerId, String)> {
+    pub(super) fn disconnect(&self, actor_id: ActorId) -> Option<(WorkerId, String)> {
         let mut registry = self.lock();
         let entry = registry
             .entries
@@ -363,7 +362,7 @@ fn seconds(value: f64) -> Duration {
 }
 
 /// One RPC to a worker; the error says why no reply came.
-async fn rpc(
+pub(super) async fn rpc(
     actor: &ActorRef<WorkerMsg>,
     build: impl FnOnce(RpcReplyPort<Vec<u8>>) -> WorkerMsg,
     timeout: Option<Duration>,
@@ -415,7 +414,10 @@ async fn push_weights(
 }
 
 /// Ends a worker's run; `refusal` makes it exit with that error instead of success.
-async fn finish(actor: &ActorRef<WorkerMsg>, refusal: Option<String>) -> Result<(), String> {
+pub(super) async fn finish(
+    actor: &ActorRef<WorkerMsg>,
+    refusal: Option<String>,
+) -> Result<(), String> {
     let payload = encode(&refusal).map_err(|e| e.to_string())?;
     rpc(
         actor,
@@ -424,135 +426,6 @@ async fn finish(actor: &ActorRef<WorkerMsg>, refusal: Option<String>) -> Result<
     )
     .await
     .map(drop)
-}
-
-/// The membership actor's (only) message: it acts on supervision events alone.
-#[derive(RactorMessage)]
-struct MembershipMsg;
-
-/// Watches the workers' process groups: sets up joiners, reports leavers.
-struct Membership;
-
-struct MembershipState {
-    workers: RemoteWorkers,
-    events: Sender<Event>,
-    rollout_setup: Vec<u8>,
-    reward_setup: Option<Vec<u8>>,
-}
-
-impl Actor for Membership {
-    type Msg = MembershipMsg;
-    type State = MembershipState;
-    type Arguments = MembershipState;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: MembershipState,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        for group in [ROLLOUT_GROUP, REWARD_GROUP] {
-            pg::monitor(group.to_string(), myself.get_cell());
-        }
-        Ok(state)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        _message: Self::Msg,
-        _state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let SupervisionEvent::ProcessGroupChanged(change) = event else {
-            return Ok(());
-        };
-        match change {
-            pg::GroupChangeMessage::Join(_, group, cells) => {
-                let Some(role) = protocol::role_of(&group) else {
-                    return Ok(());
-                };
-                // Local members (a worker inside this process, in tests) are not remote workers.
-                for cell in cells.iter().filter(|c| !c.get_id().is_local()) {
-                    let name = cell
-                        .get_name()
-                        .unwrap_or_else(|| format!("worker-{}", cell.get_id()));
-                    if let Some(worker) = state.workers.register(name.clone(), role, cell) {
-                        tracing::info!("remote {} worker {name} joined", role.as_str());
-                        let setup = match role {
-                            Role::Rollout => Some(state.rollout_setup.clone()),
-                            Role::Reward => state.reward_setup.clone(),
-                        };
-                        tokio::spawn(set_up(
-                            state.workers.clone(),
-                            state.events.clone(),
-                            worker,
-                            name,
-                            ActorRef::from(cell.clone()),
-                            setup,
-                        ));
-                    }
-                }
-            }
-            pg::GroupChangeMessage::Leave(_, _, cells) => {
-                for cell in cells.iter().filter(|c| !c.get_id().is_local()) {
-                    if let Some((worker, name)) = state.workers.disconnect(cell.get_id()) {
-                        tracing::warn!("remote worker {name} disconnected");
-                        let _ = state.events.send(Event::WorkerDown {
-                            worker,
-                            reason: format!("({name}) disconnected"),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Sends a joiner its setup; on success the coordinator hears of it as a new worker.
-async fn set_up(
-    workers: RemoteWorkers,
-    events: Sender<Event>,
-    worker: WorkerId,
-    name: String,
-    actor: ActorRef<WorkerMsg>,
-    setup: Option<Vec<u8>>,
-) {
-    let Some(setup) = setup else {
-        let reason = "this run's reward cannot be built on a remote worker (the recipe gave no \
-                      reward spec); start rollout workers only";
-        tracing::warn!("remote reward worker {name} refused: {reason}");
-        let _ = finish(&actor, Some(reason.into())).await;
-        return;
-    };
-    let outcome = rpc(
-        &actor,
-        |port| WorkerMsg::Setup(setup, port),
-        Some(SETUP_TIMEOUT),
-    )
-    .await
-    .and_then(|bytes| decode::<Reply<()>>("setup reply", &bytes).map_err(|e| e.to_string()))
-    .and_then(|reply| reply);
-    match outcome {
-        Ok(()) => {
-            if workers.mark_ready(worker) {
-                tracing::info!("remote worker {name} is ready as {worker}");
-                let _ = events.send(Event::WorkerUp { worker });
-            }
-        }
-        Err(e) => {
-            tracing::warn!("remote worker {name} failed its setup: {e}");
-            let _ = finish(&actor, Some(format!("setup failed: {e}"))).await;
-        }
-    }
 }
 
 /// The running cluster host of a coordinator.

@@ -9,7 +9,8 @@
 //! worker of the pool: the same dispatch, deadlines and re-issue as the local actors
 //! ([`crate::coordinator`]).
 //!
-//! - [`host`]: the coordinator's side (listening, membership, sending jobs and weights).
+//! - [`host`]: the coordinator's side (listening, sending jobs and weights); its membership
+//!   actor sets up joining workers and reports leaving ones.
 //! - [`worker`]: the worker process.
 //! - [`protocol`]: the messages and their CBOR payloads.
 //!
@@ -19,7 +20,9 @@
 //! only ever loads between groups. A worker that disconnects fails its pending RPC at once,
 //! and its job is re-issued like a crashed actor's.
 
+mod chunks;
 pub mod host;
+mod membership;
 pub mod protocol;
 pub mod worker;
 
