@@ -127,6 +127,30 @@ impl Tokenizer {
         })
     }
 
+    /// This tokenizer as the text of a `tokenizer.json` and a `tokenizer_config.json` value that
+    /// [`Tokenizer::from_json`] rebuilds it from (to hand it to another process).
+    pub fn to_json(&self) -> Result<(String, Value)> {
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| Error::Tokenizer(format!("serialising tokenizer.json: {e}")))?;
+        let pad_token = self.pad_token_id.and_then(|id| self.inner.id_to_token(id));
+        let config = serde_json::json!({
+            "eos_token": self.eos_token,
+            "bos_token": self.bos_token,
+            "pad_token": pad_token,
+            "chat_template": self.chat_template,
+        });
+        Ok((json, config))
+    }
+
+    /// Rebuilds a tokenizer from the parts [`Tokenizer::to_json`] made.
+    pub fn from_json(tokenizer_json: &str, config: &Value) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
+            .map_err(|e| Error::Tokenizer(format!("parsing tokenizer.json: {e}")))?;
+        Self::new(inner, config)
+    }
+
     /// The wrapped `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
@@ -217,5 +241,29 @@ impl Tokenizer {
         }
         messages.push(ChatMessage::new("user", question));
         self.apply_chat_template(&messages, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_json_and_from_json_rebuild_the_same_tokenizer() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/procedural-tokenizer"
+        );
+        let original = Tokenizer::from_dir(dir).unwrap();
+        let (json, config) = original.to_json().unwrap();
+        let back = Tokenizer::from_json(&json, &config).unwrap();
+        let text = "What is 12 + 30?";
+        assert_eq!(back.encode(text).unwrap(), original.encode(text).unwrap());
+        assert_eq!(back.eos_token_id(), original.eos_token_id());
+        assert_eq!(back.pad_token_id(), original.pad_token_id());
+        assert_eq!(
+            back.question_prompt(text, None).unwrap(),
+            original.question_prompt(text, None).unwrap()
+        );
     }
 }

@@ -37,9 +37,10 @@ impl SyncMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainerConfig {
-    /// Rollout actors (each holds a policy copy and an engine). Default 2.
+    /// Rollout actors (each holds a policy copy and an engine). Default 2. May be 0 when
+    /// remote workers ([`crate::cluster`]) do every rollout.
     pub rollout_actors: usize,
-    /// Reward actors. Default 2.
+    /// Reward actors. Default 2. May be 0 when remote workers do the scoring.
     pub reward_actors: usize,
     /// Prompts (groups) per learner step. Default 8.
     pub prompts_per_step: usize,
@@ -119,6 +120,23 @@ impl Default for TrainerConfig {
 impl TrainerConfig {
     /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("rollout_actors", self.rollout_actors),
+            ("reward_actors", self.reward_actors),
+        ] {
+            if value == 0 {
+                return Err(Error::Config {
+                    field,
+                    message: "must be at least 1 (0 only when remote workers fill the pool)".into(),
+                });
+            }
+        }
+        self.validate_with_remote_workers()
+    }
+
+    /// Like [`TrainerConfig::validate`], but the local pools may be empty: remote workers
+    /// ([`crate::cluster`]) fill them.
+    pub fn validate_with_remote_workers(&self) -> Result<()> {
         let bad = |field, message: &str| {
             Err(Error::Config {
                 field,
@@ -126,8 +144,6 @@ impl TrainerConfig {
             })
         };
         for (field, value) in [
-            ("rollout_actors", self.rollout_actors),
-            ("reward_actors", self.reward_actors),
             ("prompts_per_step", self.prompts_per_step),
             ("group_size", self.group_size),
             ("max_attempts", self.max_attempts),

@@ -18,8 +18,9 @@ use mathrl::Metrics;
 use mathrl_learners::{CheckpointConfig, DataCursor, RolloutBatch, RunState, ScoredGroup};
 use mathrl_rewards::RewardOutput;
 
+use crate::cluster::RemoteWorkers;
 use crate::config::TrainerConfig;
-use crate::event::{Event, Role, WorkerId};
+use crate::event::{Event, Place, Role, WorkerId};
 use crate::learner::{LearnerEvent, LearnerMsg, LearnerThread};
 use crate::prompt::{PromptRecord, PromptStream};
 use crate::report::{GroupRecord, RunTally, StepRecord, UnscoredCompletion};
@@ -52,6 +53,8 @@ pub struct Wiring {
     pub learner_events: Receiver<LearnerEvent>,
     /// Where published weights go.
     pub board: WeightsBoard,
+    /// Workers in other processes ([`RemoteWorkers::none`] without a cluster).
+    pub remote: RemoteWorkers,
 }
 
 /// A job handed to a worker.
@@ -132,6 +135,8 @@ pub struct Coordinator<'a> {
     window_start: Instant,
     report: RunTally,
     started: Instant,
+    /// Whether the remote workers the run waits for have joined (or none are awaited).
+    workers_joined: bool,
 }
 
 /// How the loop ended.
@@ -182,6 +187,7 @@ impl<'a> Coordinator<'a> {
                 ..RunTally::default()
             },
             started: Instant::now(),
+            workers_joined: false,
         }
     }
 
@@ -230,12 +236,63 @@ impl<'a> Coordinator<'a> {
             }
             // After a stop request, only the step being finished may still be opened (a
             // request before the first step still runs that step).
-            self.open_steps(stop_after.unwrap_or(self.config.max_steps));
+            if !self.awaiting_workers()? {
+                self.open_steps(stop_after.unwrap_or(self.config.max_steps));
+            }
             self.dispatch()?;
             self.feed_learner()?;
             self.wait_and_handle()?;
             self.enforce_deadlines()?;
         }
+    }
+
+    /// Before the first step: whether the remote workers the run waits for are still missing
+    /// (an error once the join timeout has passed). Training time starts when they are in.
+    fn awaiting_workers(&mut self) -> Result<bool> {
+        if self.workers_joined {
+            return Ok(false);
+        }
+        let (wanted, timeout) = self.wiring.remote.wait_for();
+        let ready = self.wiring.remote.ready_now();
+        if ready >= wanted {
+            self.workers_joined = true;
+            if wanted > 0 {
+                tracing::info!("{ready} remote workers joined; training starts");
+                self.started = Instant::now();
+                self.window_start = self.started;
+            }
+            return Ok(false);
+        }
+        if self.started.elapsed() >= timeout {
+            return Err(Error::Runtime(format!(
+                "only {ready} of the {wanted} remote workers the run waits for joined within {} s",
+                timeout.as_secs()
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The name a worker is reported by: `rollout-0` for a local actor, its own name for a
+    /// remote worker.
+    fn label(&self, worker: WorkerId) -> String {
+        match worker.place {
+            Place::Local => worker.to_string(),
+            Place::Remote => self
+                .wiring
+                .remote
+                .name(worker)
+                .unwrap_or_else(|| worker.to_string()),
+        }
+    }
+
+    /// Rollout (or reward) workers that can share the load: the local pool and every remote
+    /// worker that joined.
+    fn pool_size(&self, role: Role) -> usize {
+        let local = match role {
+            Role::Rollout => self.config.rollout_actors,
+            Role::Reward => self.config.reward_actors,
+        };
+        (local + self.wiring.remote.joined(role)).max(1)
     }
 
     /// Whether `max_train_seconds` has passed since the run started.
@@ -301,12 +358,15 @@ impl<'a> Coordinator<'a> {
                 prompt_ids: prompt.ids.clone(),
                 params,
             };
-            let sent = self
-                .wiring
-                .rollout
-                .get(worker.index)
-                .map(|actor| actor.cast(RolloutMsg::Generate(job)).is_ok())
-                .unwrap_or(false);
+            let sent = match worker.place {
+                Place::Local => self
+                    .wiring
+                    .rollout
+                    .get(worker.index)
+                    .map(|actor| actor.cast(RolloutMsg::Generate(job)).is_ok())
+                    .unwrap_or(false),
+                Place::Remote => self.wiring.remote.generate(worker, job),
+            };
             if sent {
                 self.start(
                     job_id,
@@ -338,16 +398,16 @@ impl<'a> Coordinator<'a> {
                     dataset: record.dataset.clone(),
                 })
                 .collect();
-            let sent = self
-                .wiring
-                .reward
-                .get(worker.index)
-                .map(|actor| {
-                    actor
-                        .cast(RewardMsg::Score(RewardJob { job_id, items }))
-                        .is_ok()
-                })
-                .unwrap_or(false);
+            let job = RewardJob { job_id, items };
+            let sent = match worker.place {
+                Place::Local => self
+                    .wiring
+                    .reward
+                    .get(worker.index)
+                    .map(|actor| actor.cast(RewardMsg::Score(job)).is_ok())
+                    .unwrap_or(false),
+                Place::Remote => self.wiring.remote.score(worker, job),
+            };
             let work = Work::Reward {
                 step,
                 slot,
@@ -419,7 +479,11 @@ impl<'a> Coordinator<'a> {
                 self.alive.insert(worker);
             }
             Event::WorkerDown { worker, reason } => {
-                self.report.restarts += 1;
+                // A remote worker is not restarted from here: it is gone until it joins again.
+                match worker.place {
+                    Place::Local => self.report.restarts += 1,
+                    Place::Remote => self.report.disconnects += 1,
+                }
                 self.alive.remove(&worker);
                 if let Some(job_id) = self.busy.remove(&worker) {
                     if let Some(flight) = self.in_flight.remove(&job_id) {
@@ -433,6 +497,7 @@ impl<'a> Coordinator<'a> {
                 result,
             } => {
                 let Some(Work::Rollout { step, slot }) = self.finish_job(job_id, worker) else {
+                    self.readmit(worker);
                     return Ok(());
                 };
                 match result {
@@ -452,6 +517,7 @@ impl<'a> Coordinator<'a> {
                 busy,
             } => {
                 let Some(work) = self.finish_job(job_id, worker) else {
+                    self.readmit(worker);
                     return Ok(());
                 };
                 self.window.reward_busy += busy;
@@ -474,6 +540,17 @@ impl<'a> Coordinator<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A remote worker benched after missing a deadline (its process cannot be restarted from
+    /// here) takes work again once its late answer, now ignored, shows it is free.
+    fn readmit(&mut self, worker: WorkerId) {
+        if worker.place == Place::Remote
+            && !self.busy.contains_key(&worker)
+            && self.wiring.remote.is_connected(worker)
+        {
+            self.alive.insert(worker);
+        }
     }
 
     fn accept_group(
@@ -507,11 +584,8 @@ impl<'a> Coordinator<'a> {
         if open.groups.iter().all(Option::is_some) {
             open.generated_at = Some(Instant::now());
         }
-        *self
-            .report
-            .groups_by_worker
-            .entry(worker.to_string())
-            .or_default() += 1;
+        let label = self.label(worker);
+        *self.report.groups_by_worker.entry(label).or_default() += 1;
         self.reward_queue.push_back((step, slot, (0..n).collect()));
     }
 
@@ -591,16 +665,18 @@ impl<'a> Coordinator<'a> {
         for job_id in overdue {
             let flight = self.in_flight.remove(&job_id).expect("listed just above");
             self.busy.remove(&flight.worker);
-            // The worker is killed (its supervisor restarts it and says so with WorkerUp); a
-            // result it still sends carries a job id that is no longer in flight.
+            // A local worker is killed (its supervisor restarts it and says so with WorkerUp);
+            // a remote one is benched until its late answer comes (see `readmit`). A result
+            // either still sends carries a job id that is no longer in flight.
             self.alive.remove(&flight.worker);
-            match flight.worker.role {
-                Role::Rollout => {
+            match (flight.worker.place, flight.worker.role) {
+                (Place::Remote, _) => {}
+                (Place::Local, Role::Rollout) => {
                     if let Some(a) = self.wiring.rollout.get(flight.worker.index) {
                         a.kill();
                     }
                 }
-                Role::Reward => {
+                (Place::Local, Role::Reward) => {
                     if let Some(a) = self.wiring.reward.get(flight.worker.index) {
                         a.kill();
                     }
@@ -727,11 +803,12 @@ impl<'a> Coordinator<'a> {
                 ("rollout/sampled_tokens", open.sampled_tokens as f64),
                 (
                     "rollout/busy_fraction",
-                    window.rollout_busy.as_secs_f64() / (wall * self.config.rollout_actors as f64),
+                    window.rollout_busy.as_secs_f64()
+                        / (wall * self.pool_size(Role::Rollout) as f64),
                 ),
                 (
                     "reward/busy_fraction",
-                    window.reward_busy.as_secs_f64() / (wall * self.config.reward_actors as f64),
+                    window.reward_busy.as_secs_f64() / (wall * self.pool_size(Role::Reward) as f64),
                 ),
                 ("policy/lag_mean", lags.iter().sum::<f64>() / n),
                 ("policy/lag_max", lags.iter().cloned().fold(0.0, f64::max)),
@@ -760,10 +837,15 @@ impl<'a> Coordinator<'a> {
             self.metrics
                 .text("samples/completions", step, &self.sample_text(&open));
         }
+        let labels: Vec<String> = open
+            .generated_by
+            .iter()
+            .map(|w| w.map(|w| self.label(w)).unwrap_or_default())
+            .collect();
         let groups = open
             .groups
             .into_iter()
-            .zip(open.generated_by)
+            .zip(labels)
             .zip(open.outputs)
             .zip(&open.prompts)
             .map(|(((group, worker), outputs), &p)| {
@@ -771,7 +853,7 @@ impl<'a> Coordinator<'a> {
                 GroupRecord {
                     prompt_id: self.prompts[p].record.id.clone(),
                     policy_version: group.policy_version,
-                    worker: worker.map(|w| w.to_string()).unwrap_or_default(),
+                    worker,
                     rewards: outputs.iter().flatten().map(|o| o.reward).collect(),
                 }
             })
@@ -941,6 +1023,7 @@ mod tests {
             learner: LearnerThread::spawn(learner, learner_tx)?,
             learner_events: learner_rx,
             board: WeightsBoard::new(snapshot),
+            remote: RemoteWorkers::none(),
         };
         // As after 3 learner steps: with lag 1, steps 4 and 5 may be sampled now.
         let mut c = Coordinator::new(
@@ -957,10 +1040,7 @@ mod tests {
         c.open_steps(config.max_steps);
         assert_eq!(c.open.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
         c.rollout_queue.clear();
-        let worker = WorkerId {
-            role: Role::Rollout,
-            index: 0,
-        };
+        let worker = WorkerId::local(Role::Rollout, 0);
         let deliver = |c: &mut Coordinator<'_>, job_id: u64, version: u64| {
             c.start(
                 job_id,

@@ -12,6 +12,9 @@ pub enum Error {
     /// The learner failed (a step, a checkpoint).
     #[error(transparent)]
     Learner(#[from] mathrl_learners::Error),
+    /// The cluster layer failed (listening, a worker's connection, a peer's message).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A setting is out of range.
     #[error("trainer config `{field}`: {message}")]
     Config {

@@ -30,18 +30,52 @@ impl Role {
     }
 }
 
-/// A worker: its role and index in its pool.
+/// Where a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    /// An actor of this process, under a pool supervisor.
+    Local,
+    /// A `mathrl worker` process that joined over the network (see [`crate::cluster`]).
+    Remote,
+}
+
+/// A worker: its role, where it runs and its index there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId {
     /// Its pool.
     pub role: Role,
-    /// Its index in the pool (kept across restarts).
+    /// Its index in the pool (kept across restarts), or in the order remote workers joined.
     pub index: usize,
+    /// In this process or remote.
+    pub place: Place,
+}
+
+impl WorkerId {
+    /// The local actor `index` of the `role` pool.
+    pub fn local(role: Role, index: usize) -> Self {
+        Self {
+            role,
+            index,
+            place: Place::Local,
+        }
+    }
+
+    /// The `index`-th remote worker of `role` to join.
+    pub fn remote(role: Role, index: usize) -> Self {
+        Self {
+            role,
+            index,
+            place: Place::Remote,
+        }
+    }
 }
 
 impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.role.as_str(), self.index)
+        match self.place {
+            Place::Local => write!(f, "{}-{}", self.role.as_str(), self.index),
+            Place::Remote => write!(f, "remote-{}-{}", self.role.as_str(), self.index),
+        }
     }
 }
 
@@ -79,7 +113,8 @@ pub enum Event {
         /// Wall time of the scoring.
         busy: Duration,
     },
-    /// A worker stopped (panic, kill after a deadline, disconnect); its job is lost.
+    /// A worker stopped (panic, kill after a deadline, a remote worker's disconnect); its job
+    /// is lost.
     WorkerDown {
         /// Which worker.
         worker: WorkerId,

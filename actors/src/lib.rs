@@ -5,6 +5,9 @@
 //! - [`coordinator`] is the run's one loop: steps, dispatch, deadlines, re-issue, metrics.
 //! - [`rollout`] and [`reward`] are the ractor workers; [`supervision`] restarts them.
 //! - [`learner`] is the learner's thread; [`weights`] how its weights are published.
+//! - [`cluster`] lets `mathrl worker` processes on other machines join the rollout and reward
+//!   pools over `ractor_cluster`: [`Trainer::with_cluster`] on the coordinator,
+//!   [`cluster::run_worker`] in the worker (deployment: DEPLOYMENT.md at the repository root).
 //!
 //! GRPO with the strict answer checker as the reward, 2 rollout and 2 reward actors:
 //!
@@ -39,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -54,9 +58,10 @@ pub mod tool;
 pub mod trainer;
 pub mod weights;
 
+pub use cluster::ClusterConfig;
 pub use config::{SyncMode, TrainerConfig};
 pub use error::{Error, Result};
-pub use event::{Role, WorkerId};
+pub use event::{Place, Role, WorkerId};
 pub use prompt::{PromptRecord, PromptStream};
 pub use report::{GroupRecord, StepRecord, TrainReport, UnscoredCompletion};
 pub use stop::StopHandle;

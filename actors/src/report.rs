@@ -7,6 +7,8 @@ use mathrl::Policy;
 use mathrl_learners::GrpoStepReport;
 use serde::Serialize;
 
+use crate::event::Role;
+
 /// One group as it was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupRecord {
@@ -61,6 +63,8 @@ pub struct RunTally {
     pub failures: u64,
     /// Worker restarts.
     pub restarts: u64,
+    /// Remote workers that disconnected during the run.
+    pub disconnects: u64,
     /// Groups dropped for lagging more than `max_policy_lag`.
     pub dropped_stale_groups: u64,
     /// Whether a stop request ended the run.
@@ -96,6 +100,10 @@ pub struct TrainReport {
     pub failures: u64,
     /// Worker restarts by the supervisors.
     pub restarts: u64,
+    /// Remote workers that disconnected during the run (their jobs were re-issued).
+    pub disconnects: u64,
+    /// Remote workers that joined: name and role.
+    pub remote_workers: Vec<(String, Role)>,
     /// Groups dropped because their weights lagged more than `max_policy_lag`.
     pub dropped_stale_groups: u64,
     /// Completions scored 0 after `max_attempts` failures (reasons in `step_records`).
@@ -123,6 +131,8 @@ impl std::fmt::Debug for TrainReport {
             .field("groups_by_worker", &self.groups_by_worker)
             .field("failures", &self.failures)
             .field("restarts", &self.restarts)
+            .field("disconnects", &self.disconnects)
+            .field("remote_workers", &self.remote_workers)
             .field("dropped_stale_groups", &self.dropped_stale_groups)
             .field("unscored", &self.unscored)
             .field("stopped_early", &self.stopped_early)
@@ -144,6 +154,8 @@ impl TrainReport {
             groups_by_worker: tally.groups_by_worker,
             failures: tally.failures,
             restarts: tally.restarts,
+            disconnects: tally.disconnects,
+            remote_workers: Vec::new(),
             dropped_stale_groups: tally.dropped_stale_groups,
             stopped_early: tally.stopped_early,
             time_limit_reached: tally.time_limit_reached,
@@ -154,8 +166,19 @@ impl TrainReport {
         }
     }
 
-    /// Fraction of the run's wall time the rollout pool of `actors` actors was generating.
+    /// Fraction of the run's wall time the rollout pool of `actors` actors was generating
+    /// (count remote rollout workers in `actors` too: [`TrainReport::rollout_workers`]).
     pub fn rollout_busy_fraction(&self, actors: usize) -> f64 {
         self.rollout_busy_seconds / (self.wall_seconds * actors as f64).max(1e-9)
+    }
+
+    /// Rollout workers of the run: `local_actors` plus the remote rollout workers that joined.
+    pub fn rollout_workers(&self, local_actors: usize) -> usize {
+        local_actors
+            + self
+                .remote_workers
+                .iter()
+                .filter(|(_, role)| *role == Role::Rollout)
+                .count()
     }
 }

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam::channel::Sender;
+use mathrl_rewards::RewardOutput;
 use mathrl_rewards::{RewardFunction, RewardInput};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, WorkerId};
 use crate::rollout::panic_message;
 
-/// One completion to score, owned (it crosses threads and, later, nodes).
-#[derive(Debug, Clone)]
+/// One completion to score, owned (it crosses threads and nodes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RewardItem {
     /// The question.
     pub question: String,
@@ -28,7 +31,7 @@ pub struct RewardItem {
 }
 
 /// A batch of completions to score.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RewardJob {
     /// The coordinator's id for this attempt.
     pub job_id: u64,
@@ -36,8 +39,8 @@ pub struct RewardJob {
     pub items: Vec<RewardItem>,
 }
 
-/// Messages of the reward actor.
-#[derive(Debug)]
+/// Messages of the reward actor (local only: a remote worker gets [`crate::cluster::WorkerMsg`]).
+#[derive(Debug, RactorMessage)]
 pub enum RewardMsg {
     /// Score a batch and report it as [`Event::Reward`].
     Score(RewardJob),
@@ -93,39 +96,19 @@ impl Actor for RewardActor {
         let reward = state.reward.clone();
         let items = job.items;
         let start = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let inputs: Vec<RewardInput<'_>> = items
-                .iter()
-                .map(|item| RewardInput {
-                    question: &item.question,
-                    response: &item.response,
-                    gold: item.gold.as_deref(),
-                    dataset: item.dataset.as_deref(),
-                })
-                .collect();
-            let outputs = reward.score_batch(&inputs).map_err(|e| format!("{e:#}"))?;
-            if outputs.len() != inputs.len() {
-                return Err(format!(
-                    "reward `{}` returned {} outputs for {} inputs",
-                    reward.name(),
-                    outputs.len(),
-                    inputs.len()
-                ));
-            }
-            Ok(outputs)
-        })
-        .await
-        .map_err(|e| -> ActorProcessingErr {
-            if e.is_panic() {
-                format!(
-                    "reward function panicked: {}",
-                    panic_message(e.into_panic())
-                )
-                .into()
-            } else {
-                format!("reward task cancelled: {e}").into()
-            }
-        })?;
+        let result = tokio::task::spawn_blocking(move || score_items(reward.as_ref(), &items))
+            .await
+            .map_err(|e| -> ActorProcessingErr {
+                if e.is_panic() {
+                    format!(
+                        "reward function panicked: {}",
+                        panic_message(e.into_panic())
+                    )
+                    .into()
+                } else {
+                    format!("reward task cancelled: {e}").into()
+                }
+            })?;
         state.events.send(Event::Reward {
             worker: self.worker,
             job_id: job.job_id,
@@ -134,4 +117,31 @@ impl Actor for RewardActor {
         })?;
         Ok(())
     }
+}
+
+/// Scores `items` with `reward`; an error (or a wrong number of outputs) is the failure's text
+/// (shared by the local actor and the remote worker).
+pub(crate) fn score_items(
+    reward: &dyn RewardFunction,
+    items: &[RewardItem],
+) -> Result<Vec<RewardOutput>, String> {
+    let inputs: Vec<RewardInput<'_>> = items
+        .iter()
+        .map(|item| RewardInput {
+            question: &item.question,
+            response: &item.response,
+            gold: item.gold.as_deref(),
+            dataset: item.dataset.as_deref(),
+        })
+        .collect();
+    let outputs = reward.score_batch(&inputs).map_err(|e| format!("{e:#}"))?;
+    if outputs.len() != inputs.len() {
+        return Err(format!(
+            "reward `{}` returned {} outputs for {} inputs",
+            reward.name(),
+            outputs.len(),
+            inputs.len()
+        ));
+    }
+    Ok(outputs)
 }

@@ -16,6 +16,8 @@ use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Qwen2Config;
 use mathrl::Tokenizer;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, RolloutResult, WorkerId};
 use crate::weights::{WeightsBoard, WeightsSnapshot};
@@ -42,7 +44,7 @@ pub struct RolloutSetup {
 }
 
 /// One prompt to turn into a group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutJob {
     /// The coordinator's id for this attempt.
     pub job_id: u64,
@@ -52,8 +54,8 @@ pub struct RolloutJob {
     pub params: SamplingParams,
 }
 
-/// Messages of the rollout actor.
-#[derive(Debug)]
+/// Messages of the rollout actor (local only: a remote worker gets [`crate::cluster::WorkerMsg`]).
+#[derive(Debug, RactorMessage)]
 pub enum RolloutMsg {
     /// Generate one group and report it as [`Event::Rollout`].
     Generate(RolloutJob),
@@ -76,11 +78,47 @@ pub struct RolloutState {
 
 /// Builds a frozen policy from `snapshot` and an engine over it.
 fn engine_for(setup: &RolloutSetup, snapshot: &WeightsSnapshot) -> crate::Result<Engine> {
-    let policy = snapshot.to_policy(&setup.model_config, &setup.device, setup.dtype)?;
-    let mut engine =
-        Engine::from_policy(&policy, setup.engine.clone()).with_tokenizer(setup.tokenizer.clone());
+    build_engine(
+        &setup.model_config,
+        &setup.device,
+        setup.dtype,
+        &setup.engine,
+        &setup.tokenizer,
+        snapshot,
+    )
+}
+
+/// Verifies `snapshot`, builds a frozen policy from it and an engine over that policy, stamped
+/// with the snapshot's version (shared by the local actor and the remote worker).
+pub(crate) fn build_engine(
+    model_config: &Qwen2Config,
+    device: &Device,
+    dtype: DType,
+    engine: &EngineConfig,
+    tokenizer: &Tokenizer,
+    snapshot: &WeightsSnapshot,
+) -> crate::Result<Engine> {
+    let policy = snapshot.to_policy(model_config, device, dtype)?;
+    let mut engine = Engine::from_policy(&policy, engine.clone()).with_tokenizer(tokenizer.clone());
     engine.set_policy_version(snapshot.version);
     Ok(engine)
+}
+
+/// Generates the group of `job` with `engine`, timed, with the checksum of its weights.
+pub(crate) fn generate_group(
+    engine: &mut Engine,
+    job: &RolloutJob,
+    weights_checksum: u64,
+) -> Result<RolloutResult, String> {
+    let start = Instant::now();
+    let out = engine.generate(std::slice::from_ref(&job.prompt_ids), &job.params);
+    out.map_err(|e| e.to_string())
+        .and_then(|mut out| out.groups.pop().ok_or_else(|| "no group".to_string()))
+        .map(|group| RolloutResult {
+            group,
+            weights_checksum,
+            busy: start.elapsed(),
+        })
 }
 
 /// The message of a panic payload.
@@ -141,6 +179,7 @@ impl Actor for RolloutActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let RolloutMsg::Generate(job) = message;
+        let job_id = job.job_id;
         let mut engine = state
             .engine
             .take()
@@ -163,16 +202,7 @@ impl Actor for RolloutActor {
                         Err(e) => return (engine, Err(e.to_string())),
                     }
                 }
-                let start = Instant::now();
-                let out = engine.generate(std::slice::from_ref(&job.prompt_ids), &job.params);
-                let result = out
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut out| out.groups.pop().ok_or_else(|| "no group".to_string()))
-                    .map(|group| RolloutResult {
-                        group,
-                        weights_checksum: checksum,
-                        busy: start.elapsed(),
-                    });
+                let result = generate_group(&mut engine, &job, checksum);
                 (engine, result)
             })
         })
@@ -190,7 +220,7 @@ impl Actor for RolloutActor {
         state.engine = Some(engine);
         state.setup.events.send(Event::Rollout {
             worker: self.worker,
-            job_id: job.job_id,
+            job_id,
             result,
         })?;
         Ok(())

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::Sender;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::RactorMessage;
 
 use crate::event::{Event, WorkerId};
 
@@ -90,7 +91,7 @@ pub struct PoolState<A: Actor> {
 }
 
 /// Messages of the supervisor.
-#[derive(Debug)]
+#[derive(Debug, RactorMessage)]
 pub enum PoolMsg {
     /// Stop every worker, then the supervisor, without restarting anything.
     Shutdown,

@@ -17,6 +17,8 @@
 //! Layout of a run: the coordinator loop runs on the caller's thread; rollout and reward actors
 //! run on a small tokio runtime under one supervisor per pool, their heavy work on blocking
 //! threads; the learner has its own thread. Weights move as [`crate::WeightsSnapshot`] bytes.
+//! With [`Trainer::with_cluster`] the same runtime also listens for `mathrl worker` processes,
+//! which join the pools ([`crate::cluster`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +30,9 @@ use mathrl_learners::{latest_checkpoint, CheckpointConfig, GrpoLearner};
 use mathrl_rewards::RewardFunction;
 use ractor::{Actor, ActorRef};
 
+use crate::cluster::host::Host;
+use crate::cluster::protocol::Setup;
+use crate::cluster::{ClusterConfig, RemoteWorkers};
 use crate::config::TrainerConfig;
 use crate::coordinator::{Coordinator, EncodedPrompt, Ending, Wiring};
 use crate::event::{Role, WorkerId};
@@ -50,6 +55,7 @@ pub struct Trainer {
     metrics: Metrics,
     checkpoint_dir: Option<PathBuf>,
     stop: StopHandle,
+    cluster: Option<ClusterConfig>,
 }
 
 impl Trainer {
@@ -61,7 +67,8 @@ impl Trainer {
         reward: Arc<dyn RewardFunction>,
         metrics: Metrics,
     ) -> Result<Self> {
-        config.validate()?;
+        // The pool sizes are checked in `run`: they may be 0 when remote workers fill them.
+        config.validate_with_remote_workers()?;
         // The learner's ratio divides by the behaviour log-probs, which the rollout actors
         // compute at the sampling temperature: the two must be the same distribution.
         let learner_temperature = learner.config().temperature;
@@ -83,7 +90,15 @@ impl Trainer {
             metrics,
             checkpoint_dir: None,
             stop: StopHandle::new(),
+            cluster: None,
         })
+    }
+
+    /// Also accepts `mathrl worker` processes per `cluster`: they authenticate with its
+    /// cookie and join the rollout or reward pool, which may then be empty locally.
+    pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Checkpoints go to `dir` (every `checkpoint_every` steps, at the end, and on a stop
@@ -110,6 +125,9 @@ impl Trainer {
     /// through `prompts` in a seeded shuffle.
     pub fn run(mut self, prompts: Vec<PromptRecord>) -> Result<TrainReport> {
         let started = Instant::now();
+        if self.cluster.is_none() {
+            self.config.validate()?;
+        }
         if prompts.is_empty() {
             return Err(Error::Input("Trainer::run: no prompts".into()));
         }
@@ -137,8 +155,10 @@ impl Trainer {
         if self.config.handle_signals {
             install_signal_handlers(&runtime, self.stop.clone());
         }
+        // Remote workers report on the same channel; 64 more places keep it from filling.
+        let remote_places = if self.cluster.is_some() { 64 } else { 0 };
         let workers = self.config.rollout_actors + self.config.reward_actors;
-        let (events_tx, events_rx) = bounded(4 * workers + 16);
+        let (events_tx, events_rx) = bounded(4 * workers + 16 + remote_places);
         let (learner_tx, learner_rx) = bounded(4);
         let trained = self.learner.step_count();
         let initial = WeightsSnapshot::of_policy(self.learner.policy(), trained)?;
@@ -174,8 +194,28 @@ impl Trainer {
                 events: events_tx.clone(),
             },
             reward_slots.clone(),
-            events_tx,
+            events_tx.clone(),
         ))?;
+        let host = match &self.cluster {
+            Some(cluster) => {
+                let setup = rollout_setup_for_workers(
+                    self.learner.policy(),
+                    &self.tokenizer,
+                    &self.config,
+                )?;
+                Some(Host::start(
+                    &runtime,
+                    cluster,
+                    &setup,
+                    board.clone(),
+                    events_tx.clone(),
+                )?)
+            }
+            None => None,
+        };
+        let remote = host
+            .as_ref()
+            .map_or_else(RemoteWorkers::none, Host::workers);
         let learner = LearnerThread::spawn(self.learner, learner_tx)?;
 
         let coordinator = Coordinator::new(
@@ -192,12 +232,16 @@ impl Trainer {
                 learner,
                 learner_events: learner_rx,
                 board,
+                remote: remote.clone(),
             },
             trained,
             initial_checksum,
         );
         let outcome = coordinator.run();
 
+        if let Some(host) = host {
+            host.shut_down(&runtime);
+        }
         for pool in [&rollout_pool, &reward_pool] {
             let _ = pool.cast(PoolMsg::Shutdown);
         }
@@ -212,11 +256,13 @@ impl Trainer {
         }
         let learner = learner.finish()?;
         tally.steps = learner.step_count();
-        Ok(TrainReport::new(
+        let mut report = TrainReport::new(
             tally,
             learner.policy().clone(),
             started.elapsed().as_secs_f64(),
-        ))
+        );
+        report.remote_workers = remote.roster();
+        Ok(report)
     }
 
     /// Formats and encodes every prompt; the error names the prompt.
@@ -268,6 +314,23 @@ impl Trainer {
     }
 }
 
+/// What a remote rollout worker needs besides the weights: the architecture, dtype, engine
+/// limits and tokenizer of the local rollout copies.
+fn rollout_setup_for_workers(
+    policy: &mathrl::Policy,
+    tokenizer: &Tokenizer,
+    config: &TrainerConfig,
+) -> Result<Setup> {
+    let (tokenizer_json, tokenizer_config) = tokenizer.to_json()?;
+    Ok(Setup::Rollout {
+        model_config: Box::new(policy.config().clone()),
+        dtype: policy.dtype().as_str().to_string(),
+        engine: config.engine.clone(),
+        tokenizer_json,
+        tokenizer_config,
+    })
+}
+
 /// Spawns a supervisor with `n` workers of `role`.
 async fn spawn_pool<A>(
     role: Role,
@@ -285,7 +348,7 @@ where
         None,
         PoolSupervisor::<A>::default(),
         PoolArgs {
-            workers: (0..n).map(|index| WorkerId { role, index }).collect(),
+            workers: (0..n).map(|index| WorkerId::local(role, index)).collect(),
             factory,
             arguments,
             slots,

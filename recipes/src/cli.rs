@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// mathrl: train mathematical-expert language models by self-improvement.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "mathrl", version)]
+#[command(name = "mathrl", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// `worker`: join a training run started elsewhere with `--listen` (see DEPLOYMENT.md).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The recipe to run (see --list-recipes).
     #[arg(long)]
     pub recipe: Option<String>,
@@ -62,12 +65,65 @@ pub struct Cli {
     #[arg(long, default_value = "qwen25-math")]
     pub checker: String,
     /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", global = true)]
     pub device: String,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Log level (error, warn, info, debug, trace) or a tracing filter such as `mathrl=debug`.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", global = true)]
     pub log_level: String,
+    /// Training recipes on the actor runtime: also accept `mathrl worker` processes on
+    /// ADDR:PORT (port 0 picks a free one and logs it). Needs --cookie.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// With --listen: the shared secret workers must present. It authenticates peers; it does
+    /// not encrypt the traffic (see DEPLOYMENT.md).
+    #[arg(long, value_name = "SECRET")]
+    pub cookie: Option<String>,
+    /// With --listen: wait for this many workers to join before the first step.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub wait_for_workers: usize,
+}
+
+/// Subcommands of the binary (the recipes are chosen with --recipe instead).
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Join a coordinator as a remote rollout or reward worker; runs until the run ends.
+    Worker(WorkerArgs),
+}
+
+/// What a worker runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkerRole {
+    /// Generates groups with a copy of the policy (weights come from the coordinator).
+    Rollout,
+    /// Scores completions with the run's reward.
+    Reward,
+}
+
+/// `mathrl worker ...`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's HOST:PORT (its --listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: String,
+    /// The coordinator's --cookie.
+    #[arg(long, value_name = "SECRET")]
+    pub cookie: String,
+    /// rollout or reward.
+    #[arg(long, value_enum)]
+    pub role: WorkerRole,
+    /// Compute threads of this worker.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Its name in the run's reports (default: <hostname>-<pid>); unique per run.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Reward-model directory, for reward workers of a run whose reward uses the RM.
+    #[arg(long)]
+    pub rm: Option<PathBuf>,
+    /// Seconds to wait for the coordinator to accept the connection.
+    #[arg(long, default_value_t = 30)]
+    pub connect_timeout: u64,
 }

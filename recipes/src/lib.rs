@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod assets;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod eval;
 pub mod generate;

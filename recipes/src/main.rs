@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use mathrl_recipes::{cli::Cli, find_recipe, recipes};
+use mathrl_recipes::cli::{Cli, Command};
+use mathrl_recipes::{cluster, find_recipe, recipes};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -10,6 +11,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Worker(args)) = &cli.command {
+        return cluster::run_worker(args, &cli.device);
+    }
     if cli.list_recipes {
         for recipe in recipes() {
             println!("{:<20} {}", recipe.name, recipe.description);

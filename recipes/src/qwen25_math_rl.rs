@@ -10,7 +10,9 @@
 //! Training runs on the actor runtime (`mathrl-actors`): rollout and reward actor pools around
 //! one learner, checkpoints under `<output>/checkpoints` (a second run with the same `--output`
 //! resumes from the latest one), Ctrl-C finishes the current step and checkpoints it (twice:
-//! exits at once), and `trainer.max_train_seconds` bounds the wall time.
+//! exits at once), and `trainer.max_train_seconds` bounds the wall time. With `--listen
+//! ADDR:PORT --cookie SECRET` it also accepts `mathrl worker` processes into its pools
+//! (DEPLOYMENT.md); `trainer.rollout_actors = 0` then leaves every rollout to them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -144,6 +146,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     require_dir(&model_dir, "model")?;
     let run = RunContext::new(cli, "qwen25-math-rl")?;
+    // Checked before the model loads, so a bad --listen fails at once.
+    crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let policy = Policy::load(&model_dir, &run.device, None, Trainable::Yes)?;
 
@@ -222,15 +226,27 @@ pub fn run(cli: &Cli) -> Result<()> {
     trainer_config.seed = run.seed;
     let rollout_actors = trainer_config.rollout_actors;
     let learner = GrpoLearner::new(policy, None, config.grpo, run.metrics.clone())?;
-    let report = Trainer::new(
+    // What a remote reward worker rebuilds this reward from (see `reward_from_spec`).
+    let reward_spec = match reward_kind {
+        "shaped" => serde_json::json!({
+            "kind": "shaped",
+            "alpha": config.reward.alpha,
+            "rm_batch_size": config.reward.rm_batch_size,
+        }),
+        _ => serde_json::json!({ "kind": "checker" }),
+    };
+    let mut trainer = Trainer::new(
         trainer_config,
         learner,
         tokenizer.clone(),
         reward,
         run.metrics.clone(),
     )?
-    .with_checkpoint_dir(run.path("checkpoints"))
-    .run(records)?;
+    .with_checkpoint_dir(run.path("checkpoints"));
+    if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
+        trainer = trainer.with_cluster(cluster);
+    }
+    let report = trainer.run(records)?;
     let final_dir = run.path("final");
     report.policy.save(&final_dir)?;
 
@@ -251,13 +267,20 @@ pub fn run(cli: &Cli) -> Result<()> {
         "reward": reward_kind,
         "seconds": seconds,
         "groups_by_worker": report.groups_by_worker,
+        "remote_workers": report
+            .remote_workers
+            .iter()
+            .map(|(name, role)| serde_json::json!({ "name": name, "role": role }))
+            .collect::<Vec<_>>(),
         "failures": report.failures,
+        "disconnects": report.disconnects,
         "dropped_stale_groups": report.dropped_stale_groups,
         "unscored": report.unscored,
         "restarts": report.restarts,
         "stopped_early": report.stopped_early,
         "time_limit_reached": report.time_limit_reached,
-        "rollout_busy_fraction": report.rollout_busy_fraction(rollout_actors),
+        "rollout_busy_fraction": report
+            .rollout_busy_fraction(report.rollout_workers(rollout_actors).max(1)),
     }))?;
     let table = accuracy_table(before, after);
     println!("{table}");
@@ -349,6 +372,46 @@ fn percent(a: Option<Accuracy>) -> String {
     a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
 }
 
+/// Rebuilds this recipe's reward from the spec the coordinator sends a remote reward worker:
+/// `{"kind": "checker"}`, or `{"kind": "shaped", "alpha": α, "rm_batch_size": n}` with the RM
+/// in `rm_dir` (the worker's `--rm`, the same model as the coordinator's).
+pub fn reward_from_spec(
+    spec: &serde_json::Value,
+    rm_dir: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<Arc<dyn RewardFunction>> {
+    let verifier = crate::verifier::default_verifier();
+    match spec.get("kind").and_then(serde_json::Value::as_str) {
+        Some("checker") => Ok(Arc::new(ShapedReward::verifier_only(verifier))),
+        Some("shaped") => {
+            let alpha = spec
+                .get("alpha")
+                .and_then(serde_json::Value::as_f64)
+                .context("reward spec: `alpha` is missing")? as f32;
+            let batch = spec
+                .get("rm_batch_size")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(16)
+                .max(1) as usize;
+            let dir = rm_dir.context(
+                "this run's reward uses the reward model: start the reward worker with --rm DIR \
+                 (the coordinator's RM)",
+            )?;
+            require_dir(dir, "reward model")?;
+            let rm = RewardModel::load(dir, device, None, Trainable::No)?;
+            let tokenizer = Tokenizer::from_dir(dir)
+                .with_context(|| format!("reward model {}: tokenizer", dir.display()))?;
+            let scorer = Arc::new(RmScorer {
+                rm,
+                tokenizer,
+                batch,
+            });
+            Ok(Arc::new(ShapedReward::shaped(verifier, scorer, alpha)))
+        }
+        other => anyhow::bail!("reward spec: unknown kind {other:?} (expected checker or shaped)"),
+    }
+}
+
 /// The reward model as a [`PreferenceScorer`] over (question, response) text pairs.
 struct RmScorer {
     rm: RewardModel,
@@ -363,5 +426,46 @@ impl PreferenceScorer for RmScorer {
             .map(|(q, r)| RewardModel::pair_ids(&self.tokenizer, q, r))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(self.rm.score_ids(&ids, self.batch)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mathrl_rewards::RewardInput;
+
+    #[test]
+    fn a_reward_worker_rebuilds_the_checker_reward_and_asks_for_the_rm_when_shaped() {
+        let checker = reward_from_spec(
+            &serde_json::json!({"kind": "checker"}),
+            None,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let input = |response| RewardInput {
+            question: "What is 2 + 3?",
+            response,
+            gold: Some("5"),
+            dataset: None,
+        };
+        let outputs = checker
+            .score_batch(&[input("\\boxed{5}"), input("\\boxed{6}")])
+            .unwrap();
+        assert_eq!(outputs[0].reward, 1.0);
+        assert_eq!(outputs[1].reward, 0.0);
+
+        let shaped = serde_json::json!({"kind": "shaped", "alpha": 0.5, "rm_batch_size": 4});
+        let err = reward_from_spec(&shaped, None, &candle_core::Device::Cpu)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--rm DIR"), "{err}");
+        let err = reward_from_spec(
+            &serde_json::json!({"kind": "?"}),
+            None,
+            &candle_core::Device::Cpu,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("unknown kind"), "{err}");
     }
 }

@@ -1,0 +1,374 @@
+//! Two processes on loopback: a coordinator (the `mathrl` binary, or a `Trainer` in this test
+//! process) and `mathrl worker` processes. Workers do every rollout and scoring of a run; a
+//! worker killed mid-step has its job re-issued so every prompt is still trained once; a
+//! worker with the wrong cookie is refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use common::tiny_procedural_policy;
+use mathrl::model::Trainable;
+use mathrl::{Metrics, Policy, Tokenizer};
+use mathrl_actors::{ClusterConfig, PromptRecord, StopHandle, Trainer, TrainerConfig};
+use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule};
+use mathrl_rewards::ShapedReward;
+
+const COOKIE: &str = "loopback-secret";
+
+/// ractor's process groups are global to a process, so two coordinators in one process would
+/// both see every worker: the tests that run a coordinator in this process take turns.
+static ONE_COORDINATOR_HERE: Mutex<()> = Mutex::new(());
+
+fn mathrl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mathrl"))
+}
+
+/// A port nobody listens on now (the coordinator binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn worker(addr: &str, cookie: &str, name: &str) -> Command {
+    worker_with_role(addr, cookie, name, "rollout")
+}
+
+fn worker_with_role(addr: &str, cookie: &str, name: &str, role: &str) -> Command {
+    let mut cmd = mathrl();
+    cmd.args(["worker", "--connect", addr, "--cookie", cookie])
+        .args(["--role", role, "--name", name, "--connect-timeout", "60"]);
+    cmd
+}
+
+/// A child process whose stderr is read line by line on a thread (so its pipe never fills).
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn count(&self, pattern: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(pattern))
+            .count()
+    }
+
+    /// Waits until `pattern` has appeared `n` times; false if the process exits first or
+    /// `timeout` passes.
+    fn wait_for(&mut self, pattern: &str, n: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.count(pattern) >= n {
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return self.count(pattern) >= n;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// Waits for the exit; a process still running after `timeout` is killed and fails the
+    /// test with its log, so a broken test fails instead of hanging.
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return status;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("still running after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// No local actor at all: a rollout worker generates every group and a reward worker scores
+/// every completion.
+#[test]
+fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 2);
+    let out = tmp.path().join("run");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut coordinator = mathrl();
+    coordinator
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--output")
+        .arg(&out)
+        .args(["--max-steps", "2", "--listen", &addr, "--cookie", COOKIE])
+        .args(["--wait-for-workers", "2"]);
+    for set in [
+        "trainer.rollout_actors=0",
+        "trainer.reward_actors=0",
+        "trainer.prompts_per_step=2",
+        "trainer.group_size=3",
+        "trainer.sampling.max_new_tokens=8",
+        "grpo.micro_batch_size=8",
+        "eval_questions=2",
+        "eval_max_new_tokens=8",
+    ] {
+        coordinator.args(["--set", set]);
+    }
+    let mut coordinator = Proc::spawn(&mut coordinator);
+    let mut worker = Proc::spawn(&mut worker(&addr, COOKIE, "w1"));
+    let mut scorer = Proc::spawn(&mut worker_with_role(&addr, COOKIE, "r1", "reward"));
+
+    let status = coordinator.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "coordinator failed:\n{}",
+        coordinator.log()
+    );
+    let status = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "worker failed:\n{}", worker.log());
+    let status = scorer.wait(Duration::from_secs(30));
+    assert!(status.success(), "reward worker failed:\n{}", scorer.log());
+
+    let s = summary(&out);
+    assert_eq!(s["steps"], 2, "{s}");
+    let groups: BTreeMap<String, u64> =
+        serde_json::from_value(s["groups_by_worker"].clone()).unwrap();
+    assert_eq!(groups, BTreeMap::from([("w1".to_string(), 4)]), "{s}");
+    let mut remote: Vec<String> = s["remote_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{}:{}",
+                w["name"].as_str().unwrap(),
+                w["role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    remote.sort();
+    assert_eq!(remote, ["r1:reward", "w1:rollout"], "{s}");
+    assert_eq!(s["failures"], 0, "{s}");
+    assert_eq!(s["unscored"], 0, "{s}");
+    // Every completion was scored remotely: 4 groups, in batches of at most one group.
+    let log = scorer.log();
+    assert!(log.contains("set up as a reward worker"), "{log}");
+    let batches: u64 = log
+        .split(" batches scored")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in:\n{log}"));
+    assert!(batches >= 4, "{log}");
+    // Version 0 before its first group, version 1 (after step 1) between the two steps.
+    let log = worker.log();
+    assert!(log.contains("loaded weights version 0"), "{log}");
+    assert!(log.contains("loaded weights version 1"), "{log}");
+    assert!(!log.contains("loaded weights version 2"), "{log}");
+    assert!(log.contains("4 groups generated"), "{log}");
+}
+
+/// The tiny policy saved in `dir`, a learner on it and its tokenizer.
+fn learner(dir: &Path) -> (GrpoLearner, Tokenizer) {
+    let policy = Policy::load(dir, &Device::Cpu, None, Trainable::Yes).unwrap();
+    let tokenizer = Tokenizer::from_dir(dir).unwrap();
+    let mut config = GrpoConfig::default();
+    config.train_step.schedule = LrSchedule::constant(1e-3);
+    config.micro_batch_size = 16;
+    let learner = GrpoLearner::new(policy, None, config, Metrics::null()).unwrap();
+    (learner, tokenizer)
+}
+
+fn prompts(n: usize) -> Vec<PromptRecord> {
+    (0..n)
+        .map(|i| PromptRecord {
+            id: format!("q{i}"),
+            question: format!("What is {i} + 2?"),
+            gold: Some((i + 2).to_string()),
+            dataset: None,
+        })
+        .collect()
+}
+
+fn trainer(dir: &Path, config: TrainerConfig, cluster: ClusterConfig) -> Trainer {
+    let (learner, tokenizer) = learner(dir);
+    let reward = Arc::new(ShapedReward::verifier_only(
+        mathrl_recipes::verifier::default_verifier(),
+    ));
+    Trainer::new(config, learner, tokenizer, reward, Metrics::null())
+        .unwrap()
+        .with_cluster(cluster)
+}
+
+/// 1 local rollout and reward actor; groups of 4 × 48 tokens (no stop token), so a group
+/// takes long enough to be killed in the middle of.
+fn config(max_steps: u64) -> TrainerConfig {
+    let mut c = TrainerConfig {
+        rollout_actors: 1,
+        reward_actors: 1,
+        prompts_per_step: 4,
+        group_size: 4,
+        max_steps,
+        seed: 3,
+        handle_signals: false,
+        ..TrainerConfig::default()
+    };
+    c.sampling.max_new_tokens = 48;
+    c.sampling.stop_token_ids = Some(vec![]);
+    c
+}
+
+#[test]
+fn a_worker_killed_mid_step_has_its_work_reissued_and_every_prompt_is_trained_once() {
+    let _turn = ONE_COORDINATOR_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_procedural_policy(tmp.path(), 4);
+    let port = free_port();
+    let mut cluster = ClusterConfig::new(format!("127.0.0.1:{port}").parse().unwrap(), COOKIE);
+    cluster.wait_for_workers = 1;
+    cluster.join_timeout = Duration::from_secs(60);
+    // 12 prompts, 3 steps of 4: one epoch, so each prompt must be trained exactly once.
+    let trainer = trainer(tmp.path(), config(3), cluster);
+
+    let killer = std::thread::spawn(move || {
+        let mut worker = Proc::spawn(&mut worker(&format!("127.0.0.1:{port}"), COOKIE, "doomed"));
+        // The second job it starts is in flight when it dies (its first came back whole).
+        let started = worker.wait_for("generating a group", 2, Duration::from_secs(90));
+        if started {
+            worker.child.kill().unwrap(); // SIGKILL
+        }
+        let _ = worker.wait(Duration::from_secs(10));
+        (started, worker.log())
+    });
+    let report = trainer.run(prompts(12)).unwrap();
+    let (killed, log) = killer.join().unwrap();
+
+    assert!(killed, "the worker never started a second group:\n{log}");
+    assert_eq!(report.steps, 3);
+    let mut trained: Vec<String> = Vec::new();
+    for step in &report.step_records {
+        assert_eq!(step.groups.len(), 4, "step {}", step.step);
+        trained.extend(step.groups.iter().map(|g| g.prompt_id.clone()));
+    }
+    trained.sort();
+    let mut all: Vec<String> = prompts(12).into_iter().map(|p| p.id).collect();
+    all.sort();
+    assert_eq!(trained, all, "every prompt trained exactly once");
+    let groups: u64 = report.groups_by_worker.values().sum();
+    assert_eq!(groups, 12, "{:?}", report.groups_by_worker);
+    assert!(
+        report.groups_by_worker.get("doomed").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        report.groups_by_worker
+    );
+    assert!(report.failures >= 1, "the killed job was not counted");
+    assert_eq!(report.disconnects, 1);
+    // Every group of a step was sampled by the weights of the step before (on-policy).
+    for step in &report.step_records {
+        for g in &step.groups {
+            assert_eq!(g.policy_version, step.step - 1, "{g:?}");
+        }
+    }
+}
+
+#[test]
+fn a_worker_with_the_wrong_cookie_is_refused() {
+    let _turn = ONE_COORDINATOR_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_procedural_policy(tmp.path(), 2);
+    let port = free_port();
+    let cluster = ClusterConfig::new(format!("127.0.0.1:{port}").parse().unwrap(), COOKIE);
+    let stop = StopHandle::new();
+    let mut small = config(10_000);
+    small.sampling.max_new_tokens = 4;
+    let trainer = trainer(tmp.path(), small, cluster).with_stop_handle(stop.clone());
+
+    let intruder = std::thread::spawn(move || {
+        let mut worker = Proc::spawn(&mut worker(
+            &format!("127.0.0.1:{port}"),
+            "not-the-cookie",
+            "intruder",
+        ));
+        let status = worker.wait(Duration::from_secs(60));
+        // The run goes on without it; end it now.
+        stop.request();
+        (status, worker.log())
+    });
+    let report = trainer.run(prompts(8)).unwrap();
+    let (status, log) = intruder.join().unwrap();
+
+    assert!(!status.success(), "the intruder was not refused:\n{log}");
+    assert!(log.contains("refused") && log.contains("cookie"), "{log}");
+    assert!(
+        report.remote_workers.is_empty(),
+        "{:?}",
+        report.remote_workers
+    );
+    assert!(
+        report
+            .groups_by_worker
+            .keys()
+            .all(|k| k.starts_with("rollout-")),
+        "{:?}",
+        report.groups_by_worker
+    );
+    assert!(report.steps >= 1 && report.stopped_early);
+}
