@@ -538,6 +538,11 @@ fn tir_engine(again: bool) -> (Engine, Arc<FakePython>, Tokenizer) {
     (engine, python, tok)
 }
 
+/// The one completion of `prompt` under `params`.
+fn first_completion(engine: &mut Engine, prompt: &[u32], params: &SamplingParams) -> Completion {
+    engine.generate(&[prompt.to_vec()], params).unwrap().groups[0].completions[0].clone()
+}
+
 #[test]
 fn a_tool_call_appends_the_output_block_as_masked_tokens_and_generation_resumes() {
     let (mut engine, python, tok) = tir_engine(false);
@@ -586,12 +591,7 @@ fn tool_calls_stop_at_the_limit() {
         max_new_tokens: 64,
         ..Default::default()
     };
-    let c = engine
-        .generate(std::slice::from_ref(&prompt), &params)
-        .unwrap()
-        .groups[0]
-        .completions[0]
-        .clone();
+    let c = first_completion(&mut engine, &prompt, &params);
     assert_eq!(
         (c.finish_reason, c.tool_calls),
         (FinishReason::ToolCallLimit, 2)
@@ -605,12 +605,7 @@ fn tool_calls_stop_at_the_limit() {
         max_new_tokens: 64,
         ..Default::default()
     };
-    let c = engine
-        .generate(std::slice::from_ref(&prompt), &none)
-        .unwrap()
-        .groups[0]
-        .completions[0]
-        .clone();
+    let c = first_completion(&mut engine, &prompt, &none);
     assert_eq!(
         (c.finish_reason, c.token_ids.len()),
         (FinishReason::ToolCallLimit, 4)
@@ -621,7 +616,7 @@ fn tool_calls_stop_at_the_limit() {
         max_new_tokens: 5,
         ..Default::default()
     };
-    let c = engine.generate(&[prompt], &short).unwrap().groups[0].completions[0].clone();
+    let c = first_completion(&mut engine, &prompt, &short);
     assert_eq!(
         (c.finish_reason, c.token_ids.len()),
         (FinishReason::Length, 5)
@@ -639,12 +634,7 @@ fn stop_strings_end_a_completion_and_the_trigger_without_a_tool_is_one() {
         stop_strings: vec!["(2+".into()],
         ..Default::default()
     };
-    let c = engine
-        .generate(std::slice::from_ref(&prompt), &params)
-        .unwrap()
-        .groups[0]
-        .completions[0]
-        .clone();
+    let c = first_completion(&mut engine, &prompt, &params);
     assert_eq!(
         (c.finish_reason, c.text.as_deref()),
         (FinishReason::StopString, Some("```python\nprint(2+3)\n"))
@@ -653,12 +643,7 @@ fn stop_strings_end_a_completion_and_the_trigger_without_a_tool_is_one() {
         stop_strings: vec!["```output".into()],
         ..Default::default()
     };
-    let c = engine
-        .generate(std::slice::from_ref(&prompt), &params)
-        .unwrap()
-        .groups[0]
-        .completions[0]
-        .clone();
+    let c = first_completion(&mut engine, &prompt, &params);
     assert_eq!(
         (c.finish_reason, c.token_ids.len()),
         (FinishReason::StopString, 4)
@@ -669,6 +654,6 @@ fn stop_strings_end_a_completion_and_the_trigger_without_a_tool_is_one() {
         stop_token_ids: Some(vec![]),
         ..Default::default()
     };
-    let c = engine.generate(&[prompt], &params).unwrap().groups[0].completions[0].clone();
+    let c = first_completion(&mut engine, &prompt, &params);
     assert_eq!(c.finish_reason, FinishReason::Length);
 }
