@@ -14,7 +14,7 @@
 //! - Tool-output tokens (TIR) are context: they are in the rows but masked out of the loss.
 
 use candle_core::{Device, Tensor};
-use mathrl::model::logprobs::logprobs_of_hidden;
+use mathrl::model::token_logprobs;
 use mathrl::model::LogprobOptions;
 use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
@@ -323,7 +323,7 @@ impl GrpoLearner {
             .map(|mb| match &self.reference {
                 Some(r) => self
                     .completion_logprobs(r, mb)
-                    .map(|(lp, _)| Some(lp.detach())),
+                    .map(|out| Some(out.logprobs.detach())),
                 None => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -334,10 +334,10 @@ impl GrpoLearner {
         for pass in 0..self.config.num_iterations {
             let mut grads = GradAccumulator::new(self.optimizer.params());
             for (k, mb) in micro_batches.iter().enumerate() {
-                let (logprobs, hidden) = self.completion_logprobs(&self.policy, mb)?;
+                let out = self.completion_logprobs(&self.policy, mb)?;
                 if pass == 0 {
-                    sums.add_first_pass(self.first_pass_statistics(mb, &logprobs, &hidden)?);
-                    first_pass.push(logprobs.detach());
+                    sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
+                    first_pass.push(out.logprobs.detach());
                 }
                 let old = match (self.config.old_logprobs, pass) {
                     (OldLogprobs::Behaviour, _) => Some(&mb.behaviour),
@@ -347,7 +347,7 @@ impl GrpoLearner {
                 let out = grpo_loss(
                     &self.config.loss,
                     &PolicyLossInputs {
-                        logprobs: &logprobs,
+                        logprobs: &out.logprobs,
                         old_logprobs: old,
                         ref_logprobs: reference[k].as_ref(),
                         advantages: &mb.advantages,
@@ -371,8 +371,9 @@ impl GrpoLearner {
     }
 
     /// Per-token log-probs `[n, C]` of the completion tokens under `model` at the sampling
-    /// temperature, and the final hidden states `[n, C, d]` that predicted them.
-    fn completion_logprobs(&self, model: &Policy, mb: &MicroBatch) -> Result<(Tensor, Tensor)> {
+    /// temperature, their entropies where the fused CPU pass gave them, and the final hidden
+    /// states `[n, C, d]` that predicted them.
+    fn completion_logprobs(&self, model: &Policy, mb: &MicroBatch) -> Result<CompletionLogprobs> {
         let hidden = model
             .model()
             .backbone()
@@ -380,7 +381,7 @@ impl GrpoLearner {
         // Completion token j sits at column P + j and is predicted by the hidden state at P + j − 1.
         let (p, c) = (mb.prompt_width, mb.completion_width);
         let hidden = hidden.narrow(1, p - 1, c + 1)?;
-        let logprobs = logprobs_of_hidden(
+        let out = token_logprobs(
             model.model(),
             &hidden,
             &mb.input_ids.narrow(1, p - 1, c + 1)?,
@@ -389,30 +390,35 @@ impl GrpoLearner {
                 chunk_positions: self.config.logprob_chunk_positions,
             },
         )?;
-        Ok((logprobs, hidden.narrow(1, 0, c)?))
+        Ok(CompletionLogprobs {
+            logprobs: out.logprobs,
+            entropy: out.entropy,
+            hidden: hidden.narrow(1, 0, c)?,
+        })
     }
 
     /// Log-prob drift and entropy of one micro-batch before any update of this step.
     fn first_pass_statistics(
         &self,
         mb: &MicroBatch,
-        logprobs: &Tensor,
-        hidden: &Tensor,
+        out: &CompletionLogprobs,
     ) -> Result<FirstPass> {
-        let (n, c, d) = hidden.dims3()?;
-        let diff = ((logprobs.detach() - &mb.behaviour)?.abs()? * &mb.completion_mask)?;
+        let (n, c, d) = out.hidden.dims3()?;
+        let diff = ((out.logprobs.detach() - &mb.behaviour)?.abs()? * &mb.completion_mask)?;
         let tokens = mb.trained_positions.dim(0)?;
         let entropy_sum = if self.config.log_entropy && tokens > 0 {
-            let rows = hidden
-                .detach()
-                .reshape((n * c, d))?
-                .index_select(&mb.trained_positions, 0)?;
-            let entropy = entropy_of_hidden(
-                self.policy.model(),
-                &rows,
-                self.config.temperature,
-                self.config.logprob_chunk_positions,
-            )?;
+            let entropy = match &out.entropy {
+                Some(e) => e.flatten_all()?.index_select(&mb.trained_positions, 0)?,
+                None => entropy_of_hidden(
+                    self.policy.model(),
+                    &out.hidden
+                        .detach()
+                        .reshape((n * c, d))?
+                        .index_select(&mb.trained_positions, 0)?,
+                    self.config.temperature,
+                    self.config.logprob_chunk_positions,
+                )?,
+            };
             Some(entropy.sum_all()?.to_scalar::<f32>()? as f64)
         } else {
             None
@@ -616,6 +622,16 @@ impl GrpoLearner {
 
 /// The `learner` name in checkpoints written by [`GrpoLearner`].
 const LEARNER_NAME: &str = "grpo";
+
+/// The policy's view of one micro-batch's completion tokens.
+struct CompletionLogprobs {
+    /// Log-probs `[n, C]`, differentiable.
+    logprobs: Tensor,
+    /// Entropies `[n, C]` when the log-prob pass computed them (on the CPU).
+    entropy: Option<Tensor>,
+    /// Final hidden states `[n, C, d]` that predicted the tokens.
+    hidden: Tensor,
+}
 
 /// Drift and entropy of one micro-batch in the first pass.
 struct FirstPass {

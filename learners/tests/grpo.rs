@@ -119,10 +119,13 @@ fn kl_penalty_keeps_the_policy_near_the_reference() -> Result<()> {
     let kls: Vec<f64> = reports.iter().map(|r| r.kl.expect("beta > 0")).collect();
     assert_eq!(kls[0], 0.0, "the first step's policy is the reference");
     let max_kl = kls.iter().cloned().fold(0.0, f64::max);
+    let mean_kl = kls.iter().sum::<f64>() / kls.len() as f64;
     // The sampled k3 estimate of the per-token KL stays bounded at every step, and the exact
     // KL to the initial policy ends small (without the penalty the same run ends near 6 nats:
-    // see `rewarding_one_token_makes_it_likely`).
-    assert!(max_kl > 0.0 && max_kl < 1.5, "per-token KL: {kls:?}");
+    // see `rewarding_one_token_makes_it_likely`). The per-step estimate is noisy (one step's
+    // few sampled tokens): runs differing only in float rounding peak at 1.2 and 1.55.
+    assert!(max_kl > 0.0 && max_kl < 2.0, "per-token KL: {kls:?}");
+    assert!(mean_kl < 1.0, "per-token KL: {kls:?}");
     assert!(kl_to_initial < 1.0, "exact first-token KL {kl_to_initial}");
     assert!(after > 2.0 * before, "{before} -> {after}");
     Ok(())

@@ -1,14 +1,16 @@
 //! The layers of Qwen2: RMSNorm, rotary embeddings, grouped-query attention, the SwiGLU MLP and the
 //! decoder layer that combines them.
 //!
-//! Every layer has two paths. When a gradient is tracked (training), it uses candle's
-//! differentiable ops; otherwise (generation, scoring, reference models) the fused kernels, which
-//! are faster but have no backward pass and would silently cut the graph.
+//! Every layer has three paths. When a gradient is tracked (training) on a CPU f32 tensor it uses
+//! this crate's fused kernels with backward passes (`super::fused`); when a gradient is tracked
+//! elsewhere, candle's differentiable ops; otherwise (generation, scoring, reference models)
+//! candle's fused kernels, which are faster but have no backward pass and would silently cut the
+//! graph.
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
-use super::Qwen2Config;
+use super::{fused, Qwen2Config};
 use crate::Result;
 
 /// Standard deviation of the random init of linear and embedding weights (HF's
@@ -18,6 +20,11 @@ pub const INIT_STD: f64 = 0.02;
 /// Whether any of `tensors` carries a gradient graph.
 fn tracks_gradient(tensors: &[&Tensor]) -> bool {
     tensors.iter().any(|t| t.track_op())
+}
+
+/// Whether to use the fused training kernels: a gradient is tracked and `x` is CPU f32.
+fn fused_training(x: &Tensor, tensors: &[&Tensor]) -> bool {
+    tracks_gradient(tensors) && fused::applies_to(x)
 }
 
 /// A linear layer with the HF init: weights ~ N(0, 0.02), biases zero.
@@ -68,7 +75,9 @@ impl RmsNorm {
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let eps = self.eps as f32;
-        if tracks_gradient(&[x, &self.weight]) {
+        if fused_training(x, &[x, &self.weight]) {
+            fused::rms_norm(x, &self.weight, eps)
+        } else if tracks_gradient(&[x, &self.weight]) {
             Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
         } else {
             Ok(candle_nn::ops::rms_norm(
@@ -187,40 +196,42 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((b, t, h, hd))?
-            .transpose(1, 2)?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((b, t, kvh, hd))?
-            .transpose(1, 2)?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((b, t, kvh, hd))?
-            .transpose(1, 2)?;
-        let q = rope.apply(&q)?;
-        let k = rope.apply(&k)?;
-        let v = v.contiguous()?;
-        let (k, v) = match cache {
-            Some((store, layer)) => store.append(layer, &k, &v)?,
-            None => (k, v),
-        };
-        let s = k.dim(2)?;
+        let q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, hd))?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
         // Query head i uses KV head i / (h / kvh); grouping the queries of one KV head into one
         // matrix avoids materialising repeated keys and values.
         let rep = h / kvh;
-        let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
-        let scores = scores.broadcast_add(bias)?;
-        let probs = if tracks_gradient(&[&scores]) {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+        let fused = cache.is_none() && fused_training(&q, &[&q, &k, &v]);
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (probs, v) = if fused {
+            let q = fused::rope_transposed(&q, &rope.cos, &rope.sin)?;
+            let k = fused::rope_transposed(&k, &rope.cos, &rope.sin)?;
+            let scores = q
+                .reshape((b, kvh, rep * t, hd))?
+                .matmul(&k.t()?)?
+                .reshape((b, h, t, t))?;
+            (fused::attention_softmax(&scores, bias, scale)?, v)
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            let q = rope.apply(&q.transpose(1, 2)?)?;
+            let k = rope.apply(&k.transpose(1, 2)?)?;
+            let (k, v) = match cache {
+                Some((store, layer)) => store.append(layer, &k, &v)?,
+                None => (k, v),
+            };
+            let s = k.dim(2)?;
+            let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * scale)?;
+            let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
+            let scores = scores.broadcast_add(bias)?;
+            let probs = if tracks_gradient(&[&scores]) {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores)?
+            };
+            (probs, v)
         };
+        let s = v.dim(2)?;
         let out = probs
             .reshape((b, kvh, rep * t, s))?
             .matmul(&v)?
@@ -252,9 +263,14 @@ impl Mlp {
 
     /// Applies the MLP to `x` `[B, T, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
+        let gate = self.gate_proj.forward(x)?;
         let up = self.up_proj.forward(x)?;
-        Ok(self.down_proj.forward(&(gate * up)?)?)
+        let product = if fused_training(&gate, &[&gate, &up]) {
+            fused::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        Ok(self.down_proj.forward(&product)?)
     }
 }
 

@@ -1,12 +1,13 @@
 //! Per-token log-probabilities of given tokens, computed a chunk of positions at a time.
 //!
-//! Qwen's vocabulary has 151,936 entries: a full `[8, 1024, V]` f32 logits tensor is 5 GB. Without
-//! gradients only one `[chunk, V]` block of logits exists at a time here; with gradients each
-//! chunk's graph lives until the backward pass, so the saving is in the no-gradient paths
-//! (rollout scoring, reference models).
+//! Qwen's vocabulary has 151,936 entries: a full `[8, 1024, V]` f32 logits tensor is 5 GB. On the
+//! CPU only one `[chunk, V]` block of logits exists at a time, with or without gradients (see
+//! `head_logprobs`); on other devices each chunk's graph lives until the backward pass, so the
+//! saving there is in the no-gradient paths (rollout scoring, reference models).
 
 use candle_core::{DType, Tensor, D};
 
+use super::fused::head_logprobs;
 use super::Qwen2ForCausalLM;
 use crate::Result;
 
@@ -48,17 +49,55 @@ pub fn logprobs_of_hidden(
     input_ids: &Tensor,
     options: LogprobOptions,
 ) -> Result<Tensor> {
+    Ok(token_logprobs(model, hidden, input_ids, options)?.logprobs)
+}
+
+/// Next-token log-probs `[B, T-1]` (as [`logprobs_of_hidden`]) and, on the CPU, the entropy of
+/// each next-token distribution `[B, T-1]` (no gradient), which the fused pass gets for free.
+#[derive(Debug, Clone)]
+pub struct TokenLogprobs {
+    /// Log-probs of the next tokens, differentiable.
+    pub logprobs: Tensor,
+    /// Entropies (nats) of the same distributions; `None` off the CPU.
+    pub entropy: Option<Tensor>,
+}
+
+/// Log-probs (and, on the CPU, entropies) of the next tokens from final-norm hidden states. On
+/// the CPU the LM head, log-softmax and gather are one fused op (`head_logprobs`) that never
+/// keeps a block of logits; elsewhere candle's ops run a chunk of positions at a time.
+pub fn token_logprobs(
+    model: &Qwen2ForCausalLM,
+    hidden: &Tensor,
+    input_ids: &Tensor,
+    options: LogprobOptions,
+) -> Result<TokenLogprobs> {
     let (b, t, d) = hidden.dims3()?;
     if t < 2 {
-        return Ok(Tensor::zeros((b, 0), DType::F32, hidden.device())?);
+        let empty = Tensor::zeros((b, 0), DType::F32, hidden.device())?;
+        return Ok(TokenLogprobs {
+            logprobs: empty.clone(),
+            entropy: Some(empty),
+        });
     }
     let rows = b * (t - 1);
     let hidden = hidden.narrow(1, 0, t - 1)?.reshape((rows, d))?;
-    let targets = input_ids
-        .narrow(1, 1, t - 1)?
-        .to_dtype(DType::U32)?
-        .reshape((rows, 1))?;
+    let targets = input_ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
     let chunk = options.chunk_positions.max(1);
+    if hidden.device().is_cpu() {
+        let targets = targets.flatten_all()?.to_vec1::<u32>()?;
+        let out = head_logprobs(
+            &hidden,
+            model.lm_head(),
+            &targets,
+            options.temperature,
+            chunk,
+        )?;
+        return Ok(TokenLogprobs {
+            logprobs: out.logprobs.reshape((b, t - 1))?,
+            entropy: Some(out.entropy.reshape((b, t - 1))?),
+        });
+    }
+    let targets = targets.reshape((rows, 1))?;
     let mut pieces = Vec::with_capacity(rows.div_ceil(chunk));
     for start in (0..rows).step_by(chunk) {
         let len = chunk.min(rows - start);
@@ -75,7 +114,10 @@ pub fn logprobs_of_hidden(
             &targets.narrow(0, start, len)?,
         )?);
     }
-    Ok(Tensor::cat(&pieces, 0)?.reshape((b, t - 1))?)
+    Ok(TokenLogprobs {
+        logprobs: Tensor::cat(&pieces, 0)?.reshape((b, t - 1))?,
+        entropy: None,
+    })
 }
 
 /// `log_softmax(logits)[i, targets[i]]` for logits `[N, V]`, targets `[N, 1]`; returns `[N]`.

@@ -1,6 +1,7 @@
 //! The Qwen2 model: configuration, layers, the backbone and LM head, weights I/O and log-probs.
 
 mod config;
+pub mod fused;
 pub mod layers;
 pub mod logprobs;
 mod qwen2;
@@ -8,7 +9,9 @@ pub mod weights;
 
 pub use config::Qwen2Config;
 pub use layers::KvStore;
-pub use logprobs::{gather_log_softmax, next_token_logprobs, LogprobOptions};
+pub use logprobs::{
+    gather_log_softmax, next_token_logprobs, token_logprobs, LogprobOptions, TokenLogprobs,
+};
 pub use qwen2::{
     causal_padding_bias, mask_rows, masked_score, positions_from_mask, CausalLmOutput,
     Qwen2ForCausalLM, Qwen2Model,
