@@ -293,6 +293,7 @@ fn logit_gradient(d: &mut [f32], z: &[f32], inv_t: f32, lse: f32, g: f32) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::max_abs_diff;
     use super::*;
     use crate::model::gather_log_softmax;
     use candle_core::{Device, Var};
@@ -302,19 +303,6 @@ mod tests {
         let logits = (h.matmul(&w.t()?)? / t)?;
         let targets = Tensor::new(targets, h.device())?.unsqueeze(1)?;
         Ok(gather_log_softmax(&logits, &targets).unwrap())
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
     let y = p * r * r + r + 1.0;
     // The integer n sits in t's low mantissa bits; shifted into the exponent field it is 2^n.
     let n_int = t.to_bits().wrapping_sub(ROUNDER.to_bits()) as i32;
