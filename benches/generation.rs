@@ -8,10 +8,10 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
-use common::{config_60m, mib, peak_bytes_of, python_baseline, CountingAlloc};
+use common::{config_60m, mib, peak_bytes_of, process_cpu_ms, python_baseline, CountingAlloc};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::Policy;
@@ -28,6 +28,7 @@ const REPEATS: usize = 3;
 const SCENARIOS: [(usize, usize); 2] = [(8, 1), (2, 8)];
 
 fn main() {
+    mathrl::device::pin_cpu_threads();
     let config = config_60m();
     let policy = Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::No).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -60,10 +61,19 @@ fn main() {
             .unwrap();
         let mut best = f64::INFINITY;
         let mut peak = 0;
+        let mut split = String::new();
         for r in 0..REPEATS {
             let start = Instant::now();
             let (out, p) = peak_bytes_of(|| engine.generate(&ids, &params(r as u64 + 1)).unwrap());
-            best = best.min(start.elapsed().as_secs_f64());
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds < best {
+                let s = &out.stats;
+                split = format!(
+                    "prefill {:.0} ms, {} decode steps {:.0} ms, sampling {:.0} ms",
+                    s.prefill_ms, s.decode_steps, s.decode_ms, s.sample_ms
+                );
+                best = seconds;
+            }
             peak = peak.max(p);
             assert_eq!(out.stats.sampled_tokens, prompts * n * NEW_TOKENS);
             assert_eq!(
@@ -76,7 +86,19 @@ fn main() {
             "mathrl (candle): {prompts} prompts x {PROMPT} tokens, n={n}, {NEW_TOKENS} new tokens: best {best:.2} s of {REPEATS} = {tokens_per_s:.0} tokens/s, peak heap above weights {:.0} MiB",
             mib(peak)
         );
+        println!("  best run: {split}");
         results.push(tokens_per_s);
+    }
+    // A pool that busy-waits keeps burning CPU after the work is done (OpenMP's default did,
+    // 30-50x slowdowns on a shared 2-core machine); rayon's and candle's pools must sleep.
+    let idle = Duration::from_secs(1);
+    if let Some(before) = process_cpu_ms() {
+        std::thread::sleep(idle);
+        let burnt = process_cpu_ms().unwrap_or(before) - before;
+        println!(
+            "CPU time used by the thread pools in {} ms idle after generating: {burnt:.0} ms",
+            idle.as_millis()
+        );
     }
     let Some(text) = python_baseline("hf_generate.py") else {
         return;

@@ -65,6 +65,7 @@ fn batch(vocab: usize, seed: u64) -> RolloutBatch {
 }
 
 fn main() {
+    mathrl::device::pin_cpu_threads();
     let config = config_60m();
     let policy = Policy::random(&config, 0, &Device::Cpu, DType::F32, Trainable::Yes).unwrap();
     let mut grpo = GrpoConfig::default(); // β = 1e-3: the reference model is loaded and run

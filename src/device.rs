@@ -32,6 +32,22 @@ fn cuda(_ordinal: usize) -> Result<Device> {
     ))
 }
 
+/// Fixes the number of CPU threads candle uses for the rest of the process: sets
+/// `RAYON_NUM_THREADS` to the number of physical cores unless the user set it. Call it first
+/// thing in `main`, before any other thread starts (it writes the environment).
+///
+/// Why: candle-core 0.11 works its thread count out again on every CPU matmul, and without
+/// `RAYON_NUM_THREADS` that means parsing `/proc/cpuinfo` (`num_cpus::get_physical`). On a
+/// 2-core VM that took a third of a decode step. The count it sets is the one candle would find.
+pub fn pin_cpu_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var(
+            "RAYON_NUM_THREADS",
+            num_cpus::get_physical().max(1).to_string(),
+        );
+    }
+}
+
 /// The compute dtype used for weights on `device`: f32 on CPU, bf16 on GPU.
 pub fn default_dtype(device: &Device) -> DType {
     if device.is_cuda() {

@@ -85,6 +85,7 @@ fn run(rollout_actors: usize, steps: u64, prompts_per_step: usize) -> Result<(f6
 }
 
 fn main() -> Result<()> {
+    mathrl::device::pin_cpu_threads();
     let args: Vec<String> = std::env::args().collect();
     let steps: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(6);
     let per_step: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);

@@ -6,6 +6,7 @@ use mathrl_recipes::cli::{Cli, Command};
 use mathrl_recipes::{cluster, find_recipe, recipes};
 
 fn main() -> Result<()> {
+    mathrl::device::pin_cpu_threads();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)

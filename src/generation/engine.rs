@@ -18,11 +18,12 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::forward::{self, Logits};
 use super::kv_cache::{PrefixKv, SlotKvCache};
-use super::sampler::Sampler;
+use super::sampler::{SampledToken, Sampler};
 use super::sequence::{Next, Phase, Rules, Sequence};
 use super::tool::{output_block_rest, ToolExecutor};
 use super::SamplingParams;
@@ -222,6 +223,7 @@ impl Engine {
             held: None,
             done: (0..prompts.len() * params.n).map(|_| None).collect(),
             sampler: Sampler::new(),
+            samplers: Vec::new(),
             tool_sender,
             tool_results,
             tools_in_flight: 0,
@@ -372,6 +374,8 @@ struct Run<'a> {
     held: Option<HeldPrefix>,
     done: Vec<Option<Completion>>,
     sampler: Sampler,
+    /// Scratch of a decode step's draws, one per live row.
+    samplers: Vec<Sampler>,
     tool_sender: mpsc::Sender<(usize, usize, String)>,
     tool_results: mpsc::Receiver<(usize, usize, String)>,
     tools_in_flight: usize,
@@ -545,15 +549,24 @@ impl Run<'_> {
         self.stats.decode_steps += 1;
         self.stats.decode_ms += timer.elapsed().as_secs_f64() * 1e3;
         let sampling = Instant::now();
-        for r in 0..self.live.len() {
-            if self.live[r].phase != Phase::Decoding {
-                continue; // a dummy row: the tool output will rewrite this position
-            }
+        // Each row draws from its own stream, so drawing the rows in parallel changes nothing.
+        let settings = self.rules.sampler;
+        self.samplers.resize_with(self.live.len(), Sampler::new);
+        let draws: Vec<Option<SampledToken>> = self
+            .live
+            .par_iter_mut()
+            .zip(&mut self.samplers[..])
+            .enumerate()
+            .map(|(r, (seq, sampler))| {
+                // A row not decoding is a dummy: the tool output will rewrite this position.
+                (seq.phase == Phase::Decoding)
+                    .then(|| sampler.sample(logits.row(r), &settings, &mut seq.rng))
+            })
+            .collect();
+        for (r, sampled) in draws.into_iter().enumerate() {
+            let Some(sampled) = sampled else { continue };
             let seq = &mut self.live[r];
             seq.cache_len += 1;
-            let sampled = self
-                .sampler
-                .sample(logits.row(r), &self.rules.sampler, &mut seq.rng);
             let next = self.rules.after_sample(seq, sampled, self.tokenizer)?;
             self.stats.sampled_tokens += 1;
             self.start_tool_for(r, next)?;

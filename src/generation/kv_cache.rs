@@ -6,11 +6,11 @@
 //! only the new token's keys/values, never the history (no per-step concatenation).
 //!
 //! The engine keeps the live sequences in slots `0..rows`, so a decode step attends to the view
-//! `cache[0..rows, :, 0..S, :]` (S = longest live length + 1) without a copy: that view has the
-//! batch strides matmul accepts on CPU and CUDA. Shorter rows see their positions beyond their
-//! length masked by the attention bias; those positions hold stale but finite values (zeros at
-//! allocation, keys/values of an earlier occupant later), which the masked softmax weighs by an
-//! exact 0.
+//! `cache[0..rows, :, 0..S, :]` (S = longest live length + 1) without a copy: on the CPU
+//! `fused::decode_attention` reads it in place, and the view has the batch strides matmul accepts
+//! elsewhere. Shorter rows see their positions beyond their length masked by the attention bias;
+//! those positions hold stale but finite values (zeros at allocation, keys/values of an earlier
+//! occupant later), which the masked softmax weighs by an exact 0.
 
 use candle_core::{DType, Device, Tensor};
 

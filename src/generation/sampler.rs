@@ -13,6 +13,8 @@
 
 use rand::Rng;
 
+use crate::model::fused::{exp, with_simd};
+
 /// The truncation and temperature of a draw.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerSettings {
@@ -95,16 +97,18 @@ impl Sampler {
         }
         let (_, max) = argmax(logits);
         let inv_t = (1.0 / settings.temperature) as f32;
-        self.weights.clear();
-        let mut total = 0f64;
-        for &l in logits {
-            // NaN logits get weight 0 (never sampled) rather than poisoning the sum.
-            let w = ((l - max) * inv_t).exp();
-            let w = if w.is_nan() { 0.0 } else { w };
-            total += w as f64;
-            self.weights.push(w);
-        }
-        let log_total = total.ln();
+        self.weights.resize(logits.len(), 0.0);
+        with_simd(
+            #[inline(always)]
+            || {
+                for (w, &l) in self.weights.iter_mut().zip(logits) {
+                    // NaN logits get weight 0 (never sampled) rather than poisoning the sum.
+                    let e = exp((l - max) * inv_t);
+                    *w = if e.is_nan() { 0.0 } else { e };
+                }
+            },
+        );
+        let log_total = self.weights.iter().map(|&w| w as f64).sum::<f64>().ln();
 
         let min_logit = self.top_k_threshold(logits, settings.top_k);
         let u: f64 = rng.random();

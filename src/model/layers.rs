@@ -5,7 +5,8 @@
 //! this crate's fused kernels with backward passes (`super::fused`); when a gradient is tracked
 //! elsewhere, candle's differentiable ops; otherwise (generation, scoring, reference models)
 //! candle's fused kernels, which are faster but have no backward pass and would silently cut the
-//! graph.
+//! graph. Decode-sized inference (a few rows) on a CPU f32 model takes `fused::skinny_matmul` for
+//! the projections and `fused::decode_attention` for attention over the KV cache.
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
@@ -43,6 +44,36 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
         None
     };
     Ok(Linear::new(weight, bias))
+}
+
+/// `x · weightᵀ` for `x` `[..., in]` and `weight` `[out, in]` when `x` is decode-sized (a few
+/// rows, f32 on the CPU, no gradient), by [`fused::skinny_matmul`], which reads the weights once;
+/// `None` otherwise.
+pub fn skinny_times_weight_t(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+    let (dims, k) = (x.dims(), x.dim(D::Minus1)?);
+    let rows = x.elem_count() / k.max(1);
+    if rows > fused::MAX_SKINNY_ROWS {
+        return Ok(None);
+    }
+    let Some(y) = fused::skinny_matmul(&x.reshape((rows, k))?, weight)? else {
+        return Ok(None);
+    };
+    let mut out_dims = dims.to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = y.dim(1)?;
+    }
+    Ok(Some(y.reshape(out_dims)?))
+}
+
+/// `layer(x)`, decode-sized inputs through [`skinny_times_weight_t`].
+pub fn apply_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(match skinny_times_weight_t(x, layer.weight())? {
+        Some(y) => match layer.bias() {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        },
+        None => layer.forward(x)?,
+    })
 }
 
 /// The token embedding table.
@@ -196,23 +227,31 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((b, t, h, hd))?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, hd))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, hd))?;
+        let q = apply_linear(&self.q_proj, x)?.reshape((b, t, h, hd))?;
+        let k = apply_linear(&self.k_proj, x)?.reshape((b, t, kvh, hd))?;
+        let v = apply_linear(&self.v_proj, x)?.reshape((b, t, kvh, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         // Query head i uses KV head i / (h / kvh); grouping the queries of one KV head into one
         // matrix avoids materialising repeated keys and values.
         let rep = h / kvh;
         let fused = cache.is_none() && fused_training(&q, &[&q, &k, &v]);
         let v = v.transpose(1, 2)?.contiguous()?;
-        let (probs, v) = if fused {
+        // probs [B, H, T, S] times v [B, KVH, S, D], the queries of one KV head as one matrix.
+        let weigh = |probs: Tensor, v: &Tensor| -> Result<Tensor> {
+            let s = v.dim(2)?;
+            Ok(probs
+                .reshape((b, kvh, rep * t, s))?
+                .matmul(v)?
+                .reshape((b, h, t, hd))?)
+        };
+        let attended = if fused {
             let q = fused::rope_transposed(&q, &rope.cos, &rope.sin)?;
             let k = fused::rope_transposed(&k, &rope.cos, &rope.sin)?;
             let scores = q
                 .reshape((b, kvh, rep * t, hd))?
                 .matmul(&k.t()?)?
                 .reshape((b, h, t, t))?;
-            (fused::attention_softmax(&scores, bias, scale)?, v)
+            weigh(fused::attention_softmax(&scores, bias, scale)?, &v)?
         } else {
             let q = rope.apply(&q.transpose(1, 2)?)?;
             let k = rope.apply(&k.transpose(1, 2)?)?;
@@ -220,26 +259,35 @@ impl Attention {
                 Some((store, layer)) => store.append(layer, &k, &v)?,
                 None => (k, v),
             };
-            let s = k.dim(2)?;
-            let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * scale)?;
-            let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
-            let scores = scores.broadcast_add(bias)?;
-            let probs = if tracks_gradient(&[&scores]) {
-                candle_nn::ops::softmax(&scores, D::Minus1)?
-            } else {
-                candle_nn::ops::softmax_last_dim(&scores)?
-            };
-            (probs, v)
+            match fused::decode_attention(&q, &k, &v, bias, scale)? {
+                Some(attended) => attended,
+                None => weigh(attention_probs(&q, &k, bias, scale, kvh)?, &v)?,
+            }
         };
-        let s = v.dim(2)?;
-        let out = probs
-            .reshape((b, kvh, rep * t, s))?
-            .matmul(&v)?
-            .reshape((b, h, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * hd))?;
-        Ok(self.o_proj.forward(&out)?)
+        let out = attended.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        apply_linear(&self.o_proj, &out)
     }
+}
+
+/// `softmax(q·kᵀ·scale + bias)` `[B, H, T, S]` with candle's ops, for `q` `[B, H, T, D]` and `k`
+/// `[B, KVH, S, D]` (query head i uses KV head i / (H / KVH)).
+fn attention_probs(
+    q: &Tensor,
+    k: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+    kvh: usize,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let s = k.dim(2)?;
+    let q = (q.contiguous()?.reshape((b, kvh, h / kvh * t, d))? * scale)?;
+    let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
+    let scores = scores.broadcast_add(bias)?;
+    Ok(if tracks_gradient(&[&scores]) {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    })
 }
 
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
@@ -263,14 +311,14 @@ impl Mlp {
 
     /// Applies the MLP to `x` `[B, T, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?;
-        let up = self.up_proj.forward(x)?;
+        let gate = apply_linear(&self.gate_proj, x)?;
+        let up = apply_linear(&self.up_proj, x)?;
         let product = if fused_training(&gate, &[&gate, &up]) {
             fused::swiglu(&gate, &up)?
         } else {
             (gate.silu()? * up)?
         };
-        Ok(self.down_proj.forward(&product)?)
+        apply_linear(&self.down_proj, &product)
     }
 }
 

@@ -3,7 +3,9 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{embedding, linear, DecoderLayer, KvStore, RmsNorm, RotaryEmbedding};
+use super::layers::{
+    embedding, linear, skinny_times_weight_t, DecoderLayer, KvStore, RmsNorm, RotaryEmbedding,
+};
 use super::Qwen2Config;
 use crate::{Error, Result};
 
@@ -201,7 +203,10 @@ impl Qwen2ForCausalLM {
 
     /// Logits `[..., vocab]` of hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?)
+        match skinny_times_weight_t(hidden, &self.lm_head)? {
+            Some(logits) => Ok(logits),
+            None => Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?),
+        }
     }
 
     /// Training forward of a padded batch: hidden states and logits for every position.

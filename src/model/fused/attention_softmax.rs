@@ -81,7 +81,8 @@ impl CustomOp1 for AttentionSoftmaxOp {
     }
 }
 
-fn softmax_row(p: &mut [f32], z: &[f32], bias: &[f32], scale: f32) {
+/// `p = softmax(z · scale + bias)` for one row.
+pub(super) fn softmax_row(p: &mut [f32], z: &[f32], bias: &[f32], scale: f32) {
     with_simd(
         #[inline(always)]
         || {

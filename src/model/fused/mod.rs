@@ -1,24 +1,32 @@
-//! Fused CPU kernels for the training forward and backward of f32 models.
+//! Fused CPU kernels for f32 models: training ops with backward passes, and the two inference
+//! ops that set a decode step's speed.
 //!
 //! candle differentiates a layer as a chain of small ops, each of which allocates its output,
 //! keeps it alive until the backward pass and makes one mostly single-threaded pass over memory.
-//! Each op here does the work of such a chain in one multi-threaded, vectorised pass and keeps
-//! only what its backward needs. Callers use them when a gradient is tracked on a CPU f32 tensor;
-//! candle's own (fused, no-backward) kernels serve inference, and candle's differentiable ops
-//! serve other devices and dtypes.
+//! Each training op here does the work of such a chain in one multi-threaded, vectorised pass and
+//! keeps only what its backward needs; callers use them when a gradient is tracked on a CPU f32
+//! tensor, and candle's differentiable ops serve other devices and dtypes.
+//!
+//! A decode step multiplies a few rows by every weight and attends one query per sequence to the
+//! cache. `skinny_matmul` and `decode_attention` do those without a gemm's packing and per-batch
+//! dispatch; candle's own kernels serve the rest of inference.
 
 mod attention_softmax;
+mod decode_attention;
 mod head_logprobs;
 mod rms_norm;
 mod rope;
 mod simd;
+mod skinny_matmul;
 mod swiglu;
 
 pub use attention_softmax::attention_softmax;
+pub use decode_attention::{decode_attention, MAX_DECODE_QUERIES};
 pub use head_logprobs::{head_logprobs, HeadLogprobs};
 pub use rms_norm::rms_norm;
 pub use rope::rope_transposed;
-pub use simd::exp;
+pub use simd::{exp, with_simd};
+pub use skinny_matmul::{skinny_matmul, MAX_SKINNY_ROWS};
 pub use swiglu::swiglu;
 
 use candle_core::{DType, Storage, Tensor};

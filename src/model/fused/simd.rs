@@ -75,6 +75,25 @@ pub fn sum(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + blocks.remainder().iter().sum::<f32>()
 }
 
+/// The dot product of two equally long slices, in eight lanes.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (a8, b8) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            lanes[l] += a8[l] * b8[l];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Runs `body` compiled for AVX2 + FMA when the CPU has them (the loops in `body` then use 8-wide
 /// vectors), else as is. `body` must be `#[inline(always)]` code for this to take effect.
 #[inline(always)]

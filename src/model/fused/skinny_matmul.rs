@@ -1,0 +1,174 @@
+//! `x · Wᵀ` for the few rows of a decode step.
+//!
+//! A decode step multiplies a handful of rows (one per live sequence) by every weight matrix, so
+//! its cost is reading the weights from memory. A general gemm first packs the weight operand
+//! into panels, which reads it and writes it again before the microkernel reads it a third time
+//! (the packing was 39% of a decode step's profile). This kernel reads each weight row once,
+//! straight from its `[out, in]` layout, and dots it with every input row while it sits in L1.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::{applies_to, simd, with_f32};
+use crate::Result;
+
+/// Most input rows for which [`skinny_matmul`] applies: beyond it the weights are reused enough
+/// that a packing gemm wins.
+pub const MAX_SKINNY_ROWS: usize = 16;
+
+/// Weight rows per parallel task: enough work to amortise a task, enough tasks to balance.
+const TASK_ROWS: usize = 32;
+
+/// `x · weightᵀ` for `x` `[rows, in]` and `weight` `[out, in]`, both f32 on the CPU with no
+/// gradient tracked and `rows ≤ MAX_SKINNY_ROWS`; `None` when any of that does not hold.
+pub fn skinny_matmul(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+    let (Ok((rows, k)), Ok((n, wk))) = (x.dims2(), weight.dims2()) else {
+        return Ok(None);
+    };
+    if rows == 0
+        || rows > MAX_SKINNY_ROWS
+        || k != wk
+        || !applies_to(x)
+        || !applies_to(weight)
+        || x.track_op()
+        || weight.track_op()
+        || !weight.is_contiguous()
+    {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    // Each task owns a contiguous block of the transposed output, [n, rows].
+    let mut out_t = vec![0f32; n * rows];
+    with_f32(&x, |x| {
+        with_f32(weight, |w| {
+            out_t
+                .par_chunks_mut(TASK_ROWS * rows)
+                .zip(w.par_chunks(TASK_ROWS * k))
+                .for_each(|(out, w)| weight_block(x, w, out, rows, k));
+        })
+    })??;
+    let mut out = vec![0f32; rows * n];
+    for (j, column) in out_t.chunks_exact(rows).enumerate() {
+        for (r, &v) in column.iter().enumerate() {
+            out[r * n + j] = v;
+        }
+    }
+    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+}
+
+/// `out[j·rows + r] = x[r] · w[j]` for the weight rows `w` of one task.
+fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { avx2::weight_block(x, w, out, rows, k) };
+        return;
+    }
+    for (wj, out_j) in w.chunks_exact(k).zip(out.chunks_exact_mut(rows)) {
+        for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
+            *o = simd::dot(xr, wj);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Four weight rows times two input rows per pass over `k`: eight accumulators, six loads
+    /// per eight FMAs, so the FMA units rather than the loads set the pace.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
+        let body = k - k % 8;
+        let mut w4 = w.chunks_exact(4 * k);
+        let mut out4 = out.chunks_exact_mut(4 * rows);
+        for (wb, ob) in (&mut w4).zip(&mut out4) {
+            let wp = [0, 1, 2, 3].map(|j| wb[j * k..].as_ptr());
+            let mut r = 0;
+            while r < rows {
+                let pair = (rows - r).min(2);
+                let x0 = x[r * k..].as_ptr();
+                let x1 = x[(r + pair - 1) * k..].as_ptr();
+                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut i = 0;
+                while i < body {
+                    let a = _mm256_loadu_ps(x0.add(i));
+                    let b = _mm256_loadu_ps(x1.add(i));
+                    for j in 0..4 {
+                        let wv = _mm256_loadu_ps(wp[j].add(i));
+                        acc[j] = _mm256_fmadd_ps(a, wv, acc[j]);
+                        acc[4 + j] = _mm256_fmadd_ps(b, wv, acc[4 + j]);
+                    }
+                    i += 8;
+                }
+                for j in 0..4 {
+                    let wj = &wb[j * k..(j + 1) * k];
+                    for p in 0..pair {
+                        let xr = &x[(r + p) * k..(r + p + 1) * k];
+                        let tail: f32 = (body..k).map(|i| xr[i] * wj[i]).sum();
+                        ob[j * rows + r + p] = hsum(acc[4 * p + j]) + tail;
+                    }
+                }
+                r += pair;
+            }
+        }
+        for (wj, out_j) in w4
+            .remainder()
+            .chunks_exact(k)
+            .zip(out4.into_remainder().chunks_exact_mut(rows))
+        {
+            for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
+                *o = super::simd::dot(xr, wj);
+            }
+        }
+    }
+
+    /// The sum of the eight lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{max_abs_diff, seeded_randn};
+    use super::*;
+
+    #[test]
+    fn matches_candle_matmul_for_every_remainder() {
+        // Odd and even row counts, k with and without a tail of the 8 lanes, n with and without
+        // a remainder of the 4-row blocks and of the tasks.
+        for (rows, k, n) in [
+            (1, 8, 4),
+            (3, 13, 7),
+            (2, 5, 1),
+            (8, 512, 301),
+            (16, 64, 4 * TASK_ROWS + 3),
+            (MAX_SKINNY_ROWS, 1408, 66),
+        ] {
+            let x = seeded_randn(&[rows, k], 1);
+            let w = seeded_randn(&[n, k], 2);
+            let got = skinny_matmul(&x, &w).unwrap().expect("applies");
+            let want = x.matmul(&w.t().unwrap()).unwrap();
+            assert_eq!(got.dims(), &[rows, n]);
+            // Sums of k products of O(1) terms in another order: rounding grows with k.
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff < 1e-5 * k as f32, "{rows}x{k}x{n}: {diff}");
+        }
+    }
+
+    #[test]
+    fn declines_what_it_does_not_cover() {
+        let w = seeded_randn(&[4, 8], 2);
+        let many = seeded_randn(&[MAX_SKINNY_ROWS + 1, 8], 1);
+        assert!(skinny_matmul(&many, &w).unwrap().is_none());
+        let mismatched = seeded_randn(&[2, 7], 1);
+        assert!(skinny_matmul(&mismatched, &w).unwrap().is_none());
+        let tracked = candle_core::Var::from_tensor(&seeded_randn(&[2, 8], 1)).unwrap();
+        assert!(skinny_matmul(tracked.as_tensor(), &w).unwrap().is_none());
+    }
+}
