@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, exp, with_simd};
-use super::{contiguous_f32, with_f32};
+use super::{contiguous_f32, with_f32, with_f32s};
 use crate::Result;
 
 /// `softmax(scores · scale + bias)` over the last dimension, for `scores` `[B, H, T, S]` and an
@@ -61,21 +61,18 @@ impl CustomOp1 for AttentionSoftmaxOp {
         let s = scores.dim(3)?;
         let (res, grad) = (res.contiguous()?, grad.contiguous()?);
         let mut ds = vec![0f32; scores.elem_count()];
-        with_f32(&res, |p| {
-            with_f32(&grad, |g| {
-                ds.par_chunks_mut(s * 64)
-                    .zip(p.par_chunks(s * 64).zip(g.par_chunks(s * 64)))
-                    .for_each(|(ds, (p, g))| {
-                        for ((ds, p), g) in ds.chunks_mut(s).zip(p.chunks(s)).zip(g.chunks(s)) {
-                            let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                            for i in 0..s {
-                                ds[i] = self.scale * p[i] * (g[i] - dot);
-                            }
+        with_f32s([&res, &grad], |[p, g]| {
+            ds.par_chunks_mut(s * 64)
+                .zip(p.par_chunks(s * 64).zip(g.par_chunks(s * 64)))
+                .for_each(|(ds, (p, g))| {
+                    for ((ds, p), g) in ds.chunks_mut(s).zip(p.chunks(s)).zip(g.chunks(s)) {
+                        let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+                        for i in 0..s {
+                            ds[i] = self.scale * p[i] * (g[i] - dot);
                         }
-                    })
-            })
+                    }
+                })
         })
-        .and_then(|r| r)
         .map_err(candle_core::Error::wrap)?;
         Ok(Some(Tensor::from_vec(ds, scores.shape(), scores.device())?))
     }

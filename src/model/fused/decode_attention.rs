@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::attention_softmax::softmax_row;
 use super::simd::{dot, with_simd};
-use super::{applies_to, with_f32};
+use super::{applies_to, with_f32s};
 use crate::{Error, Result};
 
 /// Most query positions per sequence for which [`decode_attention`] applies (a decode step has
@@ -54,40 +54,37 @@ pub fn decode_attention(
         return Ok(None);
     };
     let (ks, vs) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
-    with_f32(&q, |q| {
-        with_f32(&bias, |bias| {
-            // Heads g·rep..(g+1)·rep of sequence i share KV head g and are adjacent in `out`.
-            out.par_chunks_mut(rep * t * d)
-                .zip(q.par_chunks(rep * t * d))
-                .enumerate()
-                .for_each(|(task, (out, q))| {
-                    let (i, g) = (task / kvh, task % kvh);
-                    let bias = &bias[i * t * s..(i + 1) * t * s];
-                    let (mut z, mut p) = (vec![0f32; s], vec![0f32; s]);
-                    with_simd(
-                        #[inline(always)]
-                        || {
-                            for (query, (out, q)) in
-                                out.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate()
-                            {
-                                for (pos, z) in z.iter_mut().enumerate() {
-                                    *z = dot(q, k_view.row(ks, i, g, pos, d));
-                                }
-                                let row = &bias[(query % t) * s..(query % t + 1) * s];
-                                softmax_row(&mut p, &z, row, scale as f32);
-                                out.fill(0.0);
-                                for (pos, &w) in p.iter().enumerate() {
-                                    for (o, &x) in out.iter_mut().zip(v_view.row(vs, i, g, pos, d))
-                                    {
-                                        *o += w * x;
-                                    }
+    with_f32s([&q, &bias], |[q, bias]| {
+        // Heads g·rep..(g+1)·rep of sequence i share KV head g and are adjacent in `out`.
+        out.par_chunks_mut(rep * t * d)
+            .zip(q.par_chunks(rep * t * d))
+            .enumerate()
+            .for_each(|(task, (out, q))| {
+                let (i, g) = (task / kvh, task % kvh);
+                let bias = &bias[i * t * s..(i + 1) * t * s];
+                let (mut z, mut p) = (vec![0f32; s], vec![0f32; s]);
+                with_simd(
+                    #[inline(always)]
+                    || {
+                        for (query, (out, q)) in
+                            out.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate()
+                        {
+                            for (pos, z) in z.iter_mut().enumerate() {
+                                *z = dot(q, k_view.row(ks, i, g, pos, d));
+                            }
+                            let row = &bias[(query % t) * s..(query % t + 1) * s];
+                            softmax_row(&mut p, &z, row, scale as f32);
+                            out.fill(0.0);
+                            for (pos, &w) in p.iter().enumerate() {
+                                for (o, &x) in out.iter_mut().zip(v_view.row(vs, i, g, pos, d)) {
+                                    *o += w * x;
                                 }
                             }
-                        },
-                    )
-                })
-        })
-    })??;
+                        }
+                    },
+                )
+            })
+    })?;
     Ok(Some(Tensor::from_vec(out, (b, h, t, d), q.device())?))
 }
 

@@ -40,15 +40,27 @@ pub fn applies_to(t: &Tensor) -> bool {
 
 /// Calls `f` with the data of a contiguous f32 CPU tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Err(Error::Input("fused kernels run on CPU tensors only".into()));
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let (from, to) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::Input("fused kernels need contiguous tensors".into()))?;
-    Ok(f(&data[from..to]))
+    with_f32s([t], |[data]| f(data))
+}
+
+/// Calls `f` with the data of several contiguous f32 CPU tensors at once.
+fn with_f32s<const N: usize, R>(
+    tensors: [&Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> Result<R> {
+    let guards = tensors.map(|t| t.storage_and_layout());
+    let mut slices: [&[f32]; N] = [&[]; N];
+    for (slice, (storage, layout)) in slices.iter_mut().zip(&guards) {
+        let Storage::Cpu(cpu) = &**storage else {
+            return Err(Error::Input("fused kernels run on CPU tensors only".into()));
+        };
+        let data = cpu.as_slice::<f32>()?;
+        let (from, to) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| Error::Input("fused kernels need contiguous tensors".into()))?;
+        *slice = &data[from..to];
+    }
+    Ok(f(slices))
 }
 
 /// The f32 data of a contiguous CPU storage under `layout` (what `cpu_fwd` receives).

@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, with_f32};
+use super::{contiguous_f32, with_f32s};
 use crate::Result;
 
 /// RMSNorm of `x` `[..., D]` (f32, CPU) with gain `weight` `[D]`, differentiable in both.
@@ -60,42 +60,35 @@ impl CustomOp2 for RmsNormOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let d = weight.elem_count();
         let grad = grad.contiguous()?;
-        let (gx, gw) = with_f32(x, |x| {
-            with_f32(weight, |w| {
-                with_f32(&grad, |g| {
-                    let mut gx = vec![0f32; x.len()];
-                    // dx = r·(g⊙w) − x·r³/D·Σ(g⊙w⊙x); dw = Σ_rows g⊙x·r. Each task sums the dw
-                    // of a fixed block of rows and the blocks are added in order, so the result
-                    // does not depend on how the thread pool splits the work (exact resume).
-                    let block = ROWS_PER_TASK * d;
-                    let partial: Vec<Vec<f32>> = gx
-                        .par_chunks_mut(block)
-                        .zip(x.par_chunks(block).zip(g.par_chunks(block)))
-                        .map(|(gx, (x, g))| {
-                            let mut gw = vec![0f32; d];
-                            for (gx, (x, g)) in gx.chunks_mut(d).zip(x.chunks(d).zip(g.chunks(d))) {
-                                let r = inverse_rms(x, self.eps);
-                                let dot: f32 =
-                                    x.iter().zip(g).zip(w).map(|((x, g), w)| x * g * w).sum();
-                                let c = dot * r * r * r / d as f32;
-                                for i in 0..d {
-                                    gx[i] = r * g[i] * w[i] - c * x[i];
-                                    gw[i] += g[i] * x[i] * r;
-                                }
-                            }
-                            gw
-                        })
-                        .collect();
+        let (gx, gw) = with_f32s([x, weight, &grad], |[x, w, g]| {
+            let mut gx = vec![0f32; x.len()];
+            // dx = r·(g⊙w) − x·r³/D·Σ(g⊙w⊙x); dw = Σ_rows g⊙x·r. Each task sums the dw
+            // of a fixed block of rows and the blocks are added in order, so the result
+            // does not depend on how the thread pool splits the work (exact resume).
+            let block = ROWS_PER_TASK * d;
+            let partial: Vec<Vec<f32>> = gx
+                .par_chunks_mut(block)
+                .zip(x.par_chunks(block).zip(g.par_chunks(block)))
+                .map(|(gx, (x, g))| {
                     let mut gw = vec![0f32; d];
-                    for p in partial {
-                        gw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+                    for (gx, (x, g)) in gx.chunks_mut(d).zip(x.chunks(d).zip(g.chunks(d))) {
+                        let r = inverse_rms(x, self.eps);
+                        let dot: f32 = x.iter().zip(g).zip(w).map(|((x, g), w)| x * g * w).sum();
+                        let c = dot * r * r * r / d as f32;
+                        for i in 0..d {
+                            gx[i] = r * g[i] * w[i] - c * x[i];
+                            gw[i] += g[i] * x[i] * r;
+                        }
                     }
-                    (gx, gw)
+                    gw
                 })
-            })
+                .collect();
+            let mut gw = vec![0f32; d];
+            for p in partial {
+                gw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
+            (gx, gw)
         })
-        .and_then(|r| r)
-        .and_then(|r| r)
         .map_err(candle_core::Error::wrap)?;
         let gx = Tensor::from_vec(gx, x.shape(), x.device())?;
         let gw = Tensor::from_vec(gw, weight.shape(), weight.device())?;

@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, with_f32};
+use super::{contiguous_f32, with_f32s};
 use crate::Result;
 
 /// Rotates `x` `[B, T, H, D]` by the angles whose `cos` and `sin` are `[B, T, D/2]` and returns
@@ -45,21 +45,18 @@ impl CustomOp1 for RopeOp {
         let (b, t, h, d) = xl.shape().dims4()?;
         let half = d / 2;
         let mut y = vec![0f32; x.len()];
-        with_f32(&self.cos, |cos| {
-            with_f32(&self.sin, |sin| {
-                // Output block (batch, head) is contiguous: [T, D].
-                y.par_chunks_mut(t * d).enumerate().for_each(|(bh, y)| {
-                    let (bb, hh) = (bh / h, bh % h);
-                    for (tt, y) in y.chunks_mut(d).enumerate() {
-                        let row = bb * t + tt;
-                        let src = &x[(row * h + hh) * d..][..d];
-                        let angles = row * half..(row + 1) * half;
-                        rotate(y, src, &cos[angles.clone()], &sin[angles], false);
-                    }
-                })
+        with_f32s([&self.cos, &self.sin], |[cos, sin]| {
+            // Output block (batch, head) is contiguous: [T, D].
+            y.par_chunks_mut(t * d).enumerate().for_each(|(bh, y)| {
+                let (bb, hh) = (bh / h, bh % h);
+                for (tt, y) in y.chunks_mut(d).enumerate() {
+                    let row = bb * t + tt;
+                    let src = &x[(row * h + hh) * d..][..d];
+                    let angles = row * half..(row + 1) * half;
+                    rotate(y, src, &cos[angles.clone()], &sin[angles], false);
+                }
             })
         })
-        .and_then(|r| r)
         .map_err(candle_core::Error::wrap)?;
         Ok((CpuStorage::F32(y), Shape::from((b, h, t, d))))
     }
@@ -69,23 +66,17 @@ impl CustomOp1 for RopeOp {
         let half = d / 2;
         let grad = grad.contiguous()?;
         let mut gx = vec![0f32; x.elem_count()];
-        with_f32(&self.cos, |cos| {
-            with_f32(&self.sin, |sin| {
-                with_f32(&grad, |g| {
-                    // Input-gradient block (batch, position) is contiguous: [H, D].
-                    gx.par_chunks_mut(h * d).enumerate().for_each(|(row, gx)| {
-                        let (bb, tt) = (row / t, row % t);
-                        let angles = row * half..(row + 1) * half;
-                        for (hh, gx) in gx.chunks_mut(d).enumerate() {
-                            let src = &g[((bb * h + hh) * t + tt) * d..][..d];
-                            rotate(gx, src, &cos[angles.clone()], &sin[angles.clone()], true);
-                        }
-                    })
-                })
+        with_f32s([&self.cos, &self.sin, &grad], |[cos, sin, g]| {
+            // Input-gradient block (batch, position) is contiguous: [H, D].
+            gx.par_chunks_mut(h * d).enumerate().for_each(|(row, gx)| {
+                let (bb, tt) = (row / t, row % t);
+                let angles = row * half..(row + 1) * half;
+                for (hh, gx) in gx.chunks_mut(d).enumerate() {
+                    let src = &g[((bb * h + hh) * t + tt) * d..][..d];
+                    rotate(gx, src, &cos[angles.clone()], &sin[angles.clone()], true);
+                }
             })
         })
-        .and_then(|r| r)
-        .and_then(|r| r)
         .map_err(candle_core::Error::wrap)?;
         Ok(Some(Tensor::from_vec(gx, x.shape(), x.device())?))
     }

@@ -9,7 +9,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{applies_to, simd, with_f32};
+use super::{applies_to, simd, with_f32s};
 use crate::Result;
 
 /// Most input rows for which [`skinny_matmul`] applies: beyond it the weights are reused enough
@@ -39,14 +39,12 @@ pub fn skinny_matmul(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
     let x = x.contiguous()?;
     // Each task owns a contiguous block of the transposed output, [n, rows].
     let mut out_t = vec![0f32; n * rows];
-    with_f32(&x, |x| {
-        with_f32(weight, |w| {
-            out_t
-                .par_chunks_mut(TASK_ROWS * rows)
-                .zip(w.par_chunks(TASK_ROWS * k))
-                .for_each(|(out, w)| weight_block(x, w, out, rows, k));
-        })
-    })??;
+    with_f32s([&x, weight], |[x, w]| {
+        out_t
+            .par_chunks_mut(TASK_ROWS * rows)
+            .zip(w.par_chunks(TASK_ROWS * k))
+            .for_each(|(out, w)| weight_block(x, w, out, rows, k));
+    })?;
     let mut out = vec![0f32; rows * n];
     for (j, column) in out_t.chunks_exact(rows).enumerate() {
         for (r, &v) in column.iter().enumerate() {

@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{exp, with_simd};
-use super::{contiguous_f32, with_f32};
+use super::{contiguous_f32, with_f32s};
 use crate::Result;
 
 /// Elements per parallel task: large enough to amortise the task, small enough to split.
@@ -69,31 +69,25 @@ impl CustomOp2 for SwiGluOp {
         let grad = grad.contiguous()?;
         let n = gate.elem_count();
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-        with_f32(gate, |g| {
-            with_f32(up, |u| {
-                with_f32(&grad, |gy| {
-                    dg.par_chunks_mut(TASK)
-                        .zip(du.par_chunks_mut(TASK))
-                        .zip(g.par_chunks(TASK).zip(u.par_chunks(TASK)))
-                        .zip(gy.par_chunks(TASK))
-                        .for_each(|(((dg, du), (g, u)), gy)| {
-                            with_simd(
-                                #[inline(always)]
-                                || {
-                                    for i in 0..g.len() {
-                                        // silu'(g) = s·(1 + g·(1 − s)), s = sigmoid(g).
-                                        let s = sigmoid(g[i]);
-                                        du[i] = gy[i] * g[i] * s;
-                                        dg[i] = gy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                                    }
-                                },
-                            )
-                        })
+        with_f32s([gate, up, &grad], |[g, u, gy]| {
+            dg.par_chunks_mut(TASK)
+                .zip(du.par_chunks_mut(TASK))
+                .zip(g.par_chunks(TASK).zip(u.par_chunks(TASK)))
+                .zip(gy.par_chunks(TASK))
+                .for_each(|(((dg, du), (g, u)), gy)| {
+                    with_simd(
+                        #[inline(always)]
+                        || {
+                            for i in 0..g.len() {
+                                // silu'(g) = s·(1 + g·(1 − s)), s = sigmoid(g).
+                                let s = sigmoid(g[i]);
+                                du[i] = gy[i] * g[i] * s;
+                                dg[i] = gy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                            }
+                        },
+                    )
                 })
-            })
         })
-        .and_then(|r| r)
-        .and_then(|r| r)
         .map_err(candle_core::Error::wrap)?;
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
