@@ -21,10 +21,13 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use rand_chacha::ChaCha8Rng;
+
+use super::device_sampler;
 use super::forward::{self, Logits};
 use super::kv_cache::{PrefixKv, SlotKvCache};
 use super::sampler::{SampledToken, Sampler};
-use super::sequence::{Next, Phase, Rules, Sequence};
+use super::sequence::{sequence_rng, Next, Phase, Rules, Sequence};
 use super::tool::{output_block_rest, ToolExecutor};
 use super::SamplingParams;
 use crate::model::Qwen2ForCausalLM;
@@ -43,6 +46,10 @@ pub struct EngineConfig {
     /// Most tokens (rows × longest prompt) per prefill forward, bounding its activations. A
     /// longer prompt is prefilled alone. Default 4096.
     pub max_prefill_tokens: usize,
+    /// Draw a decode step's tokens on the model's device, so only token ids and log-probs cross
+    /// to the host (`generation::device_sampler`). Default: on a GPU yes, on the CPU no (the
+    /// CPU sampler reproduces each sequence's stream exactly).
+    pub sample_on_device: Option<bool>,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +58,7 @@ impl Default for EngineConfig {
             max_live_sequences: 64,
             kv_cache_bytes: 2 << 30,
             max_prefill_tokens: 4096,
+            sample_on_device: None,
         }
     }
 }
@@ -205,6 +213,11 @@ impl Engine {
             .as_ref()
             .expect("ensure_cache allocated the cache");
         let (tool_sender, tool_results) = mpsc::channel();
+        let device = self.model.backbone().device();
+        let sample_on_device = self.config.sample_on_device.unwrap_or(device.is_cuda());
+        if sample_on_device && !device.is_cpu() {
+            device.set_seed(params.seed)?;
+        }
         let mut run = Run {
             model: &self.model,
             cache,
@@ -224,6 +237,7 @@ impl Engine {
             done: (0..prompts.len() * params.n).map(|_| None).collect(),
             sampler: Sampler::new(),
             samplers: Vec::new(),
+            device_rng: sample_on_device.then(|| sequence_rng(params.seed, usize::MAX, usize::MAX)),
             tool_sender,
             tool_results,
             tools_in_flight: 0,
@@ -376,6 +390,9 @@ struct Run<'a> {
     sampler: Sampler,
     /// Scratch of a decode step's draws, one per live row.
     samplers: Vec<Sampler>,
+    /// Set when decode steps draw on the device: the noise stream of those draws on the CPU
+    /// (a GPU draws its noise from its own seeded RNG).
+    device_rng: Option<ChaCha8Rng>,
     tool_sender: mpsc::Sender<(usize, usize, String)>,
     tool_results: mpsc::Receiver<(usize, usize, String)>,
     tools_in_flight: usize,
@@ -549,20 +566,28 @@ impl Run<'_> {
         self.stats.decode_steps += 1;
         self.stats.decode_ms += timer.elapsed().as_secs_f64() * 1e3;
         let sampling = Instant::now();
-        // Each row draws from its own stream, so drawing the rows in parallel changes nothing.
         let settings = self.rules.sampler;
-        self.samplers.resize_with(self.live.len(), Sampler::new);
-        let draws: Vec<Option<SampledToken>> = self
-            .live
-            .par_iter_mut()
-            .zip(&mut self.samplers[..])
-            .enumerate()
-            .map(|(r, (seq, sampler))| {
-                // A row not decoding is a dummy: the tool output will rewrite this position.
-                (seq.phase == Phase::Decoding)
-                    .then(|| sampler.sample(logits.row(r), &settings, &mut seq.rng))
-            })
-            .collect();
+        let draws: Vec<Option<SampledToken>> = if let Some(rng) = self.device_rng.as_mut() {
+            device_sampler::sample_rows(&logits, &settings, rng)?
+                .into_iter()
+                .zip(&self.live)
+                .map(|(draw, seq)| (seq.phase == Phase::Decoding).then_some(draw))
+                .collect()
+        } else {
+            let logits = Logits::from_tensor(&logits)?;
+            // Each row draws from its own stream, so drawing the rows in parallel changes nothing.
+            self.samplers.resize_with(self.live.len(), Sampler::new);
+            self.live
+                .par_iter_mut()
+                .zip(&mut self.samplers[..])
+                .enumerate()
+                .map(|(r, (seq, sampler))| {
+                    // A row not decoding is a dummy: the tool output will rewrite this position.
+                    (seq.phase == Phase::Decoding)
+                        .then(|| sampler.sample(logits.row(r), &settings, &mut seq.rng))
+                })
+                .collect()
+        };
         for (r, sampled) in draws.into_iter().enumerate() {
             let Some(sampled) = sampled else { continue };
             let seq = &mut self.live[r];

@@ -1,5 +1,5 @@
 //! The three forward passes of generation over the slot cache, each returning the next-token
-//! logits of every row on the host:
+//! logits of every row (on the host, but decode's, which stay on the device):
 //!
 //! - prefill: prompts of different lengths, right-padded into one batch, written from position 0
 //!   of fresh slots. Cache positions and rotary positions coincide (0..len), exactly what
@@ -30,7 +30,8 @@ impl Logits {
         }
     }
 
-    fn from_tensor(logits: &Tensor) -> Result<Self> {
+    /// Copies `[rows, vocab]` logits to the host.
+    pub fn from_tensor(logits: &Tensor) -> Result<Self> {
         let (_, vocab) = logits.dims2()?;
         let data = logits
             .to_dtype(DType::F32)?
@@ -89,13 +90,15 @@ pub fn prefill(
     Logits::from_tensor(&model.logits(&hidden)?)
 }
 
-/// Feeds `tokens[r]` to the sequence in slot r at position `positions[r]` (its cache length).
+/// Feeds `tokens[r]` to the sequence in slot r at position `positions[r]` (its cache length);
+/// the next-token logits `[rows, vocab]` stay on the model's device (a decode step may sample
+/// there).
 pub fn decode(
     model: &Qwen2ForCausalLM,
     cache: &SlotKvCache,
     tokens: &[u32],
     positions: &[usize],
-) -> Result<Logits> {
+) -> Result<Tensor> {
     let device = model.backbone().device();
     let rows = tokens.len();
     let span = positions.iter().max().map_or(0, |p| p + 1);
@@ -111,7 +114,7 @@ pub fn decode(
     let hidden = model
         .backbone()
         .forward_with(&ids, &pos, &bias, Some(&mut store))?;
-    Logits::from_tensor(&model.logits(&hidden.squeeze(1)?)?)
+    model.logits(&hidden.squeeze(1)?)
 }
 
 /// Feeds `tokens` to the sequence in `slot` from position `start`; logits after the last one.

@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod device_sampler;
 mod engine;
 pub mod forward;
 pub mod kv_cache;

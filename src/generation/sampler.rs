@@ -205,17 +205,17 @@ impl Sampler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-    const LOGITS: [f32; 8] = [1.0, 0.5, 2.0, -0.5, 0.0, 1.5, -1.0, 0.7];
-    const DRAWS: usize = 40_000;
+    pub(crate) const LOGITS: [f32; 8] = [1.0, 0.5, 2.0, -0.5, 0.0, 1.5, -1.0, 0.7];
+    pub(crate) const DRAWS: usize = 40_000;
 
     /// The distribution the settings define, computed directly from the definitions.
-    fn expected_distribution(logits: &[f32], s: &SamplerSettings) -> Vec<f64> {
+    pub(crate) fn expected_distribution(logits: &[f32], s: &SamplerSettings) -> Vec<f64> {
         let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / s.temperature).collect();
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]));
@@ -245,7 +245,7 @@ mod tests {
 
     /// Chi-square goodness-of-fit p-value of `counts` against `probs` (zero-probability tokens
     /// must have zero counts).
-    fn chi_square_p_value(counts: &[usize], probs: &[f64]) -> f64 {
+    pub(crate) fn chi_square_p_value(counts: &[usize], probs: &[f64]) -> f64 {
         let n: usize = counts.iter().sum();
         let mut stat = 0.0;
         let mut categories = 0;

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// `tests/fixtures/<name>`.
+/// `tests/fixtures/<name>`, under `MATHRL_REPO_DIR` when set (test binaries built on one machine
+/// and run from another checkout, as `scripts/gpu-check.sh` does).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("MATHRL_REPO_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/fixtures")
         .join(name)
 }
