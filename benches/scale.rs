@@ -5,7 +5,7 @@
 //!
 //! `MATHRL_BENCH_DEVICE=cuda MATHRL_BENCH_SHAPE=1.5b cargo bench --features mathrl/cuda --bench scale`
 //! (defaults: `cpu` and the `tiny` shape, which checks the bench's logic in seconds).
-//! Weights are random, in the device's compute dtype (bf16 on a GPU). Prints one JSON line per
+//! Weights are random, in the device's compute dtype (bf16 on a GPU) or `MATHRL_BENCH_DTYPE`. Prints one JSON line per
 //! measurement, each tagged `"phase"` so the script can pair it with its memory reading.
 
 mod common;
@@ -13,7 +13,7 @@ mod common;
 use std::time::Instant;
 
 use candle_core::Device;
-use mathrl::device::{default_dtype, parse_device};
+use mathrl::device::{default_dtype, parse_device, parse_dtype};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
@@ -102,7 +102,10 @@ fn main() {
     let device_name = std::env::var("MATHRL_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let shape_name = std::env::var("MATHRL_BENCH_SHAPE").unwrap_or_else(|_| "tiny".into());
     let device = parse_device(&device_name).expect("MATHRL_BENCH_DEVICE is a device");
-    let dtype = default_dtype(&device);
+    let dtype = match std::env::var("MATHRL_BENCH_DTYPE") {
+        Ok(name) => parse_dtype(&name).expect("MATHRL_BENCH_DTYPE is a dtype"),
+        Err(_) => default_dtype(&device),
+    };
     let config = shape(&shape_name);
     let start = Instant::now();
     let policy = Policy::random(&config, 0, &device, dtype, Trainable::Yes).unwrap();

@@ -13,6 +13,13 @@
 #   CUDA_TOOLKIT_VERSION   pip version spec of cuda-toolkit (default 13.0.*)
 #   CUDA_COMPUTE_CAP       the GPU's compute capability without the dot (default 90: H100/H200)
 #   CARGO_TARGET_DIR       where the CUDA build goes (default target/cuda, beside the CPU build)
+#   MATHRL_PREBUILT_KERNELS  a folder of candle-kernels' ahead-of-time objects (<stem>.o) built
+#                          elsewhere by scripts/cuda-prebuild-kernels.sh: used in place of
+#                          compiling those .cu files here. candle-kernels compiles its GGUF and
+#                          MoE kernels (13 files) ahead of time, one at a time, 5-25 minutes each
+#                          on 2 cores; a GPU machine's nvcc does them all in a few minutes. While
+#                          the folder holds a file `.pending`, the build waits for each object
+#                          (the rest of the build goes on meanwhile).
 #
 # At run time the GPU machine needs the driver (libcuda.so.1) and CUDA's libraries: cublas,
 # cublasLt, curand, nvrtc of the same major version, on LD_LIBRARY_PATH (or the loader's path).
@@ -59,6 +66,11 @@ if [[ ! -f "$stub_dir/libcuda.so" ]]; then
     | sed -E 's/.*fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u \
     | sed 's/.*/void &(void) {}/' > "$stub_dir/libcuda-stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub_dir/libcuda.so" "$stub_dir/libcuda-stub.c"
+fi
+
+if [[ -n "${MATHRL_PREBUILT_KERNELS:-}" ]]; then
+  export MATHRL_PREBUILT_KERNELS="$(cd "$MATHRL_PREBUILT_KERNELS" && pwd)"
+  export MATHRL_REAL_NVCC="$cuda_home/bin/nvcc" NVCC="$PWD/scripts/nvcc-prebuilt.sh"
 fi
 
 export CUDA_HOME="$cuda_home"

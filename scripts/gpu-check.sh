@@ -17,7 +17,7 @@
 # --build (CPU only: build the binaries with cargo first), --shape 1.5b|0.5b|tiny (default 1.5b
 # on cuda, tiny on cpu), --no-torch (skip the PyTorch baselines).
 # On the GPU machine, CUDA's libraries must be on LD_LIBRARY_PATH (this script adds the PyTorch
-# wheel's nvidia/*/lib folders when python3 has them).
+# wheel's nvidia/*/lib folders when python3 has them, and /usr/local/cuda/lib64).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +52,7 @@ done
 # CUDA's libraries from PyTorch's wheels, where the machine has them there.
 if [[ "$device" != cpu ]]; then
   extra="$(python3 -c 'import nvidia, os; r = list(nvidia.__path__)[0]; print(":".join(sorted({os.path.join(r, d, "lib") for d in os.listdir(r) if os.path.isdir(os.path.join(r, d, "lib"))})))' 2>/dev/null)"
+  [[ -d /usr/local/cuda/lib64 ]] && extra="${extra:+$extra:}/usr/local/cuda/lib64"
   export LD_LIBRARY_PATH="${extra:+$extra:}${LD_LIBRARY_PATH:-}"
 fi
 # The test binaries find the fixtures from here, wherever they were built.
