@@ -5,6 +5,7 @@
 #![cfg(unix)]
 
 use std::collections::hash_map::DefaultHasher;
+use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -60,6 +61,20 @@ fn mathrl() -> Command {
     cmd
 }
 
+/// `sft` for `steps` steps of two conversations on `data`, from `model` (Hub id or directory).
+fn sft(model: impl AsRef<OsStr>, data: &Path, output: &Path, steps: u64) -> Command {
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "sft", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--output")
+        .arg(output)
+        .args(["--set", &format!("steps={steps}"), "--set", "batch_size=2"])
+        .args(["--set", "eval_examples=2"]);
+    cmd
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -95,20 +110,8 @@ fn sft_runs_on_a_hub_id_in_hf_hub_cache_and_keeps_the_chat_template() {
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
     let out = tmp.path().join("run");
-    let run = mathrl()
+    let run = sft(INSTRUCT, &data, &out, 2)
         .env("HF_HUB_CACHE", &cache)
-        .args(["--recipe", "sft", "--model", INSTRUCT, "--data"])
-        .arg(&data)
-        .arg("--output")
-        .arg(&out)
-        .args([
-            "--set",
-            "steps=2",
-            "--set",
-            "batch_size=2",
-            "--set",
-            "eval_examples=2",
-        ])
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
@@ -124,21 +127,7 @@ fn sft_runs_on_a_hub_id_in_hf_hub_cache_and_keeps_the_chat_template() {
         );
     }
     // The trained model is itself a model directory that `--model` accepts.
-    let again = mathrl()
-        .args(["--recipe", "sft", "--model"])
-        .arg(out.join("final"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--output")
-        .arg(tmp.path().join("again"))
-        .args([
-            "--set",
-            "steps=1",
-            "--set",
-            "batch_size=2",
-            "--set",
-            "eval_examples=2",
-        ])
+    let again = sft(out.join("final"), &data, &tmp.path().join("again"), 1)
         .output()
         .unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
