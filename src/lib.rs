@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod generation;
+pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod policy;

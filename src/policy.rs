@@ -16,6 +16,7 @@ use crate::{Error, Result};
 pub const SIDE_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
+    crate::tokenizer::CHAT_TEMPLATE_FILE,
     "generation_config.json",
     "special_tokens_map.json",
     "vocab.json",
@@ -34,22 +35,17 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Loads `config.json` and the safetensors of `dir`; `dtype` defaults to the device's compute
-    /// dtype (f32 on CPU, bf16 on GPU).
+    /// Loads `config.json` (with generation_config.json's stop ids) and the safetensors of `dir`,
+    /// a model directory or a Hub id in the local cache (see [`crate::hub`]); `dtype` defaults to
+    /// the device's compute dtype (f32 on CPU, bf16 on GPU).
     pub fn load(
         dir: impl AsRef<Path>,
         device: &Device,
         dtype: Option<DType>,
         trainable: Trainable,
     ) -> Result<Self> {
-        let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(Error::Input(format!(
-                "model directory {} does not exist",
-                dir.display()
-            )));
-        }
-        let config = Qwen2Config::from_file(dir.join("config.json"))?;
+        let dir = &crate::hub::resolve_model_dir(dir.as_ref())?;
+        let config = Qwen2Config::from_model_dir(dir)?;
         let dtype = dtype.unwrap_or_else(|| default_dtype(device));
         let (vb, store) = checkpoint_builder(dir, dtype, device, trainable)?;
         let model = Qwen2ForCausalLM::new(&config, vb)

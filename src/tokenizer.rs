@@ -1,5 +1,7 @@
-//! The tokenizer (Hugging Face `tokenizer.json`) and the chat template of `tokenizer_config.json`,
-//! rendered with minijinja the way transformers renders it (trim_blocks, lstrip_blocks).
+//! The tokenizer (Hugging Face `tokenizer.json`) and its chat template, rendered with minijinja the
+//! way transformers renders it (trim_blocks, lstrip_blocks). The template comes from
+//! `chat_template.jinja` when the directory has one (where current transformers saves it),
+//! else from `tokenizer_config.json`'s `chat_template`.
 
 use std::path::Path;
 
@@ -58,15 +60,34 @@ fn token_string(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The file transformers writes the chat template to (and reads it from first).
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// `config` with its `chat_template` replaced by the text of `dir`'s `chat_template.jinja`, when
+/// there is one: as in transformers, the file wins over the field.
+fn with_template_file(mut config: Value, dir: &Path) -> Result<Value> {
+    let path = dir.join(CHAT_TEMPLATE_FILE);
+    if !path.is_file() {
+        return Ok(config);
+    }
+    let template = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    if !config.is_object() {
+        config = Value::Object(Default::default());
+    }
+    config["chat_template"] = Value::String(template);
+    Ok(config)
+}
+
 impl Tokenizer {
     /// Whether `dir` holds a `tokenizer.json`.
     pub fn exists_in(dir: &Path) -> bool {
         dir.join("tokenizer.json").is_file()
     }
 
-    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` from `dir`.
+    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` and `chat_template.jinja`
+    /// from `dir` (a directory, or a Hub id in the local cache: see [`crate::hub`]).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
+        let dir = &crate::hub::resolve_model_dir(dir.as_ref())?;
         let path = dir.join("tokenizer.json");
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
@@ -81,7 +102,7 @@ impl Tokenizer {
         } else {
             Value::Null
         };
-        Self::new(inner, &config)
+        Self::new(inner, &with_template_file(config, dir)?)
     }
 
     /// Builds a tokenizer from a loaded `tokenizers::Tokenizer` and a parsed tokenizer_config.json
@@ -207,7 +228,11 @@ impl Tokenizer {
         let template = self
             .chat_template
             .as_deref()
-            .ok_or_else(|| Error::Tokenizer("tokenizer_config.json has no chat_template".into()))?;
+            .ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "no chat template: neither {CHAT_TEMPLATE_FILE} nor tokenizer_config.json's chat_template"
+                ))
+            })?;
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -264,6 +289,53 @@ mod tests {
         assert_eq!(
             back.question_prompt(text, None).unwrap(),
             original.question_prompt(text, None).unwrap()
+        );
+    }
+
+    #[test]
+    fn chat_template_jinja_wins_over_tokenizer_config() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/procedural-tokenizer"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(Path::new(fixture).join(file), dir.path().join(file)).unwrap();
+        }
+        let messages = [ChatMessage::new("user", "q")];
+        let from_config = Tokenizer::from_dir(dir.path()).unwrap();
+        let config_rendering = from_config.apply_chat_template(&messages, true).unwrap();
+        assert!(!config_rendering.starts_with("FILE"), "{config_rendering}");
+
+        let template = "FILE{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}";
+        std::fs::write(dir.path().join(CHAT_TEMPLATE_FILE), template).unwrap();
+        let from_file = Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(
+            from_file.apply_chat_template(&messages, true).unwrap(),
+            "FILE[user:q]"
+        );
+        // It travels with the tokenizer to other processes.
+        let (json, config) = from_file.to_json().unwrap();
+        let back = Tokenizer::from_json(&json, &config).unwrap();
+        assert_eq!(
+            back.apply_chat_template(&messages, true).unwrap(),
+            "FILE[user:q]"
+        );
+
+        // With neither, the error names both places a template can be.
+        let mut bare: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
+        )
+        .unwrap();
+        bare.as_object_mut().unwrap().remove("chat_template");
+        let none = Tokenizer::new(from_file.inner().clone(), &bare).unwrap();
+        let err = none
+            .apply_chat_template(&messages, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(CHAT_TEMPLATE_FILE) && err.contains("tokenizer_config.json"),
+            "{err}"
         );
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mathrl::hub::{resolve_model_dir, HubId};
 
 /// mathrl: train mathematical-expert language models by self-improvement.
 #[derive(Debug, Clone, Parser)]
@@ -17,12 +18,13 @@ pub struct Cli {
     /// List the recipes with a one-line description each.
     #[arg(long)]
     pub list_recipes: bool,
-    /// Model directory in the Hugging Face layout.
+    /// Model directory in the Hugging Face layout, or a Hub id (`org/name[@revision]`) already in
+    /// the local Hugging Face cache.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Reward-model directory in the Hugging Face layout.
+    /// Reward-model directory in the Hugging Face layout, or a Hub id in the local cache.
     #[arg(long)]
-    pub rm: Option<std::path::PathBuf>,
+    pub rm: Option<PathBuf>,
     /// Input file of a tool recipe.
     #[arg(long)]
     pub input: Option<PathBuf>,
@@ -86,6 +88,26 @@ pub struct Cli {
     pub wait_for_workers: usize,
 }
 
+impl Cli {
+    /// Replaces each `--model` / `--rm` that is a Hub id rather than a directory by its snapshot
+    /// in the local Hugging Face cache, so that every recipe gets a directory.
+    pub fn resolve_hub_ids(&mut self) -> anyhow::Result<()> {
+        let worker_rm = match &mut self.command {
+            Some(Command::Worker(args)) => args.rm.as_mut(),
+            None => None,
+        };
+        for path in [self.model.as_mut(), self.rm.as_mut(), worker_rm]
+            .into_iter()
+            .flatten()
+        {
+            if !path.is_dir() && path.to_str().and_then(HubId::parse).is_some() {
+                *path = resolve_model_dir(path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Subcommands of the binary (the recipes are chosen with --recipe instead).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -120,7 +142,8 @@ pub struct WorkerArgs {
     /// Its name in the run's reports (default: <hostname>-<pid>); unique per run.
     #[arg(long)]
     pub name: Option<String>,
-    /// Reward-model directory, for reward workers of a run whose reward uses the RM.
+    /// Reward-model directory (or Hub id in the local cache), for reward workers of a run whose
+    /// reward uses the RM.
     #[arg(long)]
     pub rm: Option<PathBuf>,
     /// Seconds to wait for the coordinator to accept the connection.

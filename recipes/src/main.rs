@@ -7,11 +7,12 @@ use mathrl_recipes::{cluster, find_recipe, recipes};
 
 fn main() -> Result<()> {
     mathrl::device::pin_cpu_threads();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
         .init();
+    cli.resolve_hub_ids()?;
     if let Some(Command::Worker(args)) = &cli.command {
         return cluster::run_worker(args, &cli.device);
     }

@@ -114,21 +114,16 @@ pub struct RewardModel {
 }
 
 impl RewardModel {
-    /// Loads a reward model from a Hugging Face directory; the head follows `architectures`.
+    /// Loads a reward model from a Hugging Face directory, or a Hub id in the local cache (see
+    /// [`mathrl::hub`]); the head follows `architectures`.
     pub fn load(
         dir: impl AsRef<Path>,
         device: &Device,
         dtype: Option<DType>,
         trainable: Trainable,
     ) -> Result<Self> {
-        let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(mathrl::Error::Input(format!(
-                "reward model directory {} does not exist",
-                dir.display()
-            ))
-            .into());
-        }
+        let dir = &mathrl::hub::resolve_model_dir(dir.as_ref())
+            .map_err(|e| mathrl::Error::Input(format!("reward model: {e}")))?;
         let config_path = dir.join("config.json");
         let config = Qwen2Config::from_file(&config_path)?;
         let arch = config.architecture.clone().unwrap_or_default();

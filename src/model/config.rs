@@ -39,7 +39,8 @@ pub struct Qwen2Config {
     pub torch_dtype: Option<String>,
     /// Beginning-of-sequence token, if any.
     pub bos_token_id: Option<u32>,
-    /// End-of-sequence token ids (config.json allows one id or a list).
+    /// End-of-sequence token ids (config.json allows one id or a list). Loaded from a model
+    /// directory, also those of its generation_config.json (see [`Qwen2Config::from_model_dir`]).
     pub eos_token_ids: Vec<u32>,
     /// Padding token, if any.
     pub pad_token_id: Option<u32>,
@@ -72,6 +73,30 @@ impl Qwen2Config {
             path: path.to_path_buf(),
             message,
         })
+    }
+
+    /// Reads `dir/config.json`, then adds the `eos_token_id`s of `dir/generation_config.json` (when
+    /// there is one) that config.json lacks: generation stops on all of them, as it does in
+    /// transformers and vLLM (Qwen2.5-Math-Instruct's config.json names only `<|im_end|>`; its
+    /// generation_config.json also `<|endoftext|>`).
+    pub fn from_model_dir(dir: &Path) -> Result<Self> {
+        let mut config = Self::from_file(dir.join("config.json"))?;
+        let path = dir.join("generation_config.json");
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let value: Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })?;
+            let ids = eos_ids(value.get("eos_token_id"))
+                .map_err(|message| Error::Config { path, message })?;
+            for id in ids {
+                if !config.eos_token_ids.contains(&id) {
+                    config.eos_token_ids.push(id);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Builds the config from a parsed config.json; the error names the field at fault.
@@ -167,18 +192,7 @@ impl Qwen2Config {
                 ));
             }
         }
-        let eos_token_ids = match get("eos_token_id") {
-            None => vec![],
-            Some(Value::Array(ids)) => ids
-                .iter()
-                .map(|v| v.as_u64().map(|x| x as u32))
-                .collect::<Option<Vec<_>>>()
-                .ok_or("field `eos_token_id` must be an integer or a list of integers")?,
-            Some(v) => vec![v
-                .as_u64()
-                .ok_or("field `eos_token_id` must be an integer")?
-                as u32],
-        };
+        let eos_token_ids = eos_ids(get("eos_token_id"))?;
         let torch_dtype = get("torch_dtype")
             .or_else(|| get("dtype"))
             .and_then(Value::as_str)
@@ -262,6 +276,22 @@ impl Qwen2Config {
     }
 }
 
+/// The ids of an `eos_token_id` field: absent or null, one integer, or a list of integers.
+fn eos_ids(value: Option<&Value>) -> std::result::Result<Vec<u32>, String> {
+    let id = |v: &Value| {
+        v.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or(format!(
+                "field `eos_token_id` must be an integer or a list of integers, found {v}"
+            ))
+    };
+    match value {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(ids)) => ids.iter().map(id).collect(),
+        Some(v) => Ok(vec![id(v)?]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +360,30 @@ mod tests {
                 architecture: None,
                 ..cfg
             }
+        );
+    }
+
+    #[test]
+    fn generation_config_eos_ids_join_config_json_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = base();
+        c["eos_token_id"] = json!(151645);
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        let alone = Qwen2Config::from_model_dir(dir.path()).unwrap();
+        assert_eq!(alone.eos_token_ids, vec![151645]);
+
+        let generation = dir.path().join("generation_config.json");
+        std::fs::write(&generation, r#"{"eos_token_id": [151645, 151643]}"#).unwrap();
+        let joined = Qwen2Config::from_model_dir(dir.path()).unwrap();
+        assert_eq!(joined.eos_token_ids, vec![151645, 151643]);
+
+        std::fs::write(&generation, r#"{"eos_token_id": "<|im_end|>"}"#).unwrap();
+        let err = Qwen2Config::from_model_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("generation_config.json") && err.contains("eos_token_id"),
+            "{err}"
         );
     }
 }

@@ -170,9 +170,17 @@ pub struct Qwen2ForCausalLM {
 
 impl Qwen2ForCausalLM {
     /// Loads `model.*` and `lm_head.weight` (absent when embeddings are tied).
+    ///
+    /// The head is tied when config.json says so, and also, as candle-transformers decides it,
+    /// when the weights hold embeddings but no `lm_head.weight`: transformers' Qwen2Config
+    /// defaults `tie_word_embeddings` to false when config.json leaves it out, and would then
+    /// start the head from random values. The config kept (and saved) says what was done.
     pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
         let model = Qwen2Model::new(cfg, vb.pp("model"))?;
-        let lm_head = if cfg.tie_word_embeddings {
+        let tied = cfg.tie_word_embeddings
+            || (vb.contains_tensor("model.embed_tokens.weight")
+                && !vb.contains_tensor("lm_head.weight"));
+        let lm_head = if tied {
             model.embed_weight().clone()
         } else {
             linear(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?
@@ -182,7 +190,10 @@ impl Qwen2ForCausalLM {
         Ok(Self {
             model,
             lm_head,
-            config: cfg.clone(),
+            config: Qwen2Config {
+                tie_word_embeddings: tied,
+                ..cfg.clone()
+            },
         })
     }
 

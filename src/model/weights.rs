@@ -49,11 +49,24 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     files.dedup();
-    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !f.is_file())
+        .filter_map(|f| f.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    if !missing.is_empty() {
+        // A snapshot of the Hub cache says which model to download again.
+        let how = match crate::hub::HubId::from_snapshot_dir(dir) {
+            Some(id) => format!("download it again with {}", id.download_command()),
+            None => "copy the checkpoint again with every shard".to_string(),
+        };
         return Err(Error::Weights(format!(
-            "{}: shard {} is missing",
+            "{}: {} of {} shards missing ({}); {how}",
             index.display(),
-            missing.display()
+            missing.len(),
+            files.len(),
+            missing.join(", ")
         )));
     }
     Ok(files)
