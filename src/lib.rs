@@ -11,6 +11,7 @@ pub mod generation;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod rng;
 pub mod tokenizer;
 pub mod tokenizer_training;
 pub mod types;
