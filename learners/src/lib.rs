@@ -21,7 +21,7 @@ pub mod sft_data;
 pub mod sft_loss;
 pub mod train_step;
 
-pub use advantage::{AdvantageEstimator, GroupAdvantages};
+pub use advantage::AdvantageEstimator;
 pub use checkpoint::{
     latest_checkpoint, read_checkpoint, Checkpoint, CheckpointConfig, DataCursor, RunState,
     TrainerState,

@@ -297,8 +297,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The embedded default's policy (and RM, when it is the embedded one) must be present; until
-/// they ship, the error names the missing directory and the two ways forward.
+/// The embedded default's policy (and RM, when it is the embedded one) must be present (they
+/// ship under `recipes/assets/`; a checkout without them, or a wrong `$MATHRL_ASSETS`, gets an
+/// error naming the missing directory and the two ways forward).
 fn require_embedded_assets(policy_dir: &Path, rm_dir: Option<&Path>) -> Result<()> {
     for dir in std::iter::once(policy_dir).chain(rm_dir) {
         if !dir.is_dir() {
