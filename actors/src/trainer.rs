@@ -286,21 +286,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Loads the checkpoint's weights into the learner's policy, restores the optimiser and
-    /// counters, and moves the prompt stream to where the checkpoint left it.
+    /// Restores the learner (weights, optimiser, counters) from the checkpoint in `dir` and
+    /// moves the prompt stream to where the checkpoint left it.
     fn resume(&mut self, dir: &std::path::Path, stream: &mut PromptStream) -> Result<()> {
-        let policy = self.learner.policy();
-        let file = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&file, policy.device())?;
-        for (name, var) in policy.vars() {
-            let tensor = tensors.get(&name).ok_or_else(|| {
-                Error::Input(format!(
-                    "{}: no tensor `{name}` to resume from",
-                    file.display()
-                ))
-            })?;
-            var.set(&tensor.to_dtype(var.dtype())?)?;
-        }
         let run = self.learner.restore(dir)?;
         if let Some(cursor) = run.data_cursor {
             stream.seek(cursor);

@@ -2,13 +2,16 @@
 //!
 //! The numerics work on plain candle tensors: a learner computes per-token log-probs (or logits,
 //! or rewards) with the core crate's model, feeds them to a loss here, and hands the micro-batch
-//! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`].
+//! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`]. The
+//! three learners (GRPO, SFT, RM) share a [`LearnerCore`]: optimiser, train step, step counter
+//! (the policy version) and checkpoint save and restore.
 
 pub mod advantage;
 pub mod checkpoint;
 pub mod entropy;
 pub mod error;
 pub mod grpo;
+pub mod learner_core;
 pub mod optim;
 pub mod policy_loss;
 pub mod rm;
@@ -28,6 +31,7 @@ pub use checkpoint::{
 };
 pub use error::{Error, Result};
 pub use grpo::{GrpoConfig, GrpoLearner, GrpoStepReport, OldLogprobs};
+pub use learner_core::{LearnerCore, Restored, TrainableModel};
 pub use optim::{AdamW, AdamWConfig, Optimizer};
 pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
