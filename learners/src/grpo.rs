@@ -28,6 +28,7 @@ use crate::policy_loss::{
     grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
 };
 use crate::rollout::RolloutBatch;
+use crate::rollout_settings::RolloutSettings;
 use crate::schedule::LrSchedule;
 use crate::train_step::{StepStats, TrainStepConfig};
 use crate::{Error, Result};
@@ -45,12 +46,15 @@ pub enum OldLogprobs {
 }
 
 /// Settings of the GRPO learner. The report's recipe (7B) samples 32 completions for each of
-/// 128 prompts per step; those sizes belong to the recipe that builds the batches.
+/// 128 prompts per step; the prompts per step belong to the recipe that builds the batches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpoConfig {
+    /// How the groups are sampled: temperature, group size, length limit (shared with the
+    /// trainer, which samples with them).
+    pub rollout: RolloutSettings,
     /// Clipped surrogate and KL penalty: ε_low = ε_high = 0.2, β = 1e-3 (the report's KL
-    /// coefficient), token-level aggregation.
+    /// coefficient), token-level aggregation. Dr. GRPO's normaliser is `rollout.max_new_tokens`.
     pub loss: GrpoLossConfig,
     /// How rewards become advantages within a group.
     pub advantage: AdvantageEstimator,
@@ -58,9 +62,6 @@ pub struct GrpoConfig {
     pub optimizer: AdamWConfig,
     /// Learning-rate schedule (peak 1e-5, the report's rate for 7B) and gradient clipping.
     pub train_step: TrainStepConfig,
-    /// Temperature the completions were sampled at; log-probs are taken of logits / T, like the
-    /// sampler's.
-    pub temperature: f64,
     /// Optimisation passes over each batch (μ, TRL's `num_iterations`); each pass is one update.
     pub num_iterations: usize,
     /// Completions per forward/backward pass; gradients of a pass's micro-batches are summed.
@@ -81,6 +82,7 @@ pub struct GrpoConfig {
 impl Default for GrpoConfig {
     fn default() -> Self {
         Self {
+            rollout: RolloutSettings::default(),
             loss: GrpoLossConfig {
                 beta: 1e-3,
                 ..GrpoLossConfig::default()
@@ -94,7 +96,6 @@ impl Default for GrpoConfig {
                 schedule: LrSchedule::constant(1e-5),
                 max_grad_norm: Some(1.0),
             },
-            temperature: 1.0,
             num_iterations: 1,
             micro_batch_size: 8,
             filter_zero_variance_groups: false,
@@ -108,7 +109,8 @@ impl Default for GrpoConfig {
 impl GrpoConfig {
     /// Checks that the settings are in range.
     pub fn validate(&self) -> Result<()> {
-        self.loss.validate()?;
+        self.rollout.validate()?;
+        self.effective_loss().validate()?;
         self.optimizer.validate()?;
         let bad = |field, message: &str| {
             Err(Error::Config {
@@ -116,9 +118,6 @@ impl GrpoConfig {
                 message: message.into(),
             })
         };
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be finite and > 0");
-        }
         if self.num_iterations == 0 {
             return bad("num_iterations", "must be >= 1");
         }
@@ -126,6 +125,14 @@ impl GrpoConfig {
             return bad("micro_batch_size", "must be >= 1");
         }
         Ok(())
+    }
+
+    /// The loss settings with Dr. GRPO's constant normaliser set to the rollout length limit.
+    pub fn effective_loss(&self) -> GrpoLossConfig {
+        GrpoLossConfig {
+            max_completion_length: self.rollout.max_new_tokens,
+            ..self.loss
+        }
     }
 }
 
@@ -316,6 +323,7 @@ impl GrpoLearner {
             .collect::<Result<Vec<_>>>()?;
 
         // 4. μ passes, each one optimiser update from the summed micro-batch gradients.
+        let loss_config = self.config.effective_loss();
         let mut first_pass = Vec::with_capacity(micro_batches.len());
         let mut sums = PassSums::default();
         for pass in 0..self.config.num_iterations {
@@ -332,7 +340,7 @@ impl GrpoLearner {
                     (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
                 };
                 let out = grpo_loss(
-                    &self.config.loss,
+                    &loss_config,
                     &PolicyLossInputs {
                         logprobs: &out.logprobs,
                         old_logprobs: old,
@@ -373,7 +381,7 @@ impl GrpoLearner {
             &hidden,
             &mb.input_ids.narrow(1, p - 1, c + 1)?,
             LogprobOptions {
-                temperature: self.config.temperature,
+                temperature: self.config.rollout.temperature,
                 chunk_positions: self.config.logprob_chunk_positions,
             },
         )?;
@@ -402,7 +410,7 @@ impl GrpoLearner {
                         .detach()
                         .reshape((n * c, d))?
                         .index_select(&mb.trained_positions, 0)?,
-                    self.config.temperature,
+                    self.config.rollout.temperature,
                     self.config.logprob_chunk_positions,
                 )?,
             };

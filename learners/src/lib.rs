@@ -18,6 +18,7 @@ pub mod rm;
 pub mod rm_loss;
 pub mod rng;
 pub mod rollout;
+pub mod rollout_settings;
 pub mod schedule;
 pub mod sft;
 pub mod sft_data;
@@ -41,6 +42,7 @@ pub use rm::{RmConfig, RmEval, RmLearner, RmQuery, RmStepReport};
 pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
 pub use rollout::{RolloutBatch, ScoredGroup};
+pub use rollout_settings::RolloutSettings;
 pub use schedule::{Decay, LrSchedule};
 pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};
 pub use sft_data::{

@@ -136,7 +136,7 @@ fn kl_penalty_keeps_the_policy_near_the_reference() -> Result<()> {
 fn one_step_logs_every_metric_with_negligible_drift() -> Result<()> {
     let sink = MemorySink::new();
     let mut c = config(0.04, 1e-3);
-    c.temperature = 0.7;
+    c.rollout.temperature = 0.7;
     let policy = tiny_policy(Trainable::Yes)?;
     let mut learner = GrpoLearner::new(policy, None, c, Metrics::new(sink.clone()))?;
     let mut rng = SeededRng::new(5);

@@ -78,9 +78,10 @@ impl RewardConfig {
 pub struct RlConfig {
     /// Optimisation steps (`--max-steps` bounds them further).
     pub steps: u64,
-    /// The GRPO learner: loss (ε, β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
+    /// The GRPO learner: rollout settings (group size 32, temperature, length), loss (ε,
+    /// β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
     pub grpo: GrpoConfig,
-    /// Actor pools, prompts per step (128), group size (32), sampling, synchronisation.
+    /// Actor pools, prompts per step (128), other sampling settings, synchronisation.
     pub trainer: TrainerConfig,
     /// Reward shaping.
     pub reward: RewardConfig,
@@ -94,13 +95,14 @@ pub struct RlConfig {
 
 impl Default for RlConfig {
     fn default() -> Self {
+        // The report: 128 prompts per step, 32 completions each.
+        let mut grpo = GrpoConfig::default();
+        grpo.rollout.group_size = 32;
         Self {
             steps: 1000,
-            grpo: GrpoConfig::default(),
-            // The report: 128 prompts per step, 32 completions each.
+            grpo,
             trainer: TrainerConfig {
                 prompts_per_step: 128,
-                group_size: 32,
                 checkpoint_every: 50,
                 ..TrainerConfig::default()
             },
@@ -132,9 +134,9 @@ impl RlConfig {
         config.grpo.loss.beta = 0.0; // no reference model: the run is short and CPU-bound
         config.grpo.filter_zero_variance_groups = true;
         config.trainer.prompts_per_step = 32;
-        config.trainer.group_size = 8;
+        config.grpo.rollout.group_size = 8;
         config.trainer.checkpoint_every = 10;
-        config.trainer.sampling.max_new_tokens = 160;
+        config.grpo.rollout.max_new_tokens = 160;
         config.eval_max_new_tokens = 160;
         config
     }
