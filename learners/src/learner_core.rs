@@ -346,7 +346,10 @@ mod tests {
             .unwrap();
 
         // A model of another shape is refused (here by its optimiser state, read first).
-        let err = core(&[1.0, 2.0, 3.0]).restore(&dir).unwrap_err().to_string();
+        let err = core(&[1.0, 2.0, 3.0])
+            .restore(&dir)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("w: expected shape [3], got [2]"), "{err}");
 
         let model_file = |name: &str, len: usize| {
@@ -360,7 +363,10 @@ mod tests {
         };
         model_file("w", 3);
         let err = core(&[1.0, 2.0]).restore(&dir).unwrap_err().to_string();
-        assert!(err.contains("w in") && err.contains("expected shape [2], got [3]"), "{err}");
+        assert!(
+            err.contains("w in") && err.contains("expected shape [2], got [3]"),
+            "{err}"
+        );
         model_file("other", 2);
         let err = core(&[1.0, 2.0]).restore(&dir).unwrap_err().to_string();
         assert!(err.contains("no tensor `w`"), "{err}");
