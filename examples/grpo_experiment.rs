@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     println!("before: {:.1}%", 100.0 * acc.accuracy);
     let mut cfg = GrpoConfig::default();
     cfg.loss.beta = beta;
-    cfg.temperature = temp;
+    cfg.rollout.temperature = temp;
     cfg.train_step.schedule = LrSchedule::constant(lr);
     cfg.micro_batch_size = 16;
     cfg.log_entropy = false;

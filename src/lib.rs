@@ -12,6 +12,7 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod rng;
 pub mod tokenizer;
 pub mod tokenizer_training;
 pub mod types;

@@ -48,18 +48,19 @@ impl RewardFunction for DigitShare {
 
 fn run(rollout_actors: usize, steps: u64, prompts_per_step: usize) -> Result<(f64, f64)> {
     let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes)?;
-    let learner = GrpoLearner::new(policy, None, GrpoConfig::default(), Metrics::null())?;
+    let mut grpo = GrpoConfig::default();
+    grpo.rollout.group_size = 8;
+    grpo.rollout.max_new_tokens = 32;
+    let learner = GrpoLearner::new(policy, None, grpo, Metrics::null())?;
     let tokenizer = Tokenizer::from_dir(TOKENIZER)?;
     let mut config = TrainerConfig {
         rollout_actors,
         reward_actors: 1,
         prompts_per_step,
-        group_size: 8,
         max_steps: steps,
         handle_signals: false,
         ..TrainerConfig::default()
     };
-    config.sampling.max_new_tokens = 32;
     config.sampling.stop_token_ids = Some(vec![]);
     let prompts = (0..64)
         .map(|i| PromptRecord {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mathrl::generation::{EngineConfig, SamplingParams};
+use mathrl_learners::RolloutSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -44,10 +45,17 @@ pub struct TrainerConfig {
     pub reward_actors: usize,
     /// Prompts (groups) per learner step. Default 8.
     pub prompts_per_step: usize,
-    /// Completions per prompt (GRPO's G); overrides `sampling.n`. Default 4.
+    /// Completions per prompt, as the run uses it: [`crate::Trainer::new`] sets it to the
+    /// learner's `rollout.group_size`, their one source (not a config key; a value set here is
+    /// replaced).
+    #[serde(skip)]
     pub group_size: usize,
-    /// Sampling settings; its seed is replaced by one derived from `seed`, the step and the
-    /// prompt's place in the step, so a re-issued prompt samples the same group.
+    /// Sampling settings other than the rollout settings: top-p, top-k, stop tokens and strings,
+    /// tool calls. [`crate::Trainer::new`] sets `temperature` and `max_new_tokens` from the
+    /// learner's `rollout` (they are not keys here), the coordinator sets `n` to the group size
+    /// and the seed to one derived from `seed`, the step and the prompt's place in the step, so a
+    /// re-issued prompt samples the same group.
+    #[serde(with = "sampling_options")]
     pub sampling: SamplingParams,
     /// Generation engine limits of each rollout actor.
     pub engine: EngineConfig,
@@ -94,11 +102,8 @@ impl Default for TrainerConfig {
             rollout_actors: 2,
             reward_actors: 2,
             prompts_per_step: 8,
-            group_size: 4,
-            sampling: SamplingParams {
-                max_new_tokens: 256,
-                ..SamplingParams::default()
-            },
+            group_size: RolloutSettings::default().group_size,
+            sampling: SamplingParams::default(),
             engine: EngineConfig::default(),
             sync: SyncMode::OnPolicy,
             message_deadline: Duration::from_secs(60),
@@ -118,6 +123,14 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
+    /// Takes the rollout settings (temperature, group size, length limit) from the learner's
+    /// `rollout`, their one source.
+    pub(crate) fn use_rollout(&mut self, rollout: &RolloutSettings) {
+        self.group_size = rollout.group_size;
+        self.sampling.temperature = rollout.temperature;
+        self.sampling.max_new_tokens = rollout.max_new_tokens;
+    }
+
     /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<()> {
         for (field, value) in [
@@ -145,7 +158,6 @@ impl TrainerConfig {
         };
         for (field, value) in [
             ("prompts_per_step", self.prompts_per_step),
-            ("group_size", self.group_size),
             ("max_attempts", self.max_attempts),
             ("threads_per_rollout_actor", self.threads_per_rollout_actor),
         ] {
@@ -168,6 +180,60 @@ impl TrainerConfig {
         self.sampling.validate().map_err(|e| Error::Config {
             field: "sampling",
             message: e.to_string(),
+        })
+    }
+}
+
+/// `sampling` in config files: the fields of [`SamplingParams`] that are not rollout settings
+/// (`grpo.rollout`) or set per group by the coordinator (`n`, `seed`).
+mod sampling_options {
+    use mathrl::generation::SamplingParams;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The keys of `trainer.sampling`.
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct SamplingOptions {
+        top_p: f64,
+        top_k: usize,
+        stop_token_ids: Option<Vec<u32>>,
+        stop_strings: Vec<String>,
+        max_tool_calls: usize,
+    }
+
+    impl Default for SamplingOptions {
+        fn default() -> Self {
+            let p = SamplingParams::default();
+            Self {
+                top_p: p.top_p,
+                top_k: p.top_k,
+                stop_token_ids: p.stop_token_ids,
+                stop_strings: p.stop_strings,
+                max_tool_calls: p.max_tool_calls,
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &SamplingParams, s: S) -> Result<S::Ok, S::Error> {
+        SamplingOptions {
+            top_p: p.top_p,
+            top_k: p.top_k,
+            stop_token_ids: p.stop_token_ids.clone(),
+            stop_strings: p.stop_strings.clone(),
+            max_tool_calls: p.max_tool_calls,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SamplingParams, D::Error> {
+        let o = SamplingOptions::deserialize(d)?;
+        Ok(SamplingParams {
+            top_p: o.top_p,
+            top_k: o.top_k,
+            stop_token_ids: o.stop_token_ids,
+            stop_strings: o.stop_strings,
+            max_tool_calls: o.max_tool_calls,
+            ..SamplingParams::default()
         })
     }
 }
@@ -199,6 +265,22 @@ mod tests {
         assert_eq!(json["sync"]["mode"], "on_policy");
         let back: TrainerConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
+        // The rollout settings are the learner's: not keys here.
+        for moved in [
+            r#"{"group_size": 3}"#,
+            r#"{"sampling": {"temperature": 0.7}}"#,
+            r#"{"sampling": {"max_new_tokens": 7}}"#,
+            r#"{"sampling": {"n": 2}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<TrainerConfig>(moved).is_err(),
+                "{moved}"
+            );
+        }
+        let kept: TrainerConfig =
+            serde_json::from_str(r#"{"sampling": {"top_p": 0.9, "stop_token_ids": []}}"#).unwrap();
+        assert_eq!(kept.sampling.top_p, 0.9);
+        assert_eq!(kept.sampling.stop_token_ids, Some(vec![]));
         let async_mode: SyncMode =
             serde_json::from_str(r#"{"mode":"async","max_policy_lag":2}"#).unwrap();
         assert_eq!(async_mode.max_policy_lag(), 2);

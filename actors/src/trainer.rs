@@ -59,29 +59,19 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer; the config is checked here.
+    /// A trainer; the config is checked here. The rollout settings (temperature, group size,
+    /// length limit) are the learner's `rollout`: the behaviour log-probs and the learner's must
+    /// be of the same distribution.
     pub fn new(
-        config: TrainerConfig,
+        mut config: TrainerConfig,
         learner: GrpoLearner,
         tokenizer: Tokenizer,
         reward: Arc<dyn RewardFunction>,
         metrics: Metrics,
     ) -> Result<Self> {
+        config.use_rollout(&learner.config().rollout);
         // The pool sizes are checked in `run`: they may be 0 when remote workers fill them.
         config.validate_with_remote_workers()?;
-        // The learner's ratio divides by the behaviour log-probs, which the rollout actors
-        // compute at the sampling temperature: the two must be the same distribution.
-        let learner_temperature = learner.config().temperature;
-        if (config.sampling.temperature - learner_temperature).abs() > 1e-9 {
-            return Err(Error::Config {
-                field: "sampling.temperature",
-                message: format!(
-                    "{} differs from the GRPO learner's temperature {learner_temperature}; \
-                     the behaviour log-probs would not be comparable with the learner's",
-                    config.sampling.temperature
-                ),
-            });
-        }
         Ok(Self {
             config,
             learner,
@@ -286,21 +276,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Loads the checkpoint's weights into the learner's policy, restores the optimiser and
-    /// counters, and moves the prompt stream to where the checkpoint left it.
+    /// Restores the learner (weights, optimiser, counters) from the checkpoint in `dir` and
+    /// moves the prompt stream to where the checkpoint left it.
     fn resume(&mut self, dir: &std::path::Path, stream: &mut PromptStream) -> Result<()> {
-        let policy = self.learner.policy();
-        let file = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&file, policy.device())?;
-        for (name, var) in policy.vars() {
-            let tensor = tensors.get(&name).ok_or_else(|| {
-                Error::Input(format!(
-                    "{}: no tensor `{name}` to resume from",
-                    file.display()
-                ))
-            })?;
-            var.set(&tensor.to_dtype(var.dtype())?)?;
-        }
         let run = self.learner.restore(dir)?;
         if let Some(cursor) = run.data_cursor {
             stream.seek(cursor);

@@ -119,16 +119,31 @@ fn three_on_policy_steps_with_two_rollout_and_two_reward_actors() -> Result<()> 
 }
 
 #[test]
-fn a_sampling_temperature_other_than_the_learners_is_refused() -> Result<()> {
-    let mut config = common::config(1);
-    config.sampling.temperature = 0.7;
-    let err = match common::trainer(config, Arc::new(common::DigitShare)) {
-        Ok(_) => anyhow::bail!("a trainer sampling at 0.7 for a learner at 1.0 was accepted"),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        err.contains("sampling.temperature") && err.contains("0.7"),
-        "{err}"
-    );
+fn rollouts_sample_with_the_learners_rollout_settings() -> Result<()> {
+    let metrics = mathrl::Metrics::null();
+    let mut grpo = mathrl_learners::GrpoConfig::default();
+    grpo.rollout.temperature = 0.7;
+    grpo.rollout.group_size = 2;
+    grpo.rollout.max_new_tokens = 4;
+    let learner = mathrl_learners::GrpoLearner::new(
+        tiny_policy(Trainable::Yes)?,
+        None,
+        grpo,
+        metrics.clone(),
+    )?;
+    let trainer = mathrl_actors::Trainer::new(
+        config(1),
+        learner,
+        common::tokenizer()?,
+        Arc::new(DigitShare),
+        metrics,
+    )?;
+    let report = trainer.run(prompts(4))?;
+    let step = &report.step_records[0];
+    assert!(step.groups.iter().all(|g| g.rewards.len() == 2), "{step:?}");
+    assert!(step.learner.completion_length_max <= 4, "{step:?}");
+    // Sampled at 0.7, as the learner recomputes them: a sampler at another temperature would
+    // drift by far more than float rounding.
+    assert!(step.learner.logprob_drift_max < 1e-3, "{step:?}");
     Ok(())
 }

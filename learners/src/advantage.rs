@@ -26,32 +26,6 @@ pub enum AdvantageEstimator {
     LeaveOneOut,
 }
 
-/// Advantages of a batch of groups, with the groups that carry no learning signal marked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupAdvantages {
-    /// One advantage per completion, in the order of the rewards.
-    pub advantages: Vec<f32>,
-    /// One flag per group: all its rewards are equal, so all its advantages are 0 and it
-    /// contributes no policy gradient (DAPO's dynamic sampling drops such groups).
-    pub zero_variance: Vec<bool>,
-}
-
-impl GroupAdvantages {
-    /// How many groups have all rewards equal.
-    pub fn num_zero_variance_groups(&self) -> usize {
-        self.zero_variance.iter().filter(|&&z| z).count()
-    }
-
-    /// Fraction of groups with all rewards equal (0 for an empty batch).
-    pub fn zero_variance_fraction(&self) -> f64 {
-        if self.zero_variance.is_empty() {
-            0.0
-        } else {
-            self.num_zero_variance_groups() as f64 / self.zero_variance.len() as f64
-        }
-    }
-}
-
 impl AdvantageEstimator {
     /// Advantages of one group's rewards, and whether all rewards are equal. A group whose rewards
     /// are all equal (a group of one included) gets exactly 0 everywhere, whatever the estimator.
@@ -91,29 +65,6 @@ impl AdvantageEstimator {
                 .collect(),
         };
         Ok((advantages, false))
-    }
-
-    /// Advantages of `rewards` laid out as consecutive groups of `group_size` completions
-    /// (rows `k*G .. (k+1)*G` are group k, as the rollout actors deliver them).
-    pub fn batch(self, rewards: &[f32], group_size: usize) -> Result<GroupAdvantages> {
-        if rewards.len().checked_rem(group_size) != Some(0) {
-            return Err(Error::Input(format!(
-                "advantages: {} rewards do not split into groups of {group_size}",
-                rewards.len()
-            )));
-        }
-        let mut out = GroupAdvantages {
-            advantages: Vec::with_capacity(rewards.len()),
-            zero_variance: Vec::with_capacity(rewards.len() / group_size),
-        };
-        for (k, group) in rewards.chunks(group_size).enumerate() {
-            let (adv, zero) = self
-                .group(group)
-                .map_err(|e| Error::Input(format!("group {k}: {e}")))?;
-            out.advantages.extend(adv);
-            out.zero_variance.push(zero);
-        }
-        Ok(out)
     }
 }
 
@@ -164,44 +115,27 @@ mod tests {
     }
 
     #[test]
-    fn zero_variance_groups_are_exact_zeros_and_counted() {
+    fn zero_variance_groups_are_exact_zeros_and_flagged() {
         for estimator in [
             AdvantageEstimator::Grpo,
             AdvantageEstimator::DrGrpo,
             AdvantageEstimator::LeaveOneOut,
         ] {
-            let out = estimator
-                .batch(&[0.1, 0.1, 0.1, 1.0, 0.0, 1.0, 0.0, 0.0, 0.7], 3)
-                .unwrap();
-            assert_eq!(out.zero_variance, vec![true, false, false]);
-            assert_eq!(out.num_zero_variance_groups(), 1);
-            assert!((out.zero_variance_fraction() - 1.0 / 3.0).abs() < 1e-12);
-            assert_eq!(&out.advantages[..3], &[0.0, 0.0, 0.0]);
-            assert!(out.advantages[3..].iter().any(|&a| a != 0.0));
+            let (adv, zero) = estimator.group(&[0.1, 0.1, 0.1]).unwrap();
+            assert_eq!((adv, zero), (vec![0.0, 0.0, 0.0], true));
+            let (adv, zero) = estimator.group(&[1.0, 0.0, 1.0]).unwrap();
+            assert!(!zero && adv.iter().any(|&a| a != 0.0));
         }
         // A group of one is trivially zero-variance.
-        let out = AdvantageEstimator::LeaveOneOut
-            .batch(&[3.0, 4.0], 1)
-            .unwrap();
-        assert_eq!(out.advantages, vec![0.0, 0.0]);
-        assert_eq!(out.num_zero_variance_groups(), 2);
+        let (adv, zero) = AdvantageEstimator::LeaveOneOut.group(&[3.0]).unwrap();
+        assert_eq!((adv, zero), (vec![0.0], true));
     }
 
     #[test]
-    fn groups_are_contiguous_and_independent() {
-        let out = AdvantageEstimator::DrGrpo
-            .batch(&[1.0, 3.0, 10.0, 20.0], 2)
-            .unwrap();
-        assert_eq!(out.advantages, vec![-1.0, 1.0, -5.0, 5.0]);
-    }
-
-    #[test]
-    fn bad_inputs_are_errors() {
-        assert!(AdvantageEstimator::Grpo.batch(&[1.0, 2.0, 3.0], 2).is_err());
-        assert!(AdvantageEstimator::Grpo.batch(&[1.0, 2.0], 0).is_err());
+    fn non_finite_rewards_are_errors() {
         let err = AdvantageEstimator::Grpo
-            .batch(&[1.0, 2.0, f32::NAN, 0.0], 2)
+            .group(&[1.0, f32::NAN, 0.0])
             .unwrap_err();
-        assert!(err.to_string().contains("group 1"), "{err}");
+        assert!(err.to_string().contains("reward 1"), "{err}");
     }
 }

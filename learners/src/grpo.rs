@@ -20,18 +20,17 @@ use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::advantage::AdvantageEstimator;
-use crate::checkpoint::{
-    read_checkpoint, restore_optimizer, write_checkpoint, CheckpointConfig, RunState, TrainerState,
-    FORMAT_VERSION,
-};
+use crate::checkpoint::{CheckpointConfig, RunState};
 use crate::entropy::entropy_of_hidden;
-use crate::optim::{AdamW, AdamWConfig, Optimizer};
+use crate::learner_core::LearnerCore;
+use crate::optim::{AdamW, AdamWConfig};
 use crate::policy_loss::{
     grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
 };
 use crate::rollout::RolloutBatch;
+use crate::rollout_settings::RolloutSettings;
 use crate::schedule::LrSchedule;
-use crate::train_step::{GradAccumulator, StepStats, TrainStep, TrainStepConfig};
+use crate::train_step::{StepStats, TrainStepConfig};
 use crate::{Error, Result};
 
 /// Where the π_old of the importance ratio comes from.
@@ -47,12 +46,15 @@ pub enum OldLogprobs {
 }
 
 /// Settings of the GRPO learner. The report's recipe (7B) samples 32 completions for each of
-/// 128 prompts per step; those sizes belong to the recipe that builds the batches.
+/// 128 prompts per step; the prompts per step belong to the recipe that builds the batches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpoConfig {
+    /// How the groups are sampled: temperature, group size, length limit (shared with the
+    /// trainer, which samples with them).
+    pub rollout: RolloutSettings,
     /// Clipped surrogate and KL penalty: ε_low = ε_high = 0.2, β = 1e-3 (the report's KL
-    /// coefficient), token-level aggregation.
+    /// coefficient), token-level aggregation. Dr. GRPO's normaliser is `rollout.max_new_tokens`.
     pub loss: GrpoLossConfig,
     /// How rewards become advantages within a group.
     pub advantage: AdvantageEstimator,
@@ -60,9 +62,6 @@ pub struct GrpoConfig {
     pub optimizer: AdamWConfig,
     /// Learning-rate schedule (peak 1e-5, the report's rate for 7B) and gradient clipping.
     pub train_step: TrainStepConfig,
-    /// Temperature the completions were sampled at; log-probs are taken of logits / T, like the
-    /// sampler's.
-    pub temperature: f64,
     /// Optimisation passes over each batch (μ, TRL's `num_iterations`); each pass is one update.
     pub num_iterations: usize,
     /// Completions per forward/backward pass; gradients of a pass's micro-batches are summed.
@@ -83,6 +82,7 @@ pub struct GrpoConfig {
 impl Default for GrpoConfig {
     fn default() -> Self {
         Self {
+            rollout: RolloutSettings::default(),
             loss: GrpoLossConfig {
                 beta: 1e-3,
                 ..GrpoLossConfig::default()
@@ -96,7 +96,6 @@ impl Default for GrpoConfig {
                 schedule: LrSchedule::constant(1e-5),
                 max_grad_norm: Some(1.0),
             },
-            temperature: 1.0,
             num_iterations: 1,
             micro_batch_size: 8,
             filter_zero_variance_groups: false,
@@ -110,7 +109,8 @@ impl Default for GrpoConfig {
 impl GrpoConfig {
     /// Checks that the settings are in range.
     pub fn validate(&self) -> Result<()> {
-        self.loss.validate()?;
+        self.rollout.validate()?;
+        self.effective_loss().validate()?;
         self.optimizer.validate()?;
         let bad = |field, message: &str| {
             Err(Error::Config {
@@ -118,9 +118,6 @@ impl GrpoConfig {
                 message: message.into(),
             })
         };
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be finite and > 0");
-        }
         if self.num_iterations == 0 {
             return bad("num_iterations", "must be >= 1");
         }
@@ -128,6 +125,14 @@ impl GrpoConfig {
             return bad("micro_batch_size", "must be >= 1");
         }
         Ok(())
+    }
+
+    /// The loss settings with Dr. GRPO's constant normaliser set to the rollout length limit.
+    pub fn effective_loss(&self) -> GrpoLossConfig {
+        GrpoLossConfig {
+            max_completion_length: self.rollout.max_new_tokens,
+            ..self.loss
+        }
     }
 }
 
@@ -206,15 +211,13 @@ struct MicroBatch {
     trained_positions: Tensor,
 }
 
-/// The GRPO learner: the policy, its optimiser and, when β > 0, the frozen reference.
+/// The GRPO learner: the policy with its optimiser (the [`LearnerCore`]) and, when β > 0, the
+/// frozen reference.
 pub struct GrpoLearner {
-    policy: Policy,
+    core: LearnerCore<Policy>,
     reference: Option<Policy>,
-    optimizer: AdamW,
-    train_step: TrainStep,
     config: GrpoConfig,
     metrics: Metrics,
-    step: u64,
     zero_variance_groups: u64,
     groups_seen: u64,
     steps_without_tokens: u64,
@@ -230,28 +233,17 @@ impl GrpoLearner {
         metrics: Metrics,
     ) -> Result<Self> {
         config.validate()?;
-        let params = policy.vars();
-        if params.is_empty() {
-            return Err(Error::Input(
-                "GrpoLearner: the policy has no trainable weights (load it with Trainable::Yes)"
-                    .into(),
-            ));
-        }
+        let core = LearnerCore::new(LEARNER_NAME, policy, config.optimizer, config.train_step)?;
         let reference = match (config.loss.beta > 0.0, reference) {
             (false, _) => None,
             (true, Some(r)) => Some(r),
-            (true, None) => Some(policy.frozen_copy()?),
+            (true, None) => Some(core.model().frozen_copy()?),
         };
-        let optimizer = AdamW::new(params, config.optimizer)?
-            .exclude_from_weight_decay(|name| name.ends_with(".bias") || name.contains("norm"));
         Ok(Self {
-            policy,
+            core,
             reference,
-            optimizer,
-            train_step: TrainStep::new(config.train_step)?,
             config,
             metrics,
-            step: 0,
             zero_variance_groups: 0,
             groups_seen: 0,
             steps_without_tokens: 0,
@@ -260,7 +252,7 @@ impl GrpoLearner {
 
     /// The policy being trained (its weights change in place with each update).
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        self.core.model()
     }
 
     /// The frozen reference, present only when β > 0.
@@ -270,7 +262,7 @@ impl GrpoLearner {
 
     /// The optimiser.
     pub fn optimizer(&self) -> &AdamW {
-        &self.optimizer
+        self.core.optimizer()
     }
 
     /// The settings.
@@ -280,20 +272,22 @@ impl GrpoLearner {
 
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
-        self.step
+        self.core.step_count()
     }
 
-    /// Version of the policy weights: optimiser updates applied so far (rollout actors tag
-    /// their groups with the version they sampled from).
+    /// Version of the policy weights: learner steps completed (rollout actors tag their groups
+    /// with the version they sampled from; see [`LearnerCore`]).
     pub fn policy_version(&self) -> u64 {
-        self.optimizer.step_count()
+        self.core.policy_version()
     }
 
     /// One GRPO step on `batch`.
     pub fn step(&mut self, batch: RolloutBatch) -> Result<GrpoStepReport> {
-        batch.validate(self.policy.config().vocab_size)?;
-        self.step += 1;
-        let mut report = self.batch_statistics(&batch);
+        batch.validate(self.policy().config().vocab_size)?;
+        // The lag is measured against the weights this step starts from.
+        let version = self.core.policy_version();
+        let step = self.core.advance_step();
+        let mut report = self.batch_statistics(&batch, step, version);
 
         // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
         let mut rows = self.rows_with_advantages(&batch, &mut report)?;
@@ -302,7 +296,7 @@ impl GrpoLearner {
         rows.sort_by_key(|r| (r.completion.len(), r.prompt.len()));
 
         // 2. Padded micro-batches and the step's loss normaliser.
-        let device = self.policy.device().clone();
+        let device = self.policy().device().clone();
         let micro_batches = rows
             .chunks(self.config.micro_batch_size)
             .map(|chunk| collate(chunk, &device))
@@ -329,12 +323,13 @@ impl GrpoLearner {
             .collect::<Result<Vec<_>>>()?;
 
         // 4. μ passes, each one optimiser update from the summed micro-batch gradients.
+        let loss_config = self.config.effective_loss();
         let mut first_pass = Vec::with_capacity(micro_batches.len());
         let mut sums = PassSums::default();
         for pass in 0..self.config.num_iterations {
-            let mut grads = GradAccumulator::new(self.optimizer.params());
+            let mut grads = self.core.gradients();
             for (k, mb) in micro_batches.iter().enumerate() {
-                let out = self.completion_logprobs(&self.policy, mb)?;
+                let out = self.completion_logprobs(self.core.model(), mb)?;
                 if pass == 0 {
                     sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
                     first_pass.push(out.logprobs.detach());
@@ -345,7 +340,7 @@ impl GrpoLearner {
                     (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
                 };
                 let out = grpo_loss(
-                    &self.config.loss,
+                    &loss_config,
                     &PolicyLossInputs {
                         logprobs: &out.logprobs,
                         old_logprobs: old,
@@ -358,7 +353,7 @@ impl GrpoLearner {
                 grads.backward(&out.loss)?;
                 sums.add_loss_metrics(&out.metrics);
             }
-            let update = self.train_step.apply(&mut self.optimizer, grads)?;
+            let update = self.core.apply(grads)?;
             report.updates.push(update);
         }
 
@@ -386,7 +381,7 @@ impl GrpoLearner {
             &hidden,
             &mb.input_ids.narrow(1, p - 1, c + 1)?,
             LogprobOptions {
-                temperature: self.config.temperature,
+                temperature: self.config.rollout.temperature,
                 chunk_positions: self.config.logprob_chunk_positions,
             },
         )?;
@@ -410,12 +405,12 @@ impl GrpoLearner {
             let entropy = match &out.entropy {
                 Some(e) => e.flatten_all()?.index_select(&mb.trained_positions, 0)?,
                 None => entropy_of_hidden(
-                    self.policy.model(),
+                    self.policy().model(),
                     &out.hidden
                         .detach()
                         .reshape((n * c, d))?
                         .index_select(&mb.trained_positions, 0)?,
-                    self.config.temperature,
+                    self.config.rollout.temperature,
                     self.config.logprob_chunk_positions,
                 )?,
             };
@@ -435,8 +430,9 @@ impl GrpoLearner {
         })
     }
 
-    /// Rewards, accuracy, lengths and policy lag of the whole batch (before any filtering).
-    fn batch_statistics(&self, batch: &RolloutBatch) -> GrpoStepReport {
+    /// Rewards, accuracy, lengths and policy lag (behind `version`) of the whole batch, before
+    /// any filtering.
+    fn batch_statistics(&self, batch: &RolloutBatch, step: u64, version: u64) -> GrpoStepReport {
         let rewards: Vec<f64> = batch
             .groups
             .iter()
@@ -457,9 +453,8 @@ impl GrpoLearner {
             .iter()
             .flat_map(|g| g.group.completions.iter().map(|c| c.token_ids.len()))
             .collect();
-        let version = self.policy_version();
         GrpoStepReport {
-            step: self.step,
+            step,
             reward_mean: mean,
             reward_std: var.sqrt(),
             accuracy: (!verdicts.is_empty())
@@ -521,7 +516,7 @@ impl GrpoLearner {
     }
 
     fn skipped_updates(&self) -> u64 {
-        self.train_step.skipped_steps() + self.steps_without_tokens
+        self.core.skipped_steps() + self.steps_without_tokens
     }
 
     fn log(&self, r: &GrpoStepReport) {
@@ -570,58 +565,35 @@ impl GrpoLearner {
         config: &CheckpointConfig,
         run: &RunState,
     ) -> Result<std::path::PathBuf> {
-        let state = TrainerState {
-            format_version: FORMAT_VERSION,
-            learner: LEARNER_NAME.into(),
-            step: self.step,
-            optimizer_step: self.optimizer.step_count(),
-            learning_rate: self
-                .config
-                .train_step
-                .schedule
-                .lr_at(self.optimizer.step_count()),
-            skipped_steps: self.train_step.skipped_steps(),
-            counters: [
-                ("zero_variance_groups", self.zero_variance_groups),
-                ("groups_seen", self.groups_seen),
-                ("steps_without_tokens", self.steps_without_tokens),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            config: serde_json::to_value(self.config).expect("the config always serialises"),
-            run: run.clone(),
-        };
-        write_checkpoint(
+        self.core.save_checkpoint(
             config,
-            self.step,
-            |dir| Ok(self.policy.save(dir)?),
-            &self.optimizer,
-            &state,
+            &self.config,
+            &[
+                (ZERO_VARIANCE_GROUPS, self.zero_variance_groups),
+                (GROUPS_SEEN, self.groups_seen),
+                (STEPS_WITHOUT_TOKENS, self.steps_without_tokens),
+            ],
+            run,
         )
     }
 
-    /// Restores the optimiser and counters of the checkpoint in `dir` (whose weights `policy`
-    /// was loaded from) and returns the caller's [`RunState`].
+    /// Restores the checkpoint in `dir` (weights, optimiser, step and counters) and returns the
+    /// caller's [`RunState`].
     pub fn restore(&mut self, dir: impl AsRef<std::path::Path>) -> Result<RunState> {
-        let checkpoint = read_checkpoint(dir, self.policy.device())?;
-        restore_optimizer(
-            &checkpoint,
-            LEARNER_NAME,
-            &mut self.optimizer,
-            &mut self.train_step,
-        )?;
-        let counter = |name: &str| checkpoint.state.counters.get(name).copied().unwrap_or(0);
-        self.step = checkpoint.state.step;
-        self.zero_variance_groups = counter("zero_variance_groups");
-        self.groups_seen = counter("groups_seen");
-        self.steps_without_tokens = counter("steps_without_tokens");
-        Ok(checkpoint.state.run)
+        let restored = self.core.restore(dir)?;
+        self.zero_variance_groups = restored.counter(ZERO_VARIANCE_GROUPS);
+        self.groups_seen = restored.counter(GROUPS_SEEN);
+        self.steps_without_tokens = restored.counter(STEPS_WITHOUT_TOKENS);
+        Ok(restored.run)
     }
 }
 
 /// The `learner` name in checkpoints written by [`GrpoLearner`].
 const LEARNER_NAME: &str = "grpo";
+/// Checkpoint counters of the learner's running totals.
+const ZERO_VARIANCE_GROUPS: &str = "zero_variance_groups";
+const GROUPS_SEEN: &str = "groups_seen";
+const STEPS_WITHOUT_TOKENS: &str = "steps_without_tokens";
 
 /// The policy's view of one micro-batch's completion tokens.
 struct CompletionLogprobs {

@@ -2,32 +2,37 @@
 //!
 //! The numerics work on plain candle tensors: a learner computes per-token log-probs (or logits,
 //! or rewards) with the core crate's model, feeds them to a loss here, and hands the micro-batch
-//! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`].
+//! gradients to a [`TrainStep`], which accumulates, checks, clips and steps an [`AdamW`]. The
+//! three learners (GRPO, SFT, RM) share a [`LearnerCore`]: optimiser, train step, step counter
+//! (the policy version) and checkpoint save and restore.
 
 pub mod advantage;
 pub mod checkpoint;
 pub mod entropy;
 pub mod error;
 pub mod grpo;
+pub mod learner_core;
 pub mod optim;
 pub mod policy_loss;
 pub mod rm;
 pub mod rm_loss;
 pub mod rng;
 pub mod rollout;
+pub mod rollout_settings;
 pub mod schedule;
 pub mod sft;
 pub mod sft_data;
 pub mod sft_loss;
 pub mod train_step;
 
-pub use advantage::{AdvantageEstimator, GroupAdvantages};
+pub use advantage::AdvantageEstimator;
 pub use checkpoint::{
     latest_checkpoint, read_checkpoint, Checkpoint, CheckpointConfig, DataCursor, RunState,
     TrainerState,
 };
 pub use error::{Error, Result};
 pub use grpo::{GrpoConfig, GrpoLearner, GrpoStepReport, OldLogprobs};
+pub use learner_core::{LearnerCore, Restored, TrainableModel};
 pub use optim::{AdamW, AdamWConfig, Optimizer};
 pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,
@@ -37,6 +42,7 @@ pub use rm::{RmConfig, RmEval, RmLearner, RmQuery, RmStepReport};
 pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
 pub use rollout::{RolloutBatch, ScoredGroup};
+pub use rollout_settings::RolloutSettings;
 pub use schedule::{Decay, LrSchedule};
 pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};
 pub use sft_data::{

@@ -42,6 +42,9 @@ pub struct GrpoLossConfig {
     /// How per-token losses are aggregated.
     pub aggregation: LossAggregation,
     /// The generation limit of completions; Dr. GRPO's constant normaliser (not the padded width).
+    /// Not a config key: the GRPO learner sets it from `rollout.max_new_tokens`
+    /// ([`crate::GrpoConfig::effective_loss`]).
+    #[serde(skip)]
     pub max_completion_length: usize,
 }
 

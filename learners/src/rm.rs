@@ -14,14 +14,12 @@ use mathrl::{Metrics, Tokenizer};
 use mathrl_rewards::RewardModel;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    read_checkpoint, restore_optimizer, write_checkpoint, CheckpointConfig, RunState, TrainerState,
-    FORMAT_VERSION,
-};
-use crate::optim::{AdamW, AdamWConfig, Optimizer};
+use crate::checkpoint::{CheckpointConfig, RunState};
+use crate::learner_core::LearnerCore;
+use crate::optim::AdamWConfig;
 use crate::rm_loss::ranking_loss;
 use crate::schedule::LrSchedule;
-use crate::train_step::{GradAccumulator, StepStats, TrainStep, TrainStepConfig};
+use crate::train_step::{StepStats, TrainStepConfig};
 use crate::{Error, Result};
 
 /// One query's sampled responses, each as the token ids of the whole (query, response)
@@ -112,19 +110,18 @@ pub struct RmStepReport {
     pub update: Option<StepStats>,
 }
 
-/// The RM learner: the reward model and its optimiser.
+/// The RM learner: the reward model and its optimiser (the [`LearnerCore`]).
 pub struct RmLearner {
-    model: RewardModel,
-    optimizer: AdamW,
-    train_step: TrainStep,
+    core: LearnerCore<RewardModel>,
     config: RmConfig,
     metrics: Metrics,
-    step: u64,
     skipped_queries: u64,
 }
 
 /// The `learner` name in checkpoints written by [`RmLearner`].
 const LEARNER_NAME: &str = "rm";
+/// The checkpoint counter of queries skipped for want of a (positive, negative) pair.
+const SKIPPED_QUERIES: &str = "skipped_queries";
 
 impl RmLearner {
     /// A learner for `model` (loaded trainable).
@@ -135,35 +132,22 @@ impl RmLearner {
                 message: "must be >= 1".into(),
             });
         }
-        let params = model.vars();
-        if params.is_empty() {
-            return Err(Error::Input(
-                "RmLearner: the reward model has no trainable weights (load it with \
-                 Trainable::Yes)"
-                    .into(),
-            ));
-        }
-        let optimizer = AdamW::new(params, config.optimizer)?
-            .exclude_from_weight_decay(|name| name.ends_with(".bias") || name.contains("norm"));
         Ok(Self {
-            model,
-            optimizer,
-            train_step: TrainStep::new(config.train_step)?,
+            core: LearnerCore::new(LEARNER_NAME, model, config.optimizer, config.train_step)?,
             config,
             metrics,
-            step: 0,
             skipped_queries: 0,
         })
     }
 
     /// The reward model being trained.
     pub fn model(&self) -> &RewardModel {
-        &self.model
+        self.core.model()
     }
 
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
-        self.step
+        self.core.step_count()
     }
 
     /// Queries skipped so far (no positive or no negative response).
@@ -174,14 +158,14 @@ impl RmLearner {
     /// One optimiser step on `queries`.
     pub fn step(&mut self, queries: &[RmQuery]) -> Result<RmStepReport> {
         validate(queries)?;
-        self.step += 1;
+        let step = self.core.advance_step();
         // 1. Queries without a (pos, neg) pair carry no signal.
         let used: Vec<&RmQuery> = queries.iter().filter(|q| q.has_pairs()).collect();
         let skipped = queries.len() - used.len();
         self.skipped_queries += skipped as u64;
 
         // 2. Per micro-batch: rewards, ranking loss weighted by its share of the used queries.
-        let mut grads = GradAccumulator::new(self.optimizer.params());
+        let mut grads = self.core.gradients();
         let mut eval = Totals::default();
         for chunk in used.chunks(self.config.micro_batch_queries) {
             let (loss, counts) = self.chunk_loss(chunk)?;
@@ -194,7 +178,7 @@ impl RmLearner {
         let update = if used.is_empty() {
             None
         } else {
-            Some(self.train_step.apply(&mut self.optimizer, grads)?)
+            Some(self.core.apply(grads)?)
         };
         let eval = eval.finish(skipped);
         let mut scalars = vec![
@@ -213,12 +197,8 @@ impl RmLearner {
                 scalars.push(("train/grad_norm", norm));
             }
         }
-        self.metrics.scalars(self.step, &scalars);
-        Ok(RmStepReport {
-            step: self.step,
-            eval,
-            update,
-        })
+        self.metrics.scalars(step, &scalars);
+        Ok(RmStepReport { step, eval, update })
     }
 
     /// Loss and pairwise accuracy on held-out `queries`, without an update; logged under
@@ -234,7 +214,7 @@ impl RmLearner {
         let eval = totals.finish(queries.len() - used.len());
         if let (Some(loss), Some(acc)) = (eval.loss, eval.pairwise_accuracy) {
             self.metrics.scalars(
-                self.step,
+                self.core.step_count(),
                 &[("eval/loss", loss), ("eval/pairwise_accuracy", acc)],
             );
         }
@@ -249,8 +229,8 @@ impl RmLearner {
             .flat_map(|q| q.is_positive.iter().copied())
             .collect();
         let per_query: Vec<usize> = queries.iter().map(|q| q.sequences.len()).collect();
-        let (ids, mask) = right_padded(&sequences, self.model.device())?;
-        let rewards = self.model.forward(&ids, &mask)?;
+        let (ids, mask) = right_padded(&sequences, self.model().device())?;
+        let rewards = self.model().forward(&ids, &mask)?;
         let out = ranking_loss(&rewards, &labels, &per_query)?;
         let loss = out
             .loss
@@ -267,50 +247,20 @@ impl RmLearner {
     /// Writes a checkpoint of the current step (the reward model in its Hugging Face layout,
     /// optimiser, counters, `run`).
     pub fn save_checkpoint(&self, config: &CheckpointConfig, run: &RunState) -> Result<PathBuf> {
-        let state = TrainerState {
-            format_version: FORMAT_VERSION,
-            learner: LEARNER_NAME.into(),
-            step: self.step,
-            optimizer_step: self.optimizer.step_count(),
-            learning_rate: self
-                .config
-                .train_step
-                .schedule
-                .lr_at(self.optimizer.step_count()),
-            skipped_steps: self.train_step.skipped_steps(),
-            counters: [("skipped_queries".to_string(), self.skipped_queries)]
-                .into_iter()
-                .collect(),
-            config: serde_json::to_value(self.config).expect("the config always serialises"),
-            run: run.clone(),
-        };
-        write_checkpoint(
+        self.core.save_checkpoint(
             config,
-            self.step,
-            |dir| Ok(self.model.save(dir)?),
-            &self.optimizer,
-            &state,
+            &self.config,
+            &[(SKIPPED_QUERIES, self.skipped_queries)],
+            run,
         )
     }
 
-    /// Restores the optimiser and counters of the checkpoint in `dir` (whose weights the model
-    /// was loaded from) and returns the caller's [`RunState`].
+    /// Restores the checkpoint in `dir` (weights, optimiser, step and counters) and returns the
+    /// caller's [`RunState`].
     pub fn restore(&mut self, dir: impl AsRef<Path>) -> Result<RunState> {
-        let checkpoint = read_checkpoint(dir, self.model.device())?;
-        restore_optimizer(
-            &checkpoint,
-            LEARNER_NAME,
-            &mut self.optimizer,
-            &mut self.train_step,
-        )?;
-        self.step = checkpoint.state.step;
-        self.skipped_queries = checkpoint
-            .state
-            .counters
-            .get("skipped_queries")
-            .copied()
-            .unwrap_or(0);
-        Ok(checkpoint.state.run)
+        let restored = self.core.restore(dir)?;
+        self.skipped_queries = restored.counter(SKIPPED_QUERIES);
+        Ok(restored.run)
     }
 }
 

@@ -8,13 +8,10 @@
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-/// The golden-ratio increment of SplitMix64.
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
 /// A SplitMix64 generator; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeededRng {
-    /// The counter; the next output is the finaliser of `state + GOLDEN_GAMMA`.
+    /// The counter; the next output is the finaliser of `state + mathrl::rng::GOLDEN_GAMMA`.
     state: u64,
 }
 
@@ -60,11 +57,7 @@ impl RngCore for SeededRng {
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mathrl::rng::splitmix64_next(&mut self.state)
     }
 
     fn fill_bytes(&mut self, dest: &mut [u8]) {

@@ -17,15 +17,13 @@ use mathrl::model::{gather_log_softmax, masked_score};
 use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    read_checkpoint, restore_optimizer, write_checkpoint, CheckpointConfig, RunState, TrainerState,
-    FORMAT_VERSION,
-};
-use crate::optim::{AdamW, AdamWConfig, Optimizer};
+use crate::checkpoint::{CheckpointConfig, RunState};
+use crate::learner_core::LearnerCore;
+use crate::optim::AdamWConfig;
 use crate::schedule::LrSchedule;
 use crate::sft_data::{pack, SftExample};
 use crate::sft_loss::{sft_loss_from_logprobs, SftLoss, TokenNormaliser};
-use crate::train_step::{GradAccumulator, StepStats, TrainStep, TrainStepConfig};
+use crate::train_step::{StepStats, TrainStepConfig};
 use crate::{Error, Result};
 
 /// Settings of the SFT learner. The report trains 3 epochs with 4,096-token sequences, batch 128
@@ -175,14 +173,11 @@ pub struct SftStepReport {
     pub update: StepStats,
 }
 
-/// The SFT learner: the policy and its optimiser.
+/// The SFT learner: the policy and its optimiser (the [`LearnerCore`]).
 pub struct SftLearner {
-    policy: Policy,
-    optimizer: AdamW,
-    train_step: TrainStep,
+    core: LearnerCore<Policy>,
     config: SftConfig,
     metrics: Metrics,
-    step: u64,
 }
 
 /// The `learner` name in checkpoints written by [`SftLearner`].
@@ -191,35 +186,22 @@ const LEARNER_NAME: &str = "sft";
 impl SftLearner {
     /// A learner for `policy` (loaded trainable).
     pub fn new(policy: Policy, config: SftConfig, metrics: Metrics) -> Result<Self> {
-        config.optimizer.validate()?;
         if config.micro_batch_size == 0 || config.max_length < 2 {
             return Err(Error::Config {
                 field: "micro_batch_size",
                 message: "micro_batch_size must be >= 1 and max_length >= 2".into(),
             });
         }
-        let params = policy.vars();
-        if params.is_empty() {
-            return Err(Error::Input(
-                "SftLearner: the policy has no trainable weights (load it with Trainable::Yes)"
-                    .into(),
-            ));
-        }
-        let optimizer = AdamW::new(params, config.optimizer)?
-            .exclude_from_weight_decay(|name| name.ends_with(".bias") || name.contains("norm"));
         Ok(Self {
-            policy,
-            optimizer,
-            train_step: TrainStep::new(config.train_step)?,
+            core: LearnerCore::new(LEARNER_NAME, policy, config.optimizer, config.train_step)?,
             config,
             metrics,
-            step: 0,
         })
     }
 
     /// The policy being trained.
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        self.core.model()
     }
 
     /// The settings.
@@ -229,7 +211,7 @@ impl SftLearner {
 
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
-        self.step
+        self.core.step_count()
     }
 
     /// Micro-batches of `examples` as the learner trains on them (rows packed when configured).
@@ -237,14 +219,19 @@ impl SftLearner {
         let rows = pack(examples, self.config.max_length, self.config.packing);
         rows.chunks(self.config.micro_batch_size)
             .map(|chunk| {
-                SftBatch::collate(examples, chunk, self.policy.device(), self.policy.dtype())
+                SftBatch::collate(
+                    examples,
+                    chunk,
+                    self.policy().device(),
+                    self.policy().dtype(),
+                )
             })
             .collect()
     }
 
     /// The loss of one micro-batch, its token sum divided as `normaliser` says.
     pub fn batch_loss(&self, batch: &SftBatch, normaliser: TokenNormaliser) -> Result<SftLoss> {
-        let model = self.policy.model();
+        let model = self.policy().model();
         let hidden = model.backbone().forward_with(
             &batch.input_ids,
             &batch.positions,
@@ -301,17 +288,17 @@ impl SftLearner {
         let normaliser = TokenNormaliser::Tokens(tokens as f64);
 
         // 2. Forward/backward per micro-batch, gradients summed.
-        let mut grads = GradAccumulator::new(self.optimizer.params());
+        let mut grads = self.core.gradients();
         for batch in &batches {
             let loss = self.batch_loss(batch, normaliser)?;
             grads.backward(&loss.loss)?;
         }
 
         // 3. One guarded update, then metrics.
-        let update = self.train_step.apply(&mut self.optimizer, grads)?;
-        self.step += 1;
+        let update = self.core.apply(grads)?;
+        let step = self.core.advance_step();
         let report = SftStepReport {
-            step: self.step,
+            step,
             loss: update.loss,
             trained_tokens: tokens,
             sequences: examples.len(),
@@ -327,7 +314,7 @@ impl SftLearner {
         if let Some(norm) = update.grad_norm {
             scalars.push(("train/grad_norm", norm));
         }
-        self.metrics.scalars(self.step, &scalars);
+        self.metrics.scalars(step, &scalars);
         Ok(report)
     }
 
@@ -343,44 +330,15 @@ impl SftLearner {
         Ok(sum / tokens.max(1) as f64)
     }
 
-    /// Writes a checkpoint of the current step (weights, optimiser, counters, `run`).
+    /// Writes a checkpoint of the current step (weights, optimiser, step, `run`).
     pub fn save_checkpoint(&self, config: &CheckpointConfig, run: &RunState) -> Result<PathBuf> {
-        let state = TrainerState {
-            format_version: FORMAT_VERSION,
-            learner: LEARNER_NAME.into(),
-            step: self.step,
-            optimizer_step: self.optimizer.step_count(),
-            learning_rate: self
-                .config
-                .train_step
-                .schedule
-                .lr_at(self.optimizer.step_count()),
-            skipped_steps: self.train_step.skipped_steps(),
-            counters: Default::default(),
-            config: serde_json::to_value(self.config).expect("the config always serialises"),
-            run: run.clone(),
-        };
-        write_checkpoint(
-            config,
-            self.step,
-            |dir| Ok(self.policy.save(dir)?),
-            &self.optimizer,
-            &state,
-        )
+        self.core.save_checkpoint(config, &self.config, &[], run)
     }
 
-    /// Restores the optimiser and step of the checkpoint in `dir` (whose weights `policy` was
-    /// loaded from) and returns the caller's [`RunState`].
+    /// Restores the checkpoint in `dir` (weights, optimiser and step) and returns the caller's
+    /// [`RunState`].
     pub fn restore(&mut self, dir: impl AsRef<Path>) -> Result<RunState> {
-        let checkpoint = read_checkpoint(dir, self.policy.device())?;
-        restore_optimizer(
-            &checkpoint,
-            LEARNER_NAME,
-            &mut self.optimizer,
-            &mut self.train_step,
-        )?;
-        self.step = checkpoint.state.step;
-        Ok(checkpoint.state.run)
+        Ok(self.core.restore(dir)?.run)
     }
 }
 

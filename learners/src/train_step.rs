@@ -191,6 +191,11 @@ impl TrainStep {
         })
     }
 
+    /// The settings.
+    pub fn config(&self) -> &TrainStepConfig {
+        &self.config
+    }
+
     /// Updates skipped so far.
     pub fn skipped_steps(&self) -> u64 {
         self.skipped_steps

@@ -10,7 +10,8 @@ use mathrl::model::Trainable;
 use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
 use mathrl::Metrics;
 use mathrl_learners::{
-    GrpoConfig, GrpoLearner, LossAggregation, LrSchedule, RolloutBatch, ScoredGroup, SeededRng,
+    GrpoConfig, GrpoLearner, LossAggregation, LrSchedule, Optimizer, RolloutBatch, ScoredGroup,
+    SeededRng,
 };
 
 const PROMPTS: [&[u32]; 4] = [&[5, 17, 42], &[9, 3, 250, 7], &[600, 12], &[33, 34, 35]];
@@ -135,7 +136,7 @@ fn kl_penalty_keeps_the_policy_near_the_reference() -> Result<()> {
 fn one_step_logs_every_metric_with_negligible_drift() -> Result<()> {
     let sink = MemorySink::new();
     let mut c = config(0.04, 1e-3);
-    c.temperature = 0.7;
+    c.rollout.temperature = 0.7;
     let policy = tiny_policy(Trainable::Yes)?;
     let mut learner = GrpoLearner::new(policy, None, c, Metrics::new(sink.clone()))?;
     let mut rng = SeededRng::new(5);
@@ -316,8 +317,9 @@ fn zero_variance_groups_are_counted_and_can_be_dropped() -> Result<()> {
     assert_eq!(report.skipped_updates, 1);
     assert_eq!(report.zero_variance_fraction, 1.0);
     assert_eq!(weights(&learner)?, before);
-    assert_eq!(learner.policy_version(), 1);
-    assert_eq!(learner.step_count(), 2);
+    // One optimiser update applied, but two learner steps: the policy version counts steps.
+    assert_eq!(learner.optimizer().step_count(), 1);
+    assert_eq!((learner.step_count(), learner.policy_version()), (2, 2));
     Ok(())
 }
 
@@ -330,7 +332,16 @@ fn several_passes_are_several_updates_with_a_moving_ratio() -> Result<()> {
     let groups = sample_groups(learner.policy(), &prompts(), 4, 4, 1.0, &mut rng)?;
     let report = learner.step(score(groups, |ids| (ids[1] % 3) as f32))?;
     assert_eq!(report.updates.len(), 3);
-    assert_eq!(learner.policy_version(), 3);
+    // Three optimiser updates, one learner step: one new policy version.
+    assert_eq!(learner.optimizer().step_count(), 3);
+    assert_eq!(learner.policy_version(), 1);
+    // Groups sampled from the weights after that step are on-policy: no lag.
+    let mut groups = sample_groups(learner.policy(), &prompts(), 4, 4, 1.0, &mut rng)?;
+    for g in &mut groups {
+        g.policy_version = learner.step_count();
+    }
+    let next = learner.step(score(groups, |ids| (ids[1] % 3) as f32))?;
+    assert_eq!(next.policy_lag_max, 0);
     // With a large learning rate the later passes move ρ beyond the clip range somewhere.
     assert!(
         report.clip_fraction_low + report.clip_fraction_high > 0.0,

@@ -28,8 +28,8 @@ fn grpo_steps_raise_the_likelihood_of_rewarded_completions() -> Result<()> {
     // Log-probs [4, 7]: entry t predicts token t+1; the completion is tokens 4..8 → entries 3..7.
     let mask = Tensor::from_vec([0f32, 0., 0., 1., 1., 1., 1.].repeat(4), (4, 7), &device)?;
     let rewards = [1.0f32, 0.0, 0.0, 1.0];
-    let adv = AdvantageEstimator::Grpo.batch(&rewards, 4)?;
-    let advantages = Tensor::new(adv.advantages.as_slice(), &device)?;
+    let (adv, _) = AdvantageEstimator::Grpo.group(&rewards)?;
+    let advantages = Tensor::new(adv.as_slice(), &device)?;
 
     let mut opt = AdamW::new(
         policy.vars(),

@@ -49,7 +49,7 @@ fn config() -> GrpoConfig {
         },
     };
     c.micro_batch_size = 5;
-    c.temperature = 0.9;
+    c.rollout.temperature = 0.9;
     c
 }
 

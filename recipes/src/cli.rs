@@ -50,7 +50,7 @@ pub struct Cli {
     /// A TOML file with the recipe's config (see --print-config).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override one config key, e.g. `--set grpo.beta=0.0` (repeatable).
+    /// Override one config key, e.g. `--set grpo.loss.beta=0.0` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Print the recipe's resolved config as TOML and exit.

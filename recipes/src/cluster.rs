@@ -6,18 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use candle_core::Device;
 use mathrl_actors::cluster::{run_worker as serve, RewardBuilder, WorkerOptions};
 use mathrl_actors::{ClusterConfig, Role};
+use mathrl_rewards::{RewardFunction, RewardResources, RewardSpec};
 
 use crate::cli::{Cli, WorkerArgs, WorkerRole};
 
 /// The cluster settings of a training run from `--listen`, `--cookie` and
 /// `--wait-for-workers`; `None` without `--listen`. `reward_spec` is what remote reward workers
-/// build the run's reward from (see [`crate::qwen25_math_rl::reward_from_spec`]).
-pub fn cluster_config(
-    cli: &Cli,
-    reward_spec: Option<serde_json::Value>,
-) -> Result<Option<ClusterConfig>> {
+/// build the run's reward from.
+pub fn cluster_config(cli: &Cli, reward_spec: Option<RewardSpec>) -> Result<Option<ClusterConfig>> {
     let Some(listen) = cli.listen.as_deref() else {
         if cli.cookie.is_some() {
             tracing::warn!("--cookie without --listen: no worker can join this run");
@@ -49,9 +48,7 @@ pub fn run_worker(args: &WorkerArgs, device: &str) -> Result<()> {
     let rewards: RewardBuilder = {
         let rm = args.rm.clone();
         let device = device.clone();
-        Arc::new(move |spec: &serde_json::Value| {
-            crate::qwen25_math_rl::reward_from_spec(spec, rm.as_deref(), &device)
-        })
+        Arc::new(move |spec: &RewardSpec| worker_reward(spec, rm.as_deref(), &device))
     };
     let options = WorkerOptions {
         connect: args.connect.clone(),
@@ -69,6 +66,21 @@ pub fn run_worker(args: &WorkerArgs, device: &str) -> Result<()> {
         report.groups, report.batches, report.weights_loaded
     );
     Ok(())
+}
+
+/// A reward worker's reward: the coordinator's `spec`, with this worker's `--rm` copy of the RM.
+fn worker_reward(
+    spec: &RewardSpec,
+    rm_dir: Option<&std::path::Path>,
+    device: &Device,
+) -> Result<Arc<dyn RewardFunction>> {
+    if spec.uses_reward_model() && rm_dir.is_none() {
+        anyhow::bail!(
+            "this run's reward uses the reward model: start the reward worker with --rm DIR \
+             (the coordinator's RM)"
+        );
+    }
+    Ok(spec.build(&RewardResources { rm_dir, device })?)
 }
 
 /// `<hostname>-<pid>`: unique across the workers of a run.
@@ -109,14 +121,30 @@ mod tests {
                 "--wait-for-workers",
                 "2",
             ]),
-            Some(serde_json::json!({"kind": "checker"})),
+            Some(RewardSpec::Checker),
         )
         .unwrap()
         .unwrap();
         assert_eq!(config.listen.port(), 7400);
         assert_eq!(config.cookie, "s");
         assert_eq!(config.wait_for_workers, 2);
-        assert!(config.reward_spec.is_some());
+        assert_eq!(config.reward_spec, Some(RewardSpec::Checker));
+    }
+
+    #[test]
+    fn a_reward_worker_builds_the_spec_and_asks_for_its_rm_when_the_spec_uses_one() {
+        let reward = worker_reward(&RewardSpec::Checker, None, &Device::Cpu).unwrap();
+        assert_eq!(reward.name(), "verifier");
+        let shaped = RewardSpec::Shaped {
+            alpha: 0.5,
+            rm_batch_size: 4,
+        };
+        let err = worker_reward(&shaped, None, &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("--rm DIR"), "{err}");
+        let err = worker_reward(&shaped, Some("/nonexistent/rm".as_ref()), &Device::Cpu)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/rm"), "{err}");
     }
 
     #[test]

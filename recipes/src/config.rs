@@ -1,7 +1,7 @@
 //! Recipe configuration: each recipe's config is a serde struct with documented defaults; a run
 //! resolves it from the defaults, an optional TOML file (`--config`) and `--set key=value`
 //! overrides, in that order. Unknown keys and wrong types are errors naming the key (and the
-//! nearest known key).
+//! nearest known key); a key that moved is an error naming its new place.
 
 use std::path::Path;
 
@@ -9,6 +9,47 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use toml::{Table, Value};
+
+/// Keys that moved, with their new place. The rollout settings that the trainer and the GRPO
+/// learner share have one key each, under `grpo.rollout`.
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("trainer.group_size", "grpo.rollout.group_size"),
+    ("trainer.sampling.n", "grpo.rollout.group_size"),
+    ("trainer.sampling.temperature", "grpo.rollout.temperature"),
+    (
+        "trainer.sampling.max_new_tokens",
+        "grpo.rollout.max_new_tokens",
+    ),
+    ("trainer.sampling.seed", "--seed"),
+    ("grpo.temperature", "grpo.rollout.temperature"),
+    (
+        "grpo.loss.max_completion_length",
+        "grpo.rollout.max_new_tokens",
+    ),
+];
+
+/// The error for `key` when it is one that moved.
+fn moved(key: &str) -> Result<()> {
+    match MOVED_KEYS.iter().find(|(old, _)| *old == key) {
+        Some((old, new)) => bail!("config key `{old}` has moved: use `{new}`"),
+        None => Ok(()),
+    }
+}
+
+/// Every leaf key of `table` as a dotted path under `prefix`.
+fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Table(t) => leaf_keys(t, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
 
 /// Resolves a recipe config: `C::default()`, then the file, then each `key=value` of `sets`.
 pub fn resolve<C: Serialize + DeserializeOwned + Default>(
@@ -33,6 +74,11 @@ pub fn resolve_from<C: Serialize + DeserializeOwned>(
         let overrides: Table = text
             .parse()
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut keys = Vec::new();
+        leaf_keys(&overrides, "", &mut keys);
+        for key in keys {
+            moved(&key).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        }
         merge(&mut table, overrides);
         from_table::<C>(&table).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     }
@@ -40,6 +86,7 @@ pub fn resolve_from<C: Serialize + DeserializeOwned>(
         let (key, raw) = set
             .split_once('=')
             .ok_or_else(|| anyhow!("--set {set}: expected key=value"))?;
+        moved(key.trim()).map_err(|e| anyhow!("--set {set}: {e}"))?;
         let value = parse_value(raw.trim());
         set_path(&mut table, key.trim(), value).map_err(|e| anyhow!("--set {set}: {e}"))?;
         from_table::<C>(&table).map_err(|e| anyhow!("--set {set}: {e}"))?;
@@ -247,6 +294,25 @@ mod tests {
         let err = resolve::<Outer>(Some(&file), &[]).unwrap_err().to_string();
         assert!(
             err.contains("c.toml") && err.contains("grpo.bta") && err.contains("grpo.beta"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn moved_keys_name_their_new_place_in_sets_and_files() {
+        let err = resolve::<Outer>(None, &["trainer.group_size=8".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`trainer.group_size` has moved: use `grpo.rollout.group_size`"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[grpo.loss]\nmax_completion_length = 64\n").unwrap();
+        let err = resolve::<Outer>(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml") && err.contains("use `grpo.rollout.max_new_tokens`"),
             "{err}"
         );
     }

@@ -6,6 +6,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use mathrl::rng::GOLDEN_GAMMA;
+
 /// An index of MinHash signatures; `insert` tells whether a text is a near duplicate of one
 /// already inserted.
 #[derive(Debug)]
@@ -24,7 +26,7 @@ impl MinHashIndex {
     /// confirmed by their estimated Jaccard similarity against `threshold`.
     pub fn new(ngram: usize, bands: usize, rows: usize, threshold: f64) -> Self {
         let seeds = (0..bands * rows)
-            .map(|i| splitmix64(0x9E37_79B9_7F4A_7C15 ^ i as u64))
+            .map(|i| splitmix64(GOLDEN_GAMMA ^ i as u64))
             .collect();
         Self {
             ngram: ngram.max(1),
@@ -137,12 +139,9 @@ fn band_key(rows: &[u64]) -> u64 {
     hash_of(rows)
 }
 
-/// A fast 64-bit mixer (SplitMix64's finaliser), the family of the MinHash functions.
+/// A fast 64-bit mixer (one SplitMix64 step from `x`), the family of the MinHash functions.
 fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mathrl::rng::mix64(x.wrapping_add(GOLDEN_GAMMA))
 }
 
 #[cfg(test)]

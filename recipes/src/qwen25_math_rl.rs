@@ -15,7 +15,6 @@
 //! (DEPLOYMENT.md); `trainer.rollout_actors = 0` then leaves every rollout to them.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mathrl::data::procedural::Split;
@@ -23,7 +22,7 @@ use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
 use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
 use mathrl_learners::{AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule};
-use mathrl_rewards::{PreferenceScorer, RewardFunction, RewardModel, ShapedReward, Verifier};
+use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
@@ -58,15 +57,31 @@ impl Default for RewardConfig {
     }
 }
 
+impl RewardConfig {
+    /// The reward of a run: shaped with the RM when one is available and `use_rm`, the checker
+    /// alone otherwise.
+    pub fn spec(&self, rm_available: bool) -> RewardSpec {
+        if rm_available && self.use_rm {
+            RewardSpec::Shaped {
+                alpha: self.alpha,
+                rm_batch_size: self.rm_batch_size,
+            }
+        } else {
+            RewardSpec::Checker
+        }
+    }
+}
+
 /// Settings of the `qwen25-math-rl` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
     /// Optimisation steps (`--max-steps` bounds them further).
     pub steps: u64,
-    /// The GRPO learner: loss (ε, β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
+    /// The GRPO learner: rollout settings (group size 32, temperature, length), loss (ε,
+    /// β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
     pub grpo: GrpoConfig,
-    /// Actor pools, prompts per step (128), group size (32), sampling, synchronisation.
+    /// Actor pools, prompts per step (128), other sampling settings, synchronisation.
     pub trainer: TrainerConfig,
     /// Reward shaping.
     pub reward: RewardConfig,
@@ -80,13 +95,14 @@ pub struct RlConfig {
 
 impl Default for RlConfig {
     fn default() -> Self {
+        // The report: 128 prompts per step, 32 completions each.
+        let mut grpo = GrpoConfig::default();
+        grpo.rollout.group_size = 32;
         Self {
             steps: 1000,
-            grpo: GrpoConfig::default(),
-            // The report: 128 prompts per step, 32 completions each.
+            grpo,
             trainer: TrainerConfig {
                 prompts_per_step: 128,
-                group_size: 32,
                 checkpoint_every: 50,
                 ..TrainerConfig::default()
             },
@@ -118,9 +134,9 @@ impl RlConfig {
         config.grpo.loss.beta = 0.0; // no reference model: the run is short and CPU-bound
         config.grpo.filter_zero_variance_groups = true;
         config.trainer.prompts_per_step = 32;
-        config.trainer.group_size = 8;
+        config.grpo.rollout.group_size = 8;
         config.trainer.checkpoint_every = 10;
-        config.trainer.sampling.max_new_tokens = 160;
+        config.grpo.rollout.max_new_tokens = 160;
         config.eval_max_new_tokens = 160;
         config
     }
@@ -160,33 +176,18 @@ pub fn run(cli: &Cli) -> Result<()> {
         ),
     };
 
-    // The reward: the strict checker, shaped with the RM when there is one.
+    // The reward: the strict checker, shaped with the RM when there is one; remote reward
+    // workers build theirs from the same spec.
+    let reward_spec = config.reward.spec(rm_dir.is_some());
+    let rm_dir = rm_dir.filter(|_| reward_spec.uses_reward_model());
+    if let Some(dir) = &rm_dir {
+        require_dir(dir, "reward model")?;
+    }
+    let reward = reward_spec.build(&RewardResources {
+        rm_dir: rm_dir.as_deref(),
+        device: &run.device,
+    })?;
     let verifier = crate::verifier::default_verifier();
-    let (reward_kind, reward): (&str, Arc<dyn RewardFunction>) =
-        match (&rm_dir, config.reward.use_rm) {
-            (Some(dir), true) => {
-                require_dir(dir, "reward model")?;
-                let rm = RewardModel::load(dir, &run.device, None, Trainable::No)?;
-                let rm_tokenizer = Tokenizer::from_dir(dir).unwrap_or_else(|e| {
-                    tracing::warn!(
-                        "reward model {}: {e}; using the policy's tokenizer",
-                        dir.display()
-                    );
-                    tokenizer.clone()
-                });
-                let scorer = Arc::new(RmScorer {
-                    rm,
-                    tokenizer: rm_tokenizer,
-                    batch: config.reward.rm_batch_size,
-                });
-                let shaped = ShapedReward::shaped(verifier.clone(), scorer, config.reward.alpha);
-                ("shaped", Arc::new(shaped))
-            }
-            _ => (
-                "checker",
-                Arc::new(ShapedReward::verifier_only(verifier.clone())),
-            ),
-        };
 
     let before = evaluate(
         &policy,
@@ -226,15 +227,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     trainer_config.seed = run.seed;
     let rollout_actors = trainer_config.rollout_actors;
     let learner = GrpoLearner::new(policy, None, config.grpo, run.metrics.clone())?;
-    // What a remote reward worker rebuilds this reward from (see `reward_from_spec`).
-    let reward_spec = match reward_kind {
-        "shaped" => serde_json::json!({
-            "kind": "shaped",
-            "alpha": config.reward.alpha,
-            "rm_batch_size": config.reward.rm_batch_size,
-        }),
-        _ => serde_json::json!({ "kind": "checker" }),
-    };
     let mut trainer = Trainer::new(
         trainer_config,
         learner,
@@ -264,7 +256,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         "before": before,
         "after": after,
         "steps": report.steps,
-        "reward": reward_kind,
+        "reward": reward_spec.kind(),
         "seconds": seconds,
         "groups_by_worker": report.groups_by_worker,
         "remote_workers": report
@@ -297,8 +289,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// The embedded default's policy (and RM, when it is the embedded one) must be present; until
-/// they ship, the error names the missing directory and the two ways forward.
+/// The embedded default's policy (and RM, when it is the embedded one) must be present (they
+/// ship under `recipes/assets/`; a checkout without them, or a wrong `$MATHRL_ASSETS`, gets an
+/// error naming the missing directory and the two ways forward).
 fn require_embedded_assets(policy_dir: &Path, rm_dir: Option<&Path>) -> Result<()> {
     for dir in std::iter::once(policy_dir).chain(rm_dir) {
         if !dir.is_dir() {
@@ -370,102 +363,4 @@ fn accuracy_change(before: Option<Accuracy>, after: Option<Accuracy>) -> String 
 /// `44.5%`, or `-` when the accuracy was not measured.
 fn percent(a: Option<Accuracy>) -> String {
     a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
-}
-
-/// Rebuilds this recipe's reward from the spec the coordinator sends a remote reward worker:
-/// `{"kind": "checker"}`, or `{"kind": "shaped", "alpha": α, "rm_batch_size": n}` with the RM
-/// in `rm_dir` (the worker's `--rm`, the same model as the coordinator's).
-pub fn reward_from_spec(
-    spec: &serde_json::Value,
-    rm_dir: Option<&Path>,
-    device: &candle_core::Device,
-) -> Result<Arc<dyn RewardFunction>> {
-    let verifier = crate::verifier::default_verifier();
-    match spec.get("kind").and_then(serde_json::Value::as_str) {
-        Some("checker") => Ok(Arc::new(ShapedReward::verifier_only(verifier))),
-        Some("shaped") => {
-            let alpha = spec
-                .get("alpha")
-                .and_then(serde_json::Value::as_f64)
-                .context("reward spec: `alpha` is missing")? as f32;
-            let batch = spec
-                .get("rm_batch_size")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(16)
-                .max(1) as usize;
-            let dir = rm_dir.context(
-                "this run's reward uses the reward model: start the reward worker with --rm DIR \
-                 (the coordinator's RM)",
-            )?;
-            require_dir(dir, "reward model")?;
-            let rm = RewardModel::load(dir, device, None, Trainable::No)?;
-            let tokenizer = Tokenizer::from_dir(dir)
-                .with_context(|| format!("reward model {}: tokenizer", dir.display()))?;
-            let scorer = Arc::new(RmScorer {
-                rm,
-                tokenizer,
-                batch,
-            });
-            Ok(Arc::new(ShapedReward::shaped(verifier, scorer, alpha)))
-        }
-        other => anyhow::bail!("reward spec: unknown kind {other:?} (expected checker or shaped)"),
-    }
-}
-
-/// The reward model as a [`PreferenceScorer`] over (question, response) text pairs.
-struct RmScorer {
-    rm: RewardModel,
-    tokenizer: Tokenizer,
-    batch: usize,
-}
-
-impl PreferenceScorer for RmScorer {
-    fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
-        let ids = pairs
-            .iter()
-            .map(|(q, r)| RewardModel::pair_ids(&self.tokenizer, q, r))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(self.rm.score_ids(&ids, self.batch)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mathrl_rewards::RewardInput;
-
-    #[test]
-    fn a_reward_worker_rebuilds_the_checker_reward_and_asks_for_the_rm_when_shaped() {
-        let checker = reward_from_spec(
-            &serde_json::json!({"kind": "checker"}),
-            None,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        let input = |response| RewardInput {
-            question: "What is 2 + 3?",
-            response,
-            gold: Some("5"),
-            dataset: None,
-        };
-        let outputs = checker
-            .score_batch(&[input("\\boxed{5}"), input("\\boxed{6}")])
-            .unwrap();
-        assert_eq!(outputs[0].reward, 1.0);
-        assert_eq!(outputs[1].reward, 0.0);
-
-        let shaped = serde_json::json!({"kind": "shaped", "alpha": 0.5, "rm_batch_size": 4});
-        let err = reward_from_spec(&shaped, None, &candle_core::Device::Cpu)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("--rm DIR"), "{err}");
-        let err = reward_from_spec(
-            &serde_json::json!({"kind": "?"}),
-            None,
-            &candle_core::Device::Cpu,
-        )
-        .err()
-        .unwrap();
-        assert!(err.to_string().contains("unknown kind"), "{err}");
-    }
 }

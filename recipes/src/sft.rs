@@ -3,8 +3,6 @@
 //!
 //! `mathrl --recipe sft --model DIR --data train.jsonl [--output DIR] [--set steps=..]`
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
@@ -161,14 +159,12 @@ pub fn train_sft(
         Some(dir) => Some(dir),
         None => run.resume.clone(),
     };
-    let policy = match &resume_from {
-        Some(dir) => reload(dir, &policy, run)?,
-        None => policy,
-    };
     let mut learner = SftLearner::new(policy, config.learner, run.metrics.clone())?;
     let mut loader = ShuffledLoader::new(train_set.len(), run.seed);
     if let Some(dir) = &resume_from {
-        let state = learner.restore(dir)?;
+        let state = learner
+            .restore(dir)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
         if let Some(cursor) = state.data_cursor {
             loader.seek(cursor);
         }
@@ -214,15 +210,5 @@ pub fn train_sft(
         steps,
         final_loss,
         eval_loss,
-    })
-}
-
-/// The policy of checkpoint `dir`, trainable, keeping `like`'s side files (tokenizer).
-fn reload(dir: &Path, like: &Policy, run: &RunContext) -> Result<Policy> {
-    let policy = Policy::load(dir, &run.device, Some(like.dtype()), Trainable::Yes)
-        .with_context(|| format!("resuming from {}", dir.display()))?;
-    Ok(match like.source_dir() {
-        Some(src) if !mathrl::Tokenizer::exists_in(dir) => policy.with_side_files_from(src),
-        _ => policy,
     })
 }

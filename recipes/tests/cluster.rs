@@ -160,8 +160,8 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
         "trainer.rollout_actors=0",
         "trainer.reward_actors=0",
         "trainer.prompts_per_step=2",
-        "trainer.group_size=3",
-        "trainer.sampling.max_new_tokens=8",
+        "grpo.rollout.group_size=3",
+        "grpo.rollout.max_new_tokens=8",
         "grpo.micro_batch_size=8",
         "eval_questions=2",
         "eval_max_new_tokens=8",
@@ -222,13 +222,16 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
     assert!(log.contains("4 groups generated"), "{log}");
 }
 
-/// The tiny policy saved in `dir`, a learner on it and its tokenizer.
-fn learner(dir: &Path) -> (GrpoLearner, Tokenizer) {
+/// The tiny policy saved in `dir`, a learner on it sampling groups of 4 × `max_new_tokens`
+/// tokens, and its tokenizer.
+fn learner(dir: &Path, max_new_tokens: usize) -> (GrpoLearner, Tokenizer) {
     let policy = Policy::load(dir, &Device::Cpu, None, Trainable::Yes).unwrap();
     let tokenizer = Tokenizer::from_dir(dir).unwrap();
     let mut config = GrpoConfig::default();
     config.train_step.schedule = LrSchedule::constant(1e-3);
     config.micro_batch_size = 16;
+    config.rollout.group_size = 4;
+    config.rollout.max_new_tokens = max_new_tokens;
     let learner = GrpoLearner::new(policy, None, config, Metrics::null()).unwrap();
     (learner, tokenizer)
 }
@@ -244,8 +247,13 @@ fn prompts(n: usize) -> Vec<PromptRecord> {
         .collect()
 }
 
-fn trainer(dir: &Path, config: TrainerConfig, cluster: ClusterConfig) -> Trainer {
-    let (learner, tokenizer) = learner(dir);
+fn trainer(
+    dir: &Path,
+    config: TrainerConfig,
+    max_new_tokens: usize,
+    cluster: ClusterConfig,
+) -> Trainer {
+    let (learner, tokenizer) = learner(dir, max_new_tokens);
     let reward = Arc::new(ShapedReward::verifier_only(
         mathrl_recipes::verifier::default_verifier(),
     ));
@@ -254,20 +262,18 @@ fn trainer(dir: &Path, config: TrainerConfig, cluster: ClusterConfig) -> Trainer
         .with_cluster(cluster)
 }
 
-/// 1 local rollout and reward actor; groups of 4 × 48 tokens (no stop token), so a group
-/// takes long enough to be killed in the middle of.
+/// 1 local rollout and reward actor, no stop token: with groups of 4 × 48 tokens a group takes
+/// long enough to be killed in the middle of.
 fn config(max_steps: u64) -> TrainerConfig {
     let mut c = TrainerConfig {
         rollout_actors: 1,
         reward_actors: 1,
         prompts_per_step: 4,
-        group_size: 4,
         max_steps,
         seed: 3,
         handle_signals: false,
         ..TrainerConfig::default()
     };
-    c.sampling.max_new_tokens = 48;
     c.sampling.stop_token_ids = Some(vec![]);
     c
 }
@@ -284,7 +290,7 @@ fn a_worker_killed_mid_step_has_its_work_reissued_and_every_prompt_is_trained_on
     cluster.wait_for_workers = 1;
     cluster.join_timeout = Duration::from_secs(60);
     // 12 prompts, 3 steps of 4: one epoch, so each prompt must be trained exactly once.
-    let trainer = trainer(tmp.path(), config(3), cluster);
+    let trainer = trainer(tmp.path(), config(3), 48, cluster);
 
     let killer = std::thread::spawn(move || {
         let mut worker = Proc::spawn(&mut worker(&format!("127.0.0.1:{port}"), COOKIE, "doomed"));
@@ -337,9 +343,7 @@ fn a_worker_with_the_wrong_cookie_is_refused() {
     let port = free_port();
     let cluster = ClusterConfig::new(format!("127.0.0.1:{port}").parse().unwrap(), COOKIE);
     let stop = StopHandle::new();
-    let mut small = config(10_000);
-    small.sampling.max_new_tokens = 4;
-    let trainer = trainer(tmp.path(), small, cluster).with_stop_handle(stop.clone());
+    let trainer = trainer(tmp.path(), config(10_000), 4, cluster).with_stop_handle(stop.clone());
 
     let intruder = std::thread::spawn(move || {
         let mut worker = Proc::spawn(&mut worker(

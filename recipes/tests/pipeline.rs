@@ -21,7 +21,7 @@ sft = ["steps=2", "batch_size=4", "eval_examples=2"]
 rm = ["samples_per_query=2", "max_new_tokens=6", "eval_queries=2", "queries_per_step=2", "max_queries=6"]
 sft-data-evolution = ["rounds=1", "samples_per_question=2", "max_new_tokens=6", "eval_questions=1", "max_questions=4", "sft.steps=1", "sft.batch_size=2"]
 rm-retraining = ["samples_per_query=2", "max_new_tokens=6", "eval_queries=2", "queries_per_step=2", "max_queries=6"]
-qwen25-math-rl = ["trainer.prompts_per_step=2", "trainer.group_size=2", "trainer.sampling.max_new_tokens=6", "eval_questions=2", "eval_max_new_tokens=6"]
+qwen25-math-rl = ["trainer.prompts_per_step=2", "grpo.rollout.group_size=2", "grpo.rollout.max_new_tokens=6", "eval_questions=2", "eval_max_new_tokens=6"]
 eval = ["max_new_tokens=6", "modes=[\"cot\"]"]
 "#;
 

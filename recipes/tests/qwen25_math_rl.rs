@@ -18,8 +18,8 @@ fn mathrl() -> Command {
 /// Settings small enough for a test: 2 prompts × 3 completions of at most 8 tokens per step.
 const SMALL: &[&str] = &[
     "trainer.prompts_per_step=2",
-    "trainer.group_size=3",
-    "trainer.sampling.max_new_tokens=8",
+    "grpo.rollout.group_size=3",
+    "grpo.rollout.max_new_tokens=8",
     "trainer.sample_text_every=1",
     "grpo.micro_batch_size=8",
     "eval_questions=3",
@@ -263,8 +263,8 @@ fn the_readme_command_runs_every_stage_on_the_shipped_assets() {
         .env_remove("MATHRL_ASSETS");
     for set in [
         "trainer.prompts_per_step=2",
-        "trainer.group_size=4",
-        "trainer.sampling.max_new_tokens=48",
+        "grpo.rollout.group_size=4",
+        "grpo.rollout.max_new_tokens=48",
         "trainer.sample_text_every=1",
         "eval_questions=4",
         "eval_max_new_tokens=48",

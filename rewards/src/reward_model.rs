@@ -21,6 +21,8 @@ use mathrl::{ChatMessage, Policy, Tokenizer};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+use crate::shaping::PreferenceScorer;
+
 /// Errors of the reward model.
 #[derive(Debug, thiserror::Error)]
 pub enum RewardModelError {
@@ -335,5 +337,38 @@ impl RewardModel {
             dtype,
             self.source.as_deref(),
         )?)
+    }
+}
+
+/// A reward model with the tokenizer it reads text with: the RM as a [`PreferenceScorer`] of
+/// (question, response) text pairs, as reward shaping uses it.
+#[derive(Clone)]
+pub struct TokenizedRewardModel {
+    rm: RewardModel,
+    tokenizer: Tokenizer,
+    batch_size: usize,
+}
+
+impl TokenizedRewardModel {
+    /// `rm` reading text through `tokenizer`'s chat template, `batch_size` pairs per forward pass.
+    pub fn new(rm: RewardModel, tokenizer: Tokenizer, batch_size: usize) -> Self {
+        Self {
+            rm,
+            tokenizer,
+            batch_size,
+        }
+    }
+
+    /// The reward model.
+    pub fn model(&self) -> &RewardModel {
+        &self.rm
+    }
+}
+
+impl PreferenceScorer for TokenizedRewardModel {
+    fn score(&self, pairs: &[(&str, &str)]) -> anyhow::Result<Vec<f32>> {
+        Ok(self
+            .rm
+            .score_pairs(&self.tokenizer, pairs, self.batch_size)?)
     }
 }

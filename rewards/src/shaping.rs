@@ -80,8 +80,6 @@ pub enum ShapingMode {
     },
     /// r = r_v ∈ {0, 1}.
     VerifierOnly,
-    /// r = r_m.
-    RmOnly,
 }
 
 impl Default for ShapingMode {
@@ -96,9 +94,9 @@ pub fn shaped_reward(rm_score: f32, verifier_correct: bool, alpha: f32) -> f32 {
     squashed + if verifier_correct { 0.0 } else { -1.0 }
 }
 
-/// The standard reward: a verifier, an optional RM and a shaping mode.
+/// The standard reward: a verifier, the RM when shaping uses it, and a shaping mode.
 pub struct ShapedReward {
-    verifier: Option<Arc<dyn Verifier>>,
+    verifier: Arc<dyn Verifier>,
     scorer: Option<Arc<dyn PreferenceScorer>>,
     mode: ShapingMode,
 }
@@ -107,7 +105,7 @@ impl ShapedReward {
     /// Verifier only: r = r_v.
     pub fn verifier_only(verifier: Arc<dyn Verifier>) -> Self {
         Self {
-            verifier: Some(verifier),
+            verifier,
             scorer: None,
             mode: ShapingMode::VerifierOnly,
         }
@@ -120,18 +118,9 @@ impl ShapedReward {
         alpha: f32,
     ) -> Self {
         Self {
-            verifier: Some(verifier),
+            verifier,
             scorer: Some(scorer),
             mode: ShapingMode::Shaped { alpha },
-        }
-    }
-
-    /// RM only: r = r_m.
-    pub fn rm_only(scorer: Arc<dyn PreferenceScorer>) -> Self {
-        Self {
-            verifier: None,
-            scorer: Some(scorer),
-            mode: ShapingMode::RmOnly,
         }
     }
 
@@ -146,23 +135,17 @@ impl RewardFunction for ShapedReward {
         match self.mode {
             ShapingMode::Shaped { .. } => "shaped",
             ShapingMode::VerifierOnly => "verifier",
-            ShapingMode::RmOnly => "rm",
         }
     }
 
     fn score_batch(&self, inputs: &[RewardInput<'_>]) -> anyhow::Result<Vec<RewardOutput>> {
-        let verdicts: Vec<Option<Verdict>> = match &self.verifier {
-            Some(verifier) => inputs
-                .iter()
-                .map(|input| {
-                    Some(match input.gold {
-                        Some(gold) => verifier.verify(input.response, gold, input.dataset),
-                        None => Verdict::unparseable(None, "no gold answer to verify against"),
-                    })
-                })
-                .collect(),
-            None => vec![None; inputs.len()],
-        };
+        let verdicts: Vec<Verdict> = inputs
+            .iter()
+            .map(|input| match input.gold {
+                Some(gold) => self.verifier.verify(input.response, gold, input.dataset),
+                None => Verdict::unparseable(None, "no gold answer to verify against"),
+            })
+            .collect();
         let rm_scores: Vec<Option<f32>> = match &self.scorer {
             Some(scorer) => {
                 let pairs: Vec<(&str, &str)> =
@@ -182,19 +165,16 @@ impl RewardFunction for ShapedReward {
             .into_iter()
             .zip(rm_scores)
             .map(|(verdict, rm_score)| {
-                let correct = verdict
-                    .as_ref()
-                    .is_some_and(|v| v.outcome == Outcome::Correct);
+                let correct = verdict.outcome == Outcome::Correct;
                 let reward = match self.mode {
                     ShapingMode::Shaped { alpha } => {
                         shaped_reward(rm_score.unwrap_or(0.0), correct, alpha)
                     }
                     ShapingMode::VerifierOnly => f32::from(u8::from(correct)),
-                    ShapingMode::RmOnly => rm_score.unwrap_or(0.0),
                 };
                 RewardOutput {
                     reward,
-                    verdict,
+                    verdict: Some(verdict),
                     rm_score,
                 }
             })
@@ -289,18 +269,11 @@ mod tests {
         assert!(v[0].is_correct() && !v[1].is_correct());
         assert_eq!(v[2].verdict.as_ref().unwrap().outcome, Outcome::Unparseable);
 
-        let s = ShapedReward::shaped(verifier, scorer.clone(), 0.5)
+        let s = ShapedReward::shaped(verifier, scorer, 0.5)
             .score_batch(&inputs)
             .unwrap();
         assert!((s[0].reward - shaped_reward(0.0, true, 0.5)).abs() < 1e-7);
         assert!((s[1].reward - shaped_reward(-1.0, false, 0.5)).abs() < 1e-7);
         assert_eq!(s[1].rm_score, Some(-1.0));
-
-        let r = ShapedReward::rm_only(scorer).score_batch(&inputs).unwrap();
-        assert_eq!(
-            r.iter().map(|o| o.reward).collect::<Vec<_>>(),
-            vec![0.0, -1.0, 0.0]
-        );
-        assert!(r[0].verdict.is_none());
     }
 }

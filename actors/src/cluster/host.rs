@@ -457,7 +457,6 @@ impl Host {
         let rollout_setup = encode(rollout_setup)?;
         let reward_setup = config
             .reward_spec
-            .clone()
             .map(|spec| encode(&Setup::Reward { spec }))
             .transpose()?;
         let workers = RemoteWorkers(Arc::new(Mutex::new(Registry {

@@ -47,9 +47,9 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The shared secret every worker must present (`--cookie`).
     pub cookie: String,
-    /// What a remote reward worker builds its reward from (recipe-defined JSON, handed to the
-    /// worker binary's [`RewardBuilder`]); `None` refuses remote reward workers.
-    pub reward_spec: Option<serde_json::Value>,
+    /// What a remote reward worker builds its reward from (handed to the worker binary's
+    /// [`RewardBuilder`]); `None` refuses remote reward workers.
+    pub reward_spec: Option<mathrl_rewards::RewardSpec>,
     /// Remote workers that must have joined before the first step opens (0 = start at once).
     pub wait_for_workers: usize,
     /// How long to wait for them before the run fails.

@@ -87,10 +87,10 @@ pub enum Setup {
         /// Its `tokenizer_config.json` (special tokens, chat template).
         tokenizer_config: serde_json::Value,
     },
-    /// A reward worker: the recipe's description of its reward (the worker binary builds it).
+    /// A reward worker: the run's reward as data (the worker builds it with its own RM copy).
     Reward {
-        /// Recipe-defined, e.g. `{"kind": "checker"}`.
-        spec: serde_json::Value,
+        /// E.g. `{"kind": "checker"}`.
+        spec: mathrl_rewards::RewardSpec,
     },
 }
 
@@ -218,6 +218,22 @@ mod tests {
         assert_eq!(back.job_id, 9);
         assert_eq!(back.prompt_ids, vec![4, 5]);
         assert_eq!(back.params, job.params);
+    }
+
+    #[test]
+    fn reward_setups_carry_the_typed_spec() {
+        for spec in [
+            mathrl_rewards::RewardSpec::Checker,
+            mathrl_rewards::RewardSpec::Shaped {
+                alpha: 0.3,
+                rm_batch_size: 5,
+            },
+        ] {
+            match decode("setup", &encode(&Setup::Reward { spec }).unwrap()).unwrap() {
+                Setup::Reward { spec: back } => assert_eq!(back, spec),
+                other => panic!("a reward setup decoded as {other:?}"),
+            }
+        }
     }
 
     #[test]

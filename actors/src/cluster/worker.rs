@@ -16,7 +16,7 @@ use candle_core::{DType, Device};
 use mathrl::generation::{Engine, EngineConfig};
 use mathrl::model::Qwen2Config;
 use mathrl::Tokenizer;
-use mathrl_rewards::RewardFunction;
+use mathrl_rewards::{RewardFunction, RewardSpec};
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{ClientConnectErr, NodeEventSubscription, NodeServer, NodeServerMessage};
@@ -36,10 +36,10 @@ use crate::rollout::{build_engine, generate_group, panic_message, RolloutJob};
 /// Pause between attempts to reach a coordinator that is not listening yet.
 const CONNECT_RETRY: Duration = Duration::from_millis(250);
 
-/// Builds a reward function from the spec the coordinator's recipe sends (the worker binary
-/// knows the recipes; this crate does not).
+/// Builds a reward function from the spec the coordinator sends (the worker binary knows where
+/// its RM copy lives; this crate does not).
 pub type RewardBuilder =
-    Arc<dyn Fn(&serde_json::Value) -> anyhow::Result<Arc<dyn RewardFunction>> + Send + Sync>;
+    Arc<dyn Fn(&RewardSpec) -> anyhow::Result<Arc<dyn RewardFunction>> + Send + Sync>;
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]

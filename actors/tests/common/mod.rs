@@ -41,6 +41,8 @@ pub fn learner(metrics: &Metrics) -> Result<GrpoLearner> {
     let mut config = GrpoConfig::default();
     config.train_step.schedule = LrSchedule::constant(1e-3);
     config.micro_batch_size = 16;
+    config.rollout.group_size = 3;
+    config.rollout.max_new_tokens = 6;
     Ok(GrpoLearner::new(
         tiny_policy(Trainable::Yes)?,
         None,
@@ -61,20 +63,18 @@ pub fn prompts(n: usize) -> Vec<PromptRecord> {
         .collect()
 }
 
-/// A small, fast configuration: 2 rollout and 2 reward actors, 4 prompts × 3 completions of 6
-/// tokens per step.
+/// A small, fast configuration: 2 rollout and 2 reward actors, 4 prompts per step (× 3
+/// completions of 6 tokens: the [`learner`]'s rollout settings).
 pub fn config(max_steps: u64) -> TrainerConfig {
     let mut c = TrainerConfig {
         rollout_actors: 2,
         reward_actors: 2,
         prompts_per_step: 4,
-        group_size: 3,
         max_steps,
         seed: 5,
         handle_signals: false,
         ..TrainerConfig::default()
     };
-    c.sampling.max_new_tokens = 6;
     c.sampling.stop_token_ids = Some(vec![]);
     c
 }

@@ -4,12 +4,8 @@
 //! releases: the embedded default ships a model trained on these problems, so the same seed must
 //! give the same problems in every build.
 
-/// The SplitMix64 finaliser: a bijective mix of the bits of `z`.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub(crate) use crate::rng::mix64;
+use crate::rng::splitmix64_next;
 
 /// 64-bit FNV-1a of `bytes`, then mixed: a hash that is the same on every platform and release.
 pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
@@ -35,8 +31,7 @@ impl SplitMix64 {
 
     /// The next 64 random bits.
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.state)
+        splitmix64_next(&mut self.state)
     }
 
     /// A number in `low..=high` (the two swapped if `high < low`), by Lemire's multiply-shift
