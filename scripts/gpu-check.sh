@@ -85,7 +85,10 @@ run_tests() { # part, binary
 }
 
 echo "gpu-check: device $device, shape $shape, binaries in $bundle" >&2
-[[ "$device" == cpu ]] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
+if [[ "$device" != cpu ]]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
+  missing="$(ldd "$bundle/mathrl" | grep 'not found')" && echo "gpu-check: libraries not found: $missing" >&2
+fi
 run_tests "(a)+(b) parity, train steps" device_parity
 
 # The release binary: per-token log-probs of the tiny reference on the device and on the CPU.
