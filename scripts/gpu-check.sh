@@ -85,7 +85,10 @@ run_tests() { # part, binary
 }
 
 echo "gpu-check: device $device, shape $shape, binaries in $bundle" >&2
-[[ "$device" == cpu ]] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
+if [[ "$device" != cpu ]]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
+  missing="$(ldd "$bundle/mathrl" | grep 'not found')" && echo "gpu-check: libraries not found: $missing" >&2
+fi
 run_tests "(a)+(b) parity, train steps" device_parity
 
 # The release binary: per-token log-probs of the tiny reference on the device and on the CPU.
@@ -101,8 +104,12 @@ pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb) if x is not None
 print(max(abs(x - y) for x, y in pairs) if pairs else "nan")
 PY
 )"
-verdict=$(python3 -c "print('ok' if float('$diff') < 1e-4 else 'FAILED')" 2>/dev/null || echo FAILED)
-row "(a) parity" "release binary: logprobs recipe, $device vs cpu, max |Δ| = $diff" "$verdict"
+# The recipe computes in the device's default dtype: bf16 on a GPU, so the tolerance is the bf16
+# one of tests/device_parity.rs (largest error; f32 parity on the GPU is checked there).
+tol=1e-4 what=f32
+[[ "$device" == cpu ]] || tol=0.2 what="bf16, the GPU default"
+verdict=$(python3 -c "print('ok' if float('$diff') < $tol else 'FAILED')" 2>/dev/null || echo FAILED)
+row "(a) parity" "release binary: logprobs recipe ($what), $device vs cpu f32, max |Δ| = $diff (< $tol)" "$verdict"
 
 # (c) speed and memory at the model's shape.
 with_peak_memory "$out/scale.log" "$bundle/scale"; scale_rc=$?
