@@ -18,10 +18,9 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-
-use rand_chacha::ChaCha8Rng;
 
 use super::device_sampler;
 use super::forward::{self, Logits};
