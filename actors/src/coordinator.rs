@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Receiver;
 use mathrl::types::Group;
 use mathrl::Metrics;
-use mathrl_learners::{CheckpointConfig, DataCursor, RolloutBatch, RunState, ScoredGroup};
+use mathrl_learners::{
+    policy_lag, CheckpointConfig, DataCursor, RolloutBatch, RunState, ScoredGroup,
+};
 use mathrl_rewards::RewardOutput;
 
 use crate::cluster::RemoteWorkers;
@@ -119,7 +121,7 @@ pub struct Coordinator<'a> {
     stop: StopHandle,
     checkpoints: Option<CheckpointConfig>,
     wiring: Wiring,
-    /// Learner steps done = version of the latest published weights.
+    /// Learner steps done: the policy version of the latest published weights.
     trained: u64,
     next_open: u64,
     open: BTreeMap<u64, OpenStep>,
@@ -561,9 +563,8 @@ impl<'a> Coordinator<'a> {
         group: Group,
         checksum: u64,
     ) {
-        let lag = self.config.sync.max_policy_lag();
-        // Groups of step s may come from versions s − 1 − lag .. s − 1.
-        if group.policy_version + lag + 1 < step {
+        // Step s starts from policy version s − 1; its groups may lag it by `max_policy_lag`.
+        if policy_lag(&group, step - 1) > self.config.sync.max_policy_lag() {
             self.report.dropped_stale_groups += 1;
             self.rollout_queue.push_front((step, slot));
             return;
@@ -789,7 +790,7 @@ impl<'a> Coordinator<'a> {
         let groups: Vec<&Group> = open.groups.iter().flatten().collect();
         let lags: Vec<f64> = groups
             .iter()
-            .map(|g| (step - 1).saturating_sub(g.policy_version) as f64)
+            .map(|g| policy_lag(g, step - 1) as f64)
             .collect();
         let n = groups.len().max(1) as f64;
         let window = std::mem::take(&mut self.window);

@@ -29,7 +29,7 @@ use crate::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::policy_loss::{
     grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
 };
-use crate::rollout::RolloutBatch;
+use crate::rollout::{policy_lag, RolloutBatch};
 use crate::schedule::LrSchedule;
 use crate::train_step::{GradAccumulator, StepStats, TrainStep, TrainStepConfig};
 use crate::{Error, Result};
@@ -283,10 +283,10 @@ impl GrpoLearner {
         self.step
     }
 
-    /// Version of the policy weights: optimiser updates applied so far (rollout actors tag
-    /// their groups with the version they sampled from).
+    /// Version of the policy weights: learner steps applied so far, skipped ones included, not
+    /// the optimiser's updates (μ per step); rollout groups carry the version that sampled them.
     pub fn policy_version(&self) -> u64 {
-        self.optimizer.step_count()
+        self.step
     }
 
     /// One GRPO step on `batch`.
@@ -457,7 +457,8 @@ impl GrpoLearner {
             .iter()
             .flat_map(|g| g.group.completions.iter().map(|c| c.token_ids.len()))
             .collect();
-        let version = self.policy_version();
+        // The version this step's update starts from (`self.step` already counts the step).
+        let version = self.step - 1;
         GrpoStepReport {
             step: self.step,
             reward_mean: mean,
@@ -470,7 +471,7 @@ impl GrpoLearner {
             policy_lag_max: batch
                 .groups
                 .iter()
-                .map(|g| version.saturating_sub(g.group.policy_version))
+                .map(|g| policy_lag(&g.group, version))
                 .max()
                 .unwrap_or(0),
             ..GrpoStepReport::default()
