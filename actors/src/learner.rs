@@ -63,9 +63,11 @@ impl LearnerThread {
                             let outcome =
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                     let report = learner.step(batch)?;
+                                    // The policy version: learner steps, not optimiser updates.
+                                    let policy_version = learner.step_count();
                                     let snapshot = WeightsSnapshot::of_policy(
                                         learner.policy(),
-                                        learner.step_count(),
+                                        policy_version,
                                     )?;
                                     Ok::<_, Error>((report, snapshot))
                                 }));

@@ -1,5 +1,5 @@
-//! The mathrl runtime: rollout, reward and learner actors around a coordinator, the TIR tool
-//! runner, multi-node workers.
+//! The mathrl runtime: rollout, reward and learner actors around a coordinator, multi-node
+//! workers.
 //!
 //! - [`Trainer`] (trainer.rs) is what recipes use: pools + reward + learner, then `run(prompts)`.
 //! - [`coordinator`] is the run's one loop: steps, dispatch, deadlines, re-issue, metrics.
@@ -54,7 +54,6 @@ pub mod reward;
 pub mod rollout;
 pub mod stop;
 pub mod supervision;
-pub mod tool;
 pub mod trainer;
 pub mod weights;
 

@@ -27,7 +27,7 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::policy_loss::{
     grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
 };
-use crate::rollout::RolloutBatch;
+use crate::rollout::{policy_lag, RolloutBatch};
 use crate::rollout_settings::RolloutSettings;
 use crate::schedule::LrSchedule;
 use crate::train_step::{StepStats, TrainStepConfig};
@@ -151,6 +151,10 @@ pub struct GrpoStepReport {
     pub clip_fraction_low: f64,
     /// Fraction of trained tokens where the upper clip binds, over all passes.
     pub clip_fraction_high: f64,
+    /// Mean importance ratio ρ = exp(logp − logp_old) over trained tokens, over all passes.
+    pub ratio_mean: f64,
+    /// Largest importance ratio ρ over trained tokens, over all passes.
+    pub ratio_max: f64,
     /// Mean per-token entropy of the policy before the update (when `log_entropy`).
     pub entropy: Option<f64>,
     /// Gradient norm before clipping, averaged over the passes that computed one.
@@ -465,7 +469,7 @@ impl GrpoLearner {
             policy_lag_max: batch
                 .groups
                 .iter()
-                .map(|g| version.saturating_sub(g.group.policy_version))
+                .map(|g| policy_lag(&g.group, version))
                 .max()
                 .unwrap_or(0),
             ..GrpoStepReport::default()
@@ -541,6 +545,8 @@ impl GrpoLearner {
                 ("train/pg_loss", r.pg_loss),
                 ("train/clip_fraction_low", r.clip_fraction_low),
                 ("train/clip_fraction_high", r.clip_fraction_high),
+                ("train/ratio_mean", r.ratio_mean),
+                ("train/ratio_max", r.ratio_max),
                 ("train/learning_rate", r.learning_rate),
                 ("train/trained_tokens", r.trained_tokens as f64),
                 ("train/logprob_drift_mean", r.logprob_drift_mean),
@@ -621,6 +627,8 @@ struct PassSums {
     kl_weighted: Option<f64>,
     clip_low_weighted: f64,
     clip_high_weighted: f64,
+    ratio_weighted: f64,
+    ratio_max: f64,
     tokens: f64,
     drift_sum: f64,
     drift_max: f64,
@@ -647,6 +655,8 @@ impl PassSums {
         }
         self.clip_low_weighted += m.clip_fraction_low * w;
         self.clip_high_weighted += m.clip_fraction_high * w;
+        self.ratio_weighted += m.ratio_mean * w;
+        self.ratio_max = self.ratio_max.max(m.ratio_max);
         self.tokens += w;
     }
 
@@ -658,6 +668,8 @@ impl PassSums {
         r.kl = self.kl_weighted.map(|k| k / tokens);
         r.clip_fraction_low = self.clip_low_weighted / tokens;
         r.clip_fraction_high = self.clip_high_weighted / tokens;
+        r.ratio_mean = self.ratio_weighted / tokens;
+        r.ratio_max = self.ratio_max;
         let drift_tokens = self.drift_tokens.max(1) as f64;
         r.logprob_drift_mean = self.drift_sum / drift_tokens;
         r.logprob_drift_max = self.drift_max;

@@ -41,7 +41,7 @@ pub use policy_loss::{
 pub use rm::{RmConfig, RmEval, RmLearner, RmQuery, RmStepReport};
 pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
-pub use rollout::{RolloutBatch, ScoredGroup};
+pub use rollout::{policy_lag, RolloutBatch, ScoredGroup};
 pub use rollout_settings::RolloutSettings;
 pub use schedule::{Decay, LrSchedule};
 pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};

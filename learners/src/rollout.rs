@@ -17,6 +17,15 @@ pub struct ScoredGroup {
     pub verdicts: Option<Vec<bool>>,
 }
 
+/// How many policy versions `group` lags behind `version`, the version of the weights a learner
+/// step starts from: 0 for a group those weights sampled. A policy version is a learner step
+/// (skipped ones included), not an optimiser update: a step makes μ of those. The learner's
+/// `train/policy_lag_max`, the coordinator's stale-group check and its `policy/lag_*` metrics
+/// all measure lag with this one function.
+pub fn policy_lag(group: &Group, version: u64) -> u64 {
+    version.saturating_sub(group.policy_version)
+}
+
 /// The groups of one learner step, owned (they come from other actors, possibly other nodes).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RolloutBatch {

@@ -135,14 +135,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         engine = engine.with_tokenizer(tokenizer.clone());
     }
     if config.tir {
-        let sandbox = mathrl_actors::tool::PythonSandbox::new(mathrl_actors::tool::SandboxConfig {
+        let sandbox = mathrl_sandbox::PythonSandbox::new(mathrl_sandbox::SandboxConfig {
             timeout_ms: config.tool_timeout_ms,
             ..Default::default()
         })
         .context("tir = true needs python3 for its sandbox")?;
-        engine = engine.with_tool(Arc::new(mathrl_actors::tool::SandboxExecutor::new(
-            Arc::new(sandbox),
-        )));
+        engine = engine.with_tool(Arc::new(mathrl_sandbox::SandboxExecutor::new(Arc::new(
+            sandbox,
+        ))));
     }
     let file =
         std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;

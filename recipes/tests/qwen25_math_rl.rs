@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{event_file_count, tiny_procedural_policy};
+use common::{event_file_count, event_scalars, tiny_procedural_policy};
 
 use std::path::Path;
 use std::process::Command;
@@ -114,6 +114,24 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
     assert_hf_layout(&out.join("final"));
     let events = event_file_count(&out);
     assert_eq!(events, 1);
+    // The loss's importance ratio ρ, read back from the event file: one value per step, near 1
+    // on this on-policy run (the behaviour log-probs are the learner's up to numerical drift).
+    let ratio_mean = event_scalars(&out, "train/ratio_mean");
+    let ratio_max = event_scalars(&out, "train/ratio_max");
+    assert_eq!(
+        ratio_mean.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        ratio_max.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    for ((_, mean), (_, max)) in ratio_mean.iter().zip(&ratio_max) {
+        assert!(
+            (mean - 1.0).abs() < 0.05 && max >= mean,
+            "{ratio_mean:?} {ratio_max:?}"
+        );
+    }
     // Sampled completions with their rewards, every step.
     let samples = texts(&out, "samples/completions");
     assert_eq!(samples.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);

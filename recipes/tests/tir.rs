@@ -9,9 +9,9 @@ use std::sync::Arc;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::types::FinishReason;
 use mathrl::{Policy, Tokenizer};
-use mathrl_actors::tool::{PythonSandbox, SandboxConfig, SandboxExecutor};
 use mathrl_recipes::eval::{evaluate, EvalItem, EvalMode, PromptFormat, Selection};
 use mathrl_rewards::{Verdict, Verifier};
+use mathrl_sandbox::{PythonSandbox, SandboxConfig, SandboxExecutor};
 
 use common::{bigram_policy, id, script_tokenizer, SCRIPT_TOKENS};
 

@@ -20,7 +20,7 @@ pub const TOOL_CALL_TRIGGER: &str = "```output";
 /// Runs a program for a completion and returns its output: what the reference puts between
 /// "```output\n" and "\n```" (the program's stdout, or its error report when stdout is empty).
 ///
-/// Implementations sandbox the program (the one in `mathrl-actors` does) and must not panic; the
+/// Implementations sandbox the program (`mathrl_sandbox::SandboxExecutor` does) and must not panic; the
 /// engine calls `execute` on its own thread, so a slow program delays only its own completion.
 pub trait ToolExecutor: Send + Sync {
     /// Executes `code` and returns the text of its output block.
@@ -45,124 +45,146 @@ pub fn output_block_rest(tail: &str, output: &str) -> String {
     }
 }
 
-/// One part of a tool-integrated trajectory.
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Rationale(String),
-    Program(String),
-    Output(String),
+/// Words whose presence (case-insensitive) marks an earlier output as failed; the reference then
+/// keeps only that program's import lines. "..." catches truncated outputs, "nan" any NaN.
+const FAILURE_WORDS: [&str; 6] = [
+    "error",
+    "exception",
+    "no algorithms",
+    "cannot",
+    "nan",
+    "...",
+];
+
+/// The program the reference runs when the text is not a well-formed trajectory.
+pub const INVALID_TRAJECTORY_PROGRAM: &str = "raise ValueError('Invalid trajectory')";
+
+/// Python's `str.strip()`: Rust's `trim` plus the four ASCII separators (U+001C..U+001F) that
+/// Python also counts as whitespace.
+pub fn python_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
-/// The reference's `text_to_trajectory`: splits text into rationale, program and output parts
-/// by the lines "```python", "```", "```output…"; `None` where the reference's asserts fail.
-fn text_to_trajectory(text: &str) -> Option<Vec<Part>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Role {
-        Rationale,
-        Program,
-        Output,
-    }
-    let close = |role: Role, content: String| match role {
-        Role::Rationale => Part::Rationale(content),
-        Role::Program => Part::Program(content),
-        Role::Output => Part::Output(content),
+/// Whether an earlier output counts as a successful execution (the reference's
+/// `is_execution_success`): it holds none of the failure words.
+pub fn is_execution_success(output: &str) -> bool {
+    let lower = output.to_lowercase();
+    FAILURE_WORDS.iter().all(|word| !lower.contains(word))
+}
+
+/// The program to execute for `text` (the prompt and completion so far, cut before its last
+/// "```output"), as the reference's `extract_program(text)` builds it: every program whose output
+/// looks successful, in order, with the `print(` lines of all but the last removed, and the
+/// import lines of failed programs prepended, so that a stateless executor sees the definitions
+/// of earlier blocks.
+///
+/// A text without any program gives the empty program (the reference runs it, and its output
+/// says so); a text that is not a well-formed trajectory (a nested "```python", an empty block)
+/// gives [`INVALID_TRAJECTORY_PROGRAM`].
+pub fn extract_program(text: &str) -> String {
+    let Some(parts) = text_to_trajectory(text) else {
+        return INVALID_TRAJECTORY_PROGRAM.to_string();
     };
+    let mut programs: Vec<String> = Vec::new();
+    let mut import_lines: Vec<&str> = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        if part.role != Role::Program {
+            continue;
+        }
+        // The parser always follows a program by an output part, unless the program is last.
+        match parts.get(index + 1) {
+            Some(output) if !is_execution_success(python_strip(&output.content)) => {
+                import_lines.extend(
+                    part.content
+                        .split('\n')
+                        .filter(|line| line.starts_with("import") || line.starts_with("from")),
+                );
+            }
+            _ => programs.push(part.content.clone()),
+        }
+    }
+    if programs.is_empty() {
+        programs.push(String::new());
+    }
+    if !import_lines.is_empty() {
+        programs[0] = format!("{}\n{}", import_lines.join("\n"), programs[0]);
+    }
+    let last = programs.len() - 1;
+    for program in &mut programs[..last] {
+        *program = program
+            .split('\n')
+            .filter(|line| !python_strip(line).starts_with("print("))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    programs.join("\n")
+}
+
+/// The role of one part of a TIR trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Rationale,
+    Program,
+    Output,
+}
+
+/// One part of a trajectory: its role and its text, line ends included.
+#[derive(Debug)]
+struct Part {
+    role: Role,
+    content: String,
+}
+
+/// The reference's `text_to_trajectory`: a line-by-line state machine over the exact fence lines
+/// "```python", "```" and "```output…". `None` where the reference's assertions fail (it then
+/// runs the "Invalid trajectory" program).
+fn text_to_trajectory(text: &str) -> Option<Vec<Part>> {
     let lines: Vec<&str> = text.split('\n').collect();
     let mut parts = Vec::new();
     let mut role = Role::Rationale;
     let mut content = String::new();
-    for (i, line) in lines.iter().enumerate() {
+    for (index, line) in lines.iter().enumerate() {
         if *line == "```python" {
             if role != Role::Rationale {
                 return None;
             }
             if !content.is_empty() {
-                parts.push(Part::Rationale(std::mem::take(&mut content)));
+                parts.push(Part {
+                    role,
+                    content: std::mem::take(&mut content),
+                });
             }
             role = Role::Program;
         } else if role == Role::Program && *line == "```" {
             if content.is_empty() {
                 return None;
             }
-            parts.push(Part::Program(std::mem::take(&mut content)));
+            parts.push(Part {
+                role,
+                content: std::mem::take(&mut content),
+            });
             role = Role::Output;
         } else if role == Role::Output && line.starts_with("```output") {
             if !content.is_empty() {
                 return None;
             }
         } else if role == Role::Output && *line == "```" {
-            parts.push(Part::Output(std::mem::take(&mut content)));
+            parts.push(Part {
+                role,
+                content: std::mem::take(&mut content),
+            });
             role = Role::Rationale;
         } else {
             content.push_str(line);
-            if i + 1 < lines.len() {
+            if index + 1 < lines.len() {
                 content.push('\n');
             }
         }
     }
     if !content.is_empty() {
-        parts.push(close(role, content));
+        parts.push(Part { role, content });
     }
     Some(parts)
-}
-
-/// The reference's `is_execution_success`: an output free of error words.
-fn is_execution_success(output: &str) -> bool {
-    const ERROR_WORDS: [&str; 6] = [
-        "error",
-        "exception",
-        "no algorithms",
-        "cannot",
-        "nan",
-        "...",
-    ];
-    let lower = output.to_lowercase();
-    ERROR_WORDS.iter().all(|w| !lower.contains(w))
-}
-
-/// The program to execute for `text` (a completion cut before its last "```output"), as the
-/// reference's `extract_program(text)` builds it: every program whose output shows no error, in
-/// order, with the `print(` lines of all but the last removed, and the import lines of failed
-/// programs prepended, so that a stateless executor sees the definitions of earlier blocks.
-pub fn extract_program(text: &str) -> String {
-    const INVALID: &str = "raise ValueError('Invalid trajectory')";
-    let Some(parts) = text_to_trajectory(text) else {
-        return INVALID.to_string();
-    };
-    let mut programs: Vec<String> = Vec::new();
-    let mut imports: Vec<&str> = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        let Part::Program(program) = part else {
-            continue;
-        };
-        match parts.get(i + 1) {
-            None => programs.push(program.clone()),
-            Some(Part::Output(output)) if is_execution_success(output.trim()) => {
-                programs.push(program.clone())
-            }
-            Some(Part::Output(_)) => imports.extend(
-                program
-                    .split('\n')
-                    .filter(|l| l.starts_with("import") || l.starts_with("from")),
-            ),
-            Some(_) => return INVALID.to_string(),
-        }
-    }
-    if programs.is_empty() {
-        programs.push(String::new());
-    }
-    if !imports.is_empty() {
-        programs[0] = format!("{}\n{}", imports.join("\n"), programs[0]);
-    }
-    let last = programs.len() - 1;
-    for program in &mut programs[..last] {
-        *program = program
-            .split('\n')
-            .filter(|l| !l.trim().starts_with("print("))
-            .collect::<Vec<_>>()
-            .join("\n");
-    }
-    programs.join("\n")
 }
 
 #[cfg(test)]
@@ -195,13 +217,47 @@ mod tests {
     fn a_malformed_trajectory_gives_the_reference_error_program() {
         assert_eq!(
             extract_program("```python\n```python\n```"),
-            "raise ValueError('Invalid trajectory')"
+            INVALID_TRAJECTORY_PROGRAM
         );
         assert_eq!(
             extract_program("```python\n```"),
-            "raise ValueError('Invalid trajectory')"
+            INVALID_TRAJECTORY_PROGRAM
         );
         assert_eq!(extract_program("no code at all"), "");
+        assert_eq!(extract_program("no code here\n```\nplain fence\n```"), "");
+    }
+
+    // Expected programs of the next tests were produced by running the reference's
+    // `extract_program` on the same texts (QwenLM/Qwen2.5-Math evaluation/trajectory.py).
+    #[test]
+    fn earlier_programs_lose_indented_prints_and_failed_ones_give_their_imports() {
+        let text = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nFirst.\n```python\n\
+                    import math\nfrom sympy import Rational\ny = math.sqrt(2)\nprint(y)\n```\n\
+                    ```output\nNameError: name 'q' is not defined\n```\nFix it.\n```python\n\
+                    import sympy\nz = 5\n    print(z)\nprint(z*2)\n```\n```output\n10\n```\n\
+                    Now:\n```python\nprint(z + 1)\n```";
+        assert_eq!(
+            extract_program(text),
+            "import math\nfrom sympy import Rational\nimport sympy\nz = 5\n\nprint(z + 1)\n"
+        );
+    }
+
+    #[test]
+    fn nan_and_ellipsis_outputs_count_as_failures() {
+        let text = "a\n```python\nprint('nan')\n```\n```output\nnan\n```\n```python\nprint(2)\n```";
+        assert_eq!(extract_program(text), "print(2)\n");
+        assert!(!is_execution_success("aaa...bbb"));
+        assert!(!is_execution_success("ZeroDivisionError: division by zero"));
+        assert!(is_execution_success("42"));
+    }
+
+    #[test]
+    fn python_strip_matches_python_whitespace() {
+        assert_eq!(python_strip("\u{1c}\u{a0} x \t\u{1f}"), "x");
+        // A print line that starts with U+001C is a print line for Python's strip.
+        let text =
+            "```python\nx = 1\n\u{1c}print(x)\n```\n```output\n1\n```\n```python\nprint(x)\n```";
+        assert_eq!(extract_program(text), "x = 1\n\nprint(x)\n");
     }
 
     #[test]

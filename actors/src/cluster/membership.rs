@@ -6,8 +6,8 @@ use crossbeam::channel::Sender;
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
-use super::host::{finish, rpc, RemoteWorkers, SETUP_TIMEOUT};
 use super::protocol::{self, decode, Reply, WorkerMsg, REWARD_GROUP, ROLLOUT_GROUP};
+use super::remote::{finish, rpc, RemoteWorkers, SETUP_TIMEOUT};
 use crate::event::{Event, Role, WorkerId};
 
 /// The membership actor's (only) message: it acts on supervision events alone.

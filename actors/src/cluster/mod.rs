@@ -9,8 +9,10 @@
 //! worker of the pool: the same dispatch, deadlines and re-issue as the local actors
 //! ([`crate::coordinator`]).
 //!
-//! - [`host`]: the coordinator's side (listening, sending jobs and weights); its membership
-//!   actor sets up joining workers and reports leaving ones.
+//! - [`host`]: the coordinator's side (listening); its membership actor sets up joining workers
+//!   and reports leaving ones.
+//! - [`RemoteWorkers`] (`remote.rs`): the table of joined workers and the tasks that send them
+//!   jobs and weights.
 //! - [`worker`]: the worker process.
 //! - [`protocol`]: the messages and their CBOR payloads.
 //!
@@ -24,13 +26,14 @@ mod chunks;
 pub mod host;
 mod membership;
 pub mod protocol;
+mod remote;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use host::RemoteWorkers;
 pub use protocol::WorkerMsg;
+pub use remote::RemoteWorkers;
 pub use worker::{run_worker, RewardBuilder, WorkerOptions, WorkerReport};
 
 /// Largest frame a node accepts (ractor_cluster's default is 16 MiB); weights chunks are far

@@ -241,15 +241,15 @@ pub fn run(cli: &Cli) -> Result<()> {
 
 /// The sandboxed Python executor of TIR programs.
 fn tir_executor(timeout_ms: u64) -> Result<Arc<dyn mathrl::generation::ToolExecutor>> {
-    let config = mathrl_actors::tool::SandboxConfig {
+    let config = mathrl_sandbox::SandboxConfig {
         timeout_ms,
         ..Default::default()
     };
-    let sandbox = mathrl_actors::tool::PythonSandbox::new(config)
-        .context("TIR needs python3 for its sandbox")?;
-    Ok(Arc::new(mathrl_actors::tool::SandboxExecutor::new(
-        Arc::new(sandbox),
-    )))
+    let sandbox =
+        mathrl_sandbox::PythonSandbox::new(config).context("TIR needs python3 for its sandbox")?;
+    Ok(Arc::new(mathrl_sandbox::SandboxExecutor::new(Arc::new(
+        sandbox,
+    ))))
 }
 
 fn save_responses(run: &RunContext, dataset: &str, result: &EvalResult) -> Result<()> {

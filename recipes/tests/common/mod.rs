@@ -154,3 +154,112 @@ pub fn event_file_count(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// The scalars tagged `tag` in the TensorBoard event files directly in `dir`, as (step, value),
+/// read back the way TensorBoard does: TFRecord frames (length, CRC, data, CRC) of protobuf
+/// `Event { step = 2, summary = 5: Summary { value = 1: [Value { tag = 1, simple_value = 2 }] } }`.
+pub fn event_scalars(dir: &Path, tag: &str) -> Vec<(u64, f32)> {
+    let mut scalars = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let is_events = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents"));
+        if !is_events {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut rest = &bytes[..];
+        while rest.len() >= 12 {
+            let length = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let event = &rest[12..12 + length];
+            rest = &rest[16 + length..];
+            let fields = proto_fields(event);
+            let step = fields.iter().find(|f| f.0 == 2).map_or(0, |f| f.1.varint());
+            for summary in fields.iter().filter(|f| f.0 == 5) {
+                for value in proto_fields(summary.1.bytes()).iter().filter(|f| f.0 == 1) {
+                    let value = proto_fields(value.1.bytes());
+                    let named = value
+                        .iter()
+                        .any(|f| f.0 == 1 && f.1.bytes() == tag.as_bytes());
+                    if let (true, Some(simple)) = (named, value.iter().find(|f| f.0 == 2)) {
+                        scalars.push((step, simple.1.fixed32()));
+                    }
+                }
+            }
+        }
+    }
+    scalars
+}
+
+/// One protobuf field's value on the wire.
+enum Wire<'a> {
+    Varint(u64),
+    Fixed64,
+    Bytes(&'a [u8]),
+    Fixed32(f32),
+}
+
+impl<'a> Wire<'a> {
+    fn varint(&self) -> u64 {
+        match self {
+            Wire::Varint(v) => *v,
+            _ => panic!("not a varint"),
+        }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        match self {
+            Wire::Bytes(b) => b,
+            _ => panic!("not a length-delimited field"),
+        }
+    }
+
+    fn fixed32(&self) -> f32 {
+        match self {
+            Wire::Fixed32(v) => *v,
+            _ => panic!("not a fixed32"),
+        }
+    }
+}
+
+/// The (field number, value) pairs of one protobuf message.
+fn proto_fields(mut bytes: &[u8]) -> Vec<(u64, Wire<'_>)> {
+    fn varint(bytes: &mut &[u8]) -> u64 {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = bytes[0];
+            *bytes = &bytes[1..];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        value
+    }
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes);
+        let value = match key & 7 {
+            0 => Wire::Varint(varint(&mut bytes)),
+            1 => {
+                bytes = &bytes[8..];
+                Wire::Fixed64
+            }
+            2 => {
+                let length = varint(&mut bytes) as usize;
+                let (data, rest) = bytes.split_at(length);
+                bytes = rest;
+                Wire::Bytes(data)
+            }
+            5 => {
+                let value = f32::from_le_bytes(bytes[..4].try_into().unwrap());
+                bytes = &bytes[4..];
+                Wire::Fixed32(value)
+            }
+            wire => panic!("unexpected wire type {wire}"),
+        };
+        fields.push((key >> 3, value));
+    }
+    fields
+}

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mathrl_actors::tool::{
-    ExecutionResult, ExecutionStatus, Isolation, PythonSandbox, SandboxConfig, ToolCalls,
-    ToolRunner,
+use mathrl::generation::tool::extract_program;
+use mathrl::generation::ToolExecutor;
+use mathrl_sandbox::{
+    ExecutionResult, ExecutionStatus, Isolation, PythonSandbox, SandboxConfig, SandboxExecutor,
 };
 
 fn sandbox_with(config: SandboxConfig) -> PythonSandbox {
@@ -446,51 +447,37 @@ fn sympy_is_importable_under_the_limits() {
     assert_eq!(result.output, "1/2", "{result:?}");
 }
 
+/// The reference's output block after a program ran (`math_eval.py`).
+fn output_block(output: &str) -> String {
+    format!("\n```output\n{output}\n```\n")
+}
+
+/// Four tool calls of one completion, as the engine makes them: the core extracts each program
+/// from the whole text so far (earlier programs kept, their prints dropped), the sandbox runs it
+/// in a fresh interpreter, and its output block is appended before the next round.
 #[test]
-fn the_runner_appends_outputs_and_stops_after_four_calls() {
-    let sandbox = sandbox_with(SandboxConfig {
+fn successive_programs_of_one_completion_see_earlier_definitions() {
+    let sandbox = Arc::new(sandbox_with(SandboxConfig {
         timeout_ms: 10_000,
         ..SandboxConfig::default()
-    });
-    let runner = ToolRunner::new(Arc::new(sandbox), 4);
-    let mut calls = ToolCalls::default();
+    }));
     let mut text = String::from("Question: add numbers.\n");
-    for call in 1..=4 {
-        let round = format!("Step {call}.\n```python\nx = {call}\nprint(x * 10)\n```\n");
-        let outcome = runner
-            .after_round(&mut calls, &text, &round)
-            .expect("sandbox works")
-            .expect("a closed python block is a tool call");
-        text.push_str(&round[..outcome.kept_round_bytes]);
-        text.push_str(&outcome.appended);
-        assert_nothing_left(&outcome.result);
-        let block = format!("\n```output\n{}\n```\n", call * 10);
-        if call < 4 {
-            assert_eq!(outcome.appended, block);
-            assert!(!outcome.finished);
-        } else {
-            assert_eq!(
-                outcome.appended,
-                format!("{block}\nReach max function call limit.")
-            );
-            assert!(outcome.finished);
-        }
+    for call in 1..=4u32 {
+        let sum: Vec<String> = (1..=call).map(|c| format!("x{c}")).collect();
+        text.push_str(&format!(
+            "Step {call}.\n```python\nx{call} = {call} * 10\nprint({})\n```",
+            sum.join(" + ")
+        ));
+        let program = extract_program(&text);
+        let result = run(&sandbox, &program);
+        // One line: the earlier programs' definitions ran, their prints did not.
+        let total: u32 = (1..=call).map(|c| c * 10).sum();
+        assert_eq!(result.status, ExecutionStatus::Success, "{result:?}");
+        assert_eq!(result.output, total.to_string(), "{program}");
+        text.push_str(&output_block(&result.output));
     }
-    assert!(text.ends_with("```\n```output\n40\n```\n\nReach max function call limit."));
-    assert_eq!(calls.made(), 4);
-    let more = "```python\nprint(1)\n```";
-    assert!(runner
-        .after_round(&mut calls, &text, more)
-        .expect("no run")
-        .is_none());
-    let mut fresh = ToolCalls::default();
-    let boxed = "So the answer is \\boxed{5}.\n```";
-    assert!(runner
-        .after_round(&mut fresh, "", boxed)
-        .expect("no run")
-        .is_none());
-    assert!(runner
-        .after_round(&mut fresh, "", "Plain text.")
-        .expect("no run")
-        .is_none());
+    assert!(text.ends_with("```\n```output\n100\n```\n"), "{text}");
+    // The engine's hook runs a program the same way.
+    let executor = SandboxExecutor::new(sandbox);
+    assert_eq!(executor.execute("print(6 * 7)"), "42");
 }

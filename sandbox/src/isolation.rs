@@ -1,5 +1,5 @@
 //! What confines a sandboxed Python process, applied between `fork` and `exec` (see
-//! `actors/SANDBOX.md` for what each layer does and does not stop).
+//! `sandbox/SANDBOX.md` for what each layer does and does not stop).
 //!
 //! As root, the child enters new mount, network, IPC, UTS and PID namespaces, builds its view
 //! of the file system ([`super::mounts`]: secrets hidden, everything read-only but a private

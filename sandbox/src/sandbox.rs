@@ -2,7 +2,7 @@
 //! a fresh temporary directory, under the limits of [`SandboxConfig`] and the isolation layers of
 //! [`super::isolation`], and comes back as the short text the Qwen2.5-Math evaluation shows the
 //! model (stdout, or the last traceback line; "Timeout Error" past the deadline; 400 characters
-//! at most). What is and is not isolated is written down in `actors/SANDBOX.md`.
+//! at most). What is and is not isolated is written down in `sandbox/SANDBOX.md`.
 
 use std::ffi::CString;
 use std::io;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::isolation::{self, ChildPlan, Isolation, Limit, UidLease, RECORD_LEN};
 use super::mounts::{self, MountPlan};
+use super::output::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
 use super::pipes::{Exchange, Stop, REPORT, STDERR, STDOUT};
-use super::program::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
 
 /// The Python prelude that runs every snippet the way the reference executor does.
 const PRELUDE: &str = include_str!("prelude.py");
@@ -493,7 +493,7 @@ fn classify(
     match stop {
         Some(Stop::Deadline) => return (ExecutionStatus::Timeout, TIMEOUT_MESSAGE.to_string()),
         Some(Stop::OutputLimit) => {
-            let output = program::visible_output(&stdout, "Output Limit Error", output_chars);
+            let output = output::visible_output(&stdout, "Output Limit Error", output_chars);
             return (ExecutionStatus::OutputLimit, output);
         }
         None => {}
@@ -507,7 +507,7 @@ fn classify(
         }
         Some(report) if report.ok => (
             ExecutionStatus::Success,
-            program::visible_output(&stdout, DONE_MESSAGE, output_chars),
+            output::visible_output(&stdout, DONE_MESSAGE, output_chars),
         ),
         Some(report) => {
             let status = if report.error.starts_with("MemoryError") {
@@ -517,7 +517,7 @@ fn classify(
             };
             (
                 status,
-                program::visible_output("", &report.error, output_chars),
+                output::visible_output("", &report.error, output_chars),
             )
         }
         None => crashed(exit, &String::from_utf8_lossy(&captured[STDERR])),

@@ -1,12 +1,12 @@
 //! Cost of one sandboxed snippet: a trivial print (interpreter start, namespaces, mounts,
 //! teardown), the same eight at a time from eight threads, and a snippet importing sympy.
 //!
-//! Run: `cargo bench -p mathrl-actors --bench sandbox`.
+//! Run: `cargo bench -p mathrl-sandbox --bench sandbox`.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mathrl_actors::tool::{ExecutionStatus, PythonSandbox, SandboxConfig};
+use mathrl_sandbox::{ExecutionStatus, PythonSandbox, SandboxConfig};
 
 fn sandbox() -> Arc<PythonSandbox> {
     let config = SandboxConfig {

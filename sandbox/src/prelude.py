@@ -1,5 +1,5 @@
 # The prelude of every sandboxed program (run as `python -c PRELUDE audit=0|1`; see
-# actors/SANDBOX.md). It reads the program from stdin and runs it the way the Qwen2.5-Math
+# sandbox/SANDBOX.md). It reads the program from stdin and runs it the way the Qwen2.5-Math
 # evaluation's PythonExecutor does in its `auto_mode`:
 #   - the program is stripped and split into lines;
 #   - if the last line contains "print(", the whole program runs and its stdout is the result;

@@ -1,0 +1,334 @@
+//! Job bookkeeping: one job at a time to each idle worker, its result taken off the books (or
+//! ignored when the job was superseded), deadlines enforced, and failed work re-issued or given
+//! up on.
+
+use std::time::{Duration, Instant};
+
+use mathrl_rewards::RewardOutput;
+
+use super::Coordinator;
+use crate::event::{Event, Role, WorkerId};
+use crate::report::UnscoredCompletion;
+use crate::reward::{RewardItem, RewardJob};
+use crate::rollout::RolloutJob;
+use crate::{Error, Result};
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub(super) enum Work {
+    Rollout {
+        step: u64,
+        slot: usize,
+    },
+    Reward {
+        step: u64,
+        slot: usize,
+        completions: Vec<usize>,
+    },
+}
+
+/// A job in flight: what it is, who runs it, and when it is declared lost.
+pub(super) struct InFlight {
+    work: Work,
+    worker: WorkerId,
+    deadline: Instant,
+}
+
+impl Coordinator<'_> {
+    fn idle(&self, role: Role) -> Vec<WorkerId> {
+        self.alive
+            .iter()
+            .filter(|w| w.role == role && !self.busy.contains_key(w))
+            .copied()
+            .collect()
+    }
+
+    /// Hands queued work to idle workers; a worker that cannot be reached is dropped from the
+    /// live set and its job put back at the front of the queue.
+    pub(super) fn dispatch(&mut self) {
+        self.window.max_rollout_queue = self.window.max_rollout_queue.max(self.rollout_queue.len());
+        self.window.max_reward_queue = self.window.max_reward_queue.max(self.reward_queue.len());
+        for worker in self.idle(Role::Rollout) {
+            let Some((step, slot)) = self.rollout_queue.pop_front() else {
+                break;
+            };
+            let job_id = self.job_id();
+            let prompt = &self.prompts[self.open[&step].prompts[slot]];
+            let mut params = self.config.sampling.clone();
+            params.n = self.config.group_size;
+            params.seed = sampling_seed(self.config.seed, step, slot);
+            let job = RolloutJob {
+                job_id,
+                prompt_ids: prompt.ids.clone(),
+                params,
+            };
+            if self.workers.generate(worker, job) {
+                self.start(
+                    job_id,
+                    worker,
+                    Work::Rollout { step, slot },
+                    self.config.rollout_deadline,
+                );
+            } else {
+                self.alive.remove(&worker);
+                self.rollout_queue.push_front((step, slot));
+            }
+        }
+        for worker in self.idle(Role::Reward) {
+            let Some((step, slot, completions)) = self.reward_queue.pop_front() else {
+                break;
+            };
+            let job_id = self.job_id();
+            let open = &self.open[&step];
+            let record = &self.prompts[open.prompts[slot]].record;
+            let group = open.groups[slot]
+                .as_ref()
+                .expect("scored groups were generated");
+            let items = completions
+                .iter()
+                .map(|&c| RewardItem {
+                    question: record.question.clone(),
+                    response: group.completions[c].text.clone().unwrap_or_default(),
+                    gold: record.gold.clone(),
+                    dataset: record.dataset.clone(),
+                })
+                .collect();
+            if self.workers.score(worker, RewardJob { job_id, items }) {
+                let work = Work::Reward {
+                    step,
+                    slot,
+                    completions,
+                };
+                self.start(job_id, worker, work, self.config.message_deadline);
+            } else {
+                self.alive.remove(&worker);
+                self.reward_queue.push_front((step, slot, completions));
+            }
+        }
+    }
+
+    fn job_id(&mut self) -> u64 {
+        self.next_job += 1;
+        self.next_job
+    }
+
+    pub(super) fn start(&mut self, job_id: u64, worker: WorkerId, work: Work, deadline: Duration) {
+        self.busy.insert(worker, job_id);
+        self.in_flight.insert(
+            job_id,
+            InFlight {
+                work,
+                worker,
+                deadline: Instant::now() + deadline,
+            },
+        );
+    }
+
+    /// Takes a finished job off the books; `None` for a superseded one (its worker was declared
+    /// lost and the job re-issued), whose result is ignored.
+    fn finish_job(&mut self, job_id: u64, worker: WorkerId) -> Option<Work> {
+        let flight = self.in_flight.remove(&job_id)?;
+        if self.busy.get(&worker) == Some(&job_id) {
+            self.busy.remove(&worker);
+        }
+        Some(flight.work)
+    }
+
+    /// Waits for the next report of a worker or the learner, at most until the nearest deadline.
+    pub(super) fn wait_and_handle(&mut self) -> Result<()> {
+        let nearest = self
+            .in_flight
+            .values()
+            .map(|f| f.deadline)
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        crossbeam::select! {
+            recv(self.events) -> event => {
+                let event = event.map_err(|_| Error::Runtime("every worker pool stopped".into()))?;
+                self.handle(event)?;
+            }
+            recv(self.learner_events) -> event => {
+                let event = event.map_err(|_| Error::Runtime("the learner thread stopped".into()))?;
+                self.handle_learner(event)?;
+            }
+            default(nearest) => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::WorkerUp { worker } => {
+                self.alive.insert(worker);
+            }
+            Event::WorkerDown { worker, reason } => {
+                self.workers.count_lost(worker, &mut self.report);
+                self.alive.remove(&worker);
+                if let Some(job_id) = self.busy.remove(&worker) {
+                    if let Some(flight) = self.in_flight.remove(&job_id) {
+                        self.failed(flight.work, format!("{worker} {reason}"))?;
+                    }
+                }
+            }
+            Event::Rollout {
+                worker,
+                job_id,
+                result,
+            } => {
+                let Some(Work::Rollout { step, slot }) = self.finish_job(job_id, worker) else {
+                    self.readmit(worker);
+                    return Ok(());
+                };
+                match result {
+                    Ok(r) => {
+                        self.window.rollout_busy += r.busy;
+                        self.accept_group(step, slot, worker, r.group, r.weights_checksum);
+                    }
+                    Err(reason) => {
+                        self.failed(Work::Rollout { step, slot }, format!("{worker}: {reason}"))?
+                    }
+                }
+            }
+            Event::Reward {
+                worker,
+                job_id,
+                result,
+                busy,
+            } => {
+                let Some(work) = self.finish_job(job_id, worker) else {
+                    self.readmit(worker);
+                    return Ok(());
+                };
+                self.window.reward_busy += busy;
+                match (result, work) {
+                    (
+                        Ok(outputs),
+                        Work::Reward {
+                            step,
+                            slot,
+                            completions,
+                        },
+                    ) => self.store_rewards(step, slot, &completions, outputs),
+                    (Ok(_), Work::Rollout { .. }) => {}
+                    (Err(reason), work) => self.failed(work, format!("{worker}: {reason}"))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker benched after missing a deadline takes work again once its late answer, now
+    /// ignored, shows it is free (where [`super::workers::Workers::may_readmit`] allows it).
+    fn readmit(&mut self, worker: WorkerId) {
+        if !self.busy.contains_key(&worker) && self.workers.may_readmit(worker) {
+            self.alive.insert(worker);
+        }
+    }
+
+    /// A job failed (error, panic, deadline, disconnect): re-issue it or give up on it.
+    fn failed(&mut self, work: Work, reason: String) -> Result<()> {
+        self.report.failures += 1;
+        tracing::warn!("{work:?} failed: {reason}");
+        let max_attempts = self.config.max_attempts;
+        match work {
+            Work::Rollout { step, slot } => {
+                let open = self.open.get_mut(&step).expect("a step in flight is open");
+                open.rollout_attempts[slot] += 1;
+                if open.rollout_attempts[slot] >= max_attempts {
+                    return Err(Error::RolloutFailed {
+                        step,
+                        prompt_id: self.prompts[open.prompts[slot]].record.id.clone(),
+                        attempts: open.rollout_attempts[slot],
+                        reason,
+                    });
+                }
+                self.rollout_queue.push_front((step, slot));
+            }
+            // A failed batch does not say which completion is at fault: retry each alone, so one
+            // bad input cannot sink its neighbours; only failures alone count as attempts.
+            Work::Reward {
+                step,
+                slot,
+                completions,
+            } if completions.len() > 1 => {
+                for c in completions.into_iter().rev() {
+                    self.reward_queue.push_front((step, slot, vec![c]));
+                }
+            }
+            Work::Reward {
+                step,
+                slot,
+                completions,
+            } => {
+                let open = self.open.get_mut(&step).expect("a step in flight is open");
+                let c = completions[0];
+                open.reward_attempts[slot][c] += 1;
+                if open.reward_attempts[slot][c] >= max_attempts {
+                    open.outputs[slot][c] = Some(RewardOutput {
+                        reward: 0.0,
+                        verdict: None,
+                        rm_score: None,
+                    });
+                    let prompt_id = self.prompts[open.prompts[slot]].record.id.clone();
+                    self.metrics.text(
+                        "faults/unscored",
+                        step,
+                        &format!("prompt {prompt_id}, completion {c}: {reason}"),
+                    );
+                    open.unscored.push(UnscoredCompletion {
+                        step,
+                        prompt_id,
+                        completion: c,
+                        attempts: open.reward_attempts[slot][c],
+                        reason,
+                    });
+                } else {
+                    self.reward_queue.push_front((step, slot, vec![c]));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Declares the jobs past their deadline lost: their workers are stopped (see
+    /// [`super::workers::Workers::stop_overdue`]) and their work re-issued.
+    pub(super) fn enforce_deadlines(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let overdue: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for job_id in overdue {
+            let flight = self.in_flight.remove(&job_id).expect("listed just above");
+            self.busy.remove(&flight.worker);
+            self.alive.remove(&flight.worker);
+            self.workers.stop_overdue(flight.worker);
+            let deadline = match flight.work {
+                Work::Rollout { .. } => self.config.rollout_deadline,
+                Work::Reward { .. } => self.config.message_deadline,
+            };
+            let reason = format!(
+                "{} exceeded its deadline of {} ms",
+                flight.worker,
+                deadline.as_millis()
+            );
+            self.failed(flight.work, reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The sampling seed of a step's slot: a re-issued prompt samples the same group.
+fn sampling_seed(seed: u64, step: u64, slot: usize) -> u64 {
+    let mut x = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (slot as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    // splitmix64 finaliser: nearby (step, slot) pairs get unrelated seeds.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
