@@ -10,7 +10,6 @@ pub mod config;
 pub mod eval;
 pub mod generate;
 pub mod grade;
-pub mod jsonl;
 pub mod logprobs;
 pub mod minhash;
 pub mod pipeline;

@@ -16,6 +16,7 @@
 use anyhow::{Context, Result};
 use candle_core::DType;
 use mathrl::data::procedural::{Problem, ProceduralTask, Split, TaskConfig};
+use mathrl::data::QaRecord;
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::tokenizer_training::{chatml_conversation, train_tokenizer};
 use mathrl::{ChatMessage, Policy};
@@ -26,7 +27,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
+use crate::accuracy::{greedy_accuracy, Accuracy};
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::rm_retraining::{retrain_rm, RmRetrainingConfig};
@@ -183,14 +184,8 @@ pub fn policy_config(model: &TinyModelConfig, vocab: usize, eos: u32, pad: u32) 
 }
 
 /// (question, gold) pairs of `problems`.
-pub fn qa_items(problems: &[Problem]) -> Vec<QaItem> {
-    problems
-        .iter()
-        .map(|p| QaItem {
-            question: p.question.clone(),
-            gold: p.answer.clone(),
-        })
-        .collect()
+pub fn qa_items(problems: &[Problem]) -> Vec<QaRecord> {
+    problems.iter().map(QaRecord::from).collect()
 }
 
 /// The SFT conversations of `problems`: each answered by its worked solution, or with
@@ -229,7 +224,7 @@ fn sft_until_accuracy(
     mut policy: Policy,
     tokenizer: &mathrl::Tokenizer,
     conversations: &[Conversation],
-    held_out: &[QaItem],
+    held_out: &[QaRecord],
     config: &TinyBootstrapConfig,
     run: &RunContext,
 ) -> Result<(SftOutcome, Accuracy)> {
