@@ -107,7 +107,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         )?,
     };
     let items = load_qa(data, GoldAnswers::Required)?;
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
     let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, &config, &run)?;
     let rm_dir = run.path("rm");
     outcome.rm.save(&rm_dir)?;

@@ -31,7 +31,7 @@ use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
 use crate::eval::{evaluate, EvalMode};
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::sft::{train_sft, SftRecipeConfig};
+use crate::train::sft::{train_sft, SftRecipeConfig};
 
 /// Settings of the `sft-data-evolution` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,8 +26,8 @@ use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::majority_vote;
-use crate::minhash::MinHashIndex;
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::tools::minhash::MinHashIndex;
 
 /// Settings of the `synthesize` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

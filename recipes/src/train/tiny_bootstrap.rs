@@ -27,12 +27,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{greedy_accuracy, Accuracy};
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
-use crate::rm_retraining::{retrain_rm, RmRetrainingConfig};
 use crate::run::{print_summary, RunContext};
-use crate::sft::{train_sft, SftOutcome, SftRecipeConfig};
+use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::rm_retraining::{retrain_rm, RmRetrainingConfig};
+use crate::train::sft::{train_sft, SftOutcome, SftRecipeConfig};
 
 /// Shape of the small policy (a Qwen2 with tied embeddings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,7 +228,7 @@ fn sft_until_accuracy(
     config: &TinyBootstrapConfig,
     run: &RunContext,
 ) -> Result<(SftOutcome, Accuracy)> {
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
     let max_steps = run
         .max_steps
         .map_or(config.sft.steps, |m| m.min(config.sft.steps));
@@ -315,7 +315,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     tracing::info!(parameters = policy.num_parameters(), "tiny policy");
     let sft_problems = &train[..config.sft_problems.min(train.len())];
     let conversations = sft_conversations(sft_problems, 0.0, run.seed)?;
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
     let (worked, _) = sft_until_accuracy(
         policy,
         &tokenizer,

@@ -26,14 +26,14 @@ use mathrl_learners::{AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule};
 use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{greedy_accuracy, Accuracy};
 use crate::assets::{
     assets_dir, default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
 };
 use crate::cli::Cli;
 use crate::config::{resolve_from, to_toml};
-use crate::query_filter::{filter_queries, QueryFilterConfig};
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::query_filter::{filter_queries, QueryFilterConfig};
 
 /// How the reward is made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,7 +187,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         rm_dir: rm_dir.as_deref(),
         device: &run.device,
     })?;
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
 
     let before = evaluate(
         &policy,
