@@ -88,7 +88,9 @@ fn main() -> Result<()> {
                     .iter()
                     .map(|c| {
                         let response = c.text.as_deref().unwrap_or("");
-                        verifier.verify(response, &problem.gold, None).is_correct()
+                        verifier
+                            .verify(response, problem.gold_or_empty(), None)
+                            .is_correct()
                     })
                     .collect();
                 ScoredGroup {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use mathrl::model::Trainable;
 use mathrl::{Metrics, Policy, Tokenizer};
-use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
+use mathrl_actors::{QaRecord, Trainer, TrainerConfig};
 use mathrl_learners::{GrpoConfig, GrpoLearner};
 use mathrl_rewards::{RewardFunction, RewardInput, RewardOutput};
 
@@ -63,11 +63,11 @@ fn run(rollout_actors: usize, steps: u64, prompts_per_step: usize) -> Result<(f6
     };
     config.sampling.stop_token_ids = Some(vec![]);
     let prompts = (0..64)
-        .map(|i| PromptRecord {
+        .map(|i| QaRecord {
             id: format!("q{i}"),
             question: format!("What is {i} + {}?", i % 7),
             gold: None,
-            dataset: None,
+            ..QaRecord::default()
         })
         .collect();
     let report = Trainer::new(

@@ -15,7 +15,7 @@
 //! use std::sync::Arc;
 //!
 //! use mathrl::{model::Trainable, Metrics, Policy, Tokenizer};
-//! use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
+//! use mathrl_actors::{QaRecord, Trainer, TrainerConfig};
 //! use mathrl_learners::{GrpoConfig, GrpoLearner};
 //! use mathrl_rewards::{Checker, CheckerProfile, ShapedReward};
 //!
@@ -28,11 +28,11 @@
 //! let reward = Arc::new(ShapedReward::verifier_only(Arc::new(Checker::new(
 //!     CheckerProfile::Strict,
 //! ))));
-//! let prompts = vec![PromptRecord {
+//! let prompts = vec![QaRecord {
 //!     id: "q0".into(),
 //!     question: "What is 2 + 3?".into(),
 //!     gold: Some("5".into()),
-//!     dataset: None,
+//!     ..QaRecord::default()
 //! }];
 //! let report = Trainer::new(TrainerConfig::default(), learner, tokenizer, reward, metrics)?
 //!     .with_checkpoint_dir("runs/grpo/checkpoints".into())
@@ -61,7 +61,8 @@ pub use cluster::ClusterConfig;
 pub use config::{SyncMode, TrainerConfig};
 pub use error::{Error, Result};
 pub use event::{Place, Role, WorkerId};
-pub use prompt::{PromptRecord, PromptStream};
+pub use mathrl::data::QaRecord;
+pub use prompt::PromptStream;
 pub use report::{GroupRecord, StepRecord, TrainReport, UnscoredCompletion};
 pub use stop::StopHandle;
 pub use trainer::Trainer;

@@ -1,20 +1,7 @@
-//! The prompt stream: the training questions, cycled epoch after epoch in a seeded shuffle.
+//! The prompt stream: the training questions (`mathrl::data::QaRecord`s), cycled epoch after
+//! epoch in a seeded shuffle.
 
 use mathrl_learners::{DataCursor, SeededRng};
-use serde::{Deserialize, Serialize};
-
-/// One training question.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromptRecord {
-    /// A stable id (used in reports and fault records).
-    pub id: String,
-    /// The question, formatted with the tokenizer's chat template before generation.
-    pub question: String,
-    /// The gold answer, for the verifier.
-    pub gold: Option<String>,
-    /// The data set's name, for the verifier's extraction rules.
-    pub dataset: Option<String>,
-}
 
 /// Cycles through prompts: each epoch visits every prompt once, in an order shuffled by
 /// `seed` and the epoch number, so a resumed run continues with exactly the same order.

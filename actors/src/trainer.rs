@@ -4,7 +4,7 @@
 //! ```no_run
 //! # fn demo(learner: mathrl_learners::GrpoLearner, tokenizer: mathrl::Tokenizer,
 //! #         reward: std::sync::Arc<dyn mathrl_rewards::RewardFunction>,
-//! #         prompts: Vec<mathrl_actors::PromptRecord>) -> mathrl_actors::Result<()> {
+//! #         prompts: Vec<mathrl_actors::QaRecord>) -> mathrl_actors::Result<()> {
 //! use mathrl_actors::{Trainer, TrainerConfig};
 //! let config = TrainerConfig { rollout_actors: 4, max_steps: 100, ..TrainerConfig::default() };
 //! let report = Trainer::new(config, learner, tokenizer, reward, mathrl::Metrics::null())?
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::bounded;
+use mathrl::data::QaRecord;
 use mathrl::{Metrics, Tokenizer};
 use mathrl_learners::{latest_checkpoint, CheckpointConfig, GrpoLearner};
 use mathrl_rewards::RewardFunction;
@@ -37,7 +38,7 @@ use crate::config::TrainerConfig;
 use crate::coordinator::{Coordinator, EncodedPrompt, Ending, Wiring};
 use crate::event::{Role, WorkerId};
 use crate::learner::LearnerThread;
-use crate::prompt::{PromptRecord, PromptStream};
+use crate::prompt::PromptStream;
 use crate::report::TrainReport;
 use crate::reward::{RewardActor, RewardSetup};
 use crate::rollout::{RolloutActor, RolloutSetup};
@@ -113,7 +114,7 @@ impl Trainer {
 
     /// Trains until `max_steps` (counting steps before a resume) or a stop request, cycling
     /// through `prompts` in a seeded shuffle.
-    pub fn run(mut self, prompts: Vec<PromptRecord>) -> Result<TrainReport> {
+    pub fn run(mut self, prompts: Vec<QaRecord>) -> Result<TrainReport> {
         let started = Instant::now();
         if self.cluster.is_none() {
             self.config.validate()?;
@@ -256,7 +257,7 @@ impl Trainer {
     }
 
     /// Formats and encodes every prompt; the error names the prompt.
-    fn encode(&self, prompts: Vec<PromptRecord>) -> Result<Vec<EncodedPrompt>> {
+    fn encode(&self, prompts: Vec<QaRecord>) -> Result<Vec<EncodedPrompt>> {
         prompts
             .into_iter()
             .map(|record| {

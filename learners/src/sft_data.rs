@@ -8,7 +8,6 @@
 //! must learn to stop). Each prefix's tokens must be a true prefix of the whole conversation's
 //! tokens; a template or tokenizer for which that fails is reported, not silently mis-masked.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use mathrl::{ChatMessage, Tokenizer};
@@ -29,19 +28,14 @@ pub struct Conversation {
 /// the 1-based line.
 pub fn load_conversations(path: impl AsRef<Path>) -> Result<Vec<Conversation>> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line, text) in mathrl::data::read_jsonl_lines(path)? {
         let bad = |message: String| Error::Data {
             path: path.to_path_buf(),
-            line: index + 1,
+            line,
             message,
         };
-        let conversation: Conversation = serde_json::from_str(&line).map_err(|e| {
+        let conversation: Conversation = serde_json::from_str(&text).map_err(|e| {
             bad(format!(
                 "expected {{\"messages\": [{{\"role\", \"content\"}}]}}: {e}"
             ))

@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 use mathrl::data::procedural::{Problem, ProceduralTask, Split, TaskConfig};
-
-use crate::accuracy::QaItem;
+use mathrl::data::QaRecord;
 
 /// Training problems the bootstrap used (SFT, then RM samples); RL prompts come after them.
 pub const BOOTSTRAP_TRAIN_PROBLEMS: usize = 30_000 + 768;
@@ -38,15 +37,12 @@ pub fn embedded_task() -> TaskConfig {
 }
 
 /// (question, gold) pairs of a split of the embedded default's task: `skip` then `take`.
-pub fn procedural_items(split: Split, skip: usize, take: usize) -> mathrl::Result<Vec<QaItem>> {
+pub fn procedural_items(split: Split, skip: usize, take: usize) -> mathrl::Result<Vec<QaRecord>> {
     let task = ProceduralTask::new(embedded_task())?;
     Ok(task
         .problems(split)
         .skip(skip)
         .take(take)
-        .map(|p: Problem| QaItem {
-            question: p.question,
-            gold: p.answer,
-        })
+        .map(|p: Problem| QaRecord::new(p.question, p.answer))
         .collect())
 }

@@ -19,36 +19,36 @@ pub fn recipes() -> Vec<Recipe> {
     vec![Recipe {
         name: "qwen25-math-rl",
         description: "GRPO with the report's shaped reward on rollout/reward actors; the embedded default with no arguments ([--model DIR --data qa.jsonl] [--rm DIR])",
-        run: crate::qwen25_math_rl::run,
+        run: crate::train::qwen25_math_rl::run,
     }, Recipe {
         name: "pipeline",
         description: "the report's loop: SFT → RM → SFT-data evolution → RM retraining → RL → eval (--model BASE --data sft.jsonl --set qa_data=qa.jsonl)",
-        run: crate::pipeline::run,
+        run: crate::train::pipeline::run,
     }, Recipe {
         name: "logprobs",
         description:
             "per-token log-probs of given token ids (--model DIR --input IN.json --output OUT.json)",
-        run: crate::logprobs::run,
+        run: crate::tools::logprobs::run,
     }, Recipe {
         name: "rm-score",
         description: "reward-model scores of token ids or (question, response) pairs (--rm DIR --input IN --output OUT)",
-        run: crate::rm_score::run,
+        run: crate::tools::rm_score::run,
     }, Recipe {
         name: "grade",
         description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
-        run: crate::grade::run,
+        run: crate::tools::grade::run,
     }, Recipe {
         name: "sft",
         description: "supervised fine-tuning on {\"messages\": [...]} JSONL (--model DIR --data FILE)",
-        run: crate::sft::run,
+        run: crate::train::sft::run,
     }, Recipe {
         name: "rm-retraining",
         description: "sample, label with the checker, train the RM with the listwise loss (--model DIR --data qa.jsonl [--rm DIR])",
-        run: crate::rm_retraining::run,
+        run: crate::train::rm_retraining::run,
     }, Recipe {
         name: "tiny-bootstrap",
         description: "reproduce the embedded default from scratch: tokenizer, SFT policy and RM on the procedural task",
-        run: crate::tiny_bootstrap::run,
+        run: crate::train::tiny_bootstrap::run,
     }, Recipe {
         name: "eval",
         description: "accuracy on the Qwen2.5-Math evaluation sets: greedy CoT, TIR, Maj@N, RM@N ([--model DIR] --datasets gsm8k,math500 [--limit N])",
@@ -56,15 +56,15 @@ pub fn recipes() -> Vec<Recipe> {
     }, Recipe {
         name: "generate",
         description: "sample completions for JSONL prompts: text, token ids, log-probs, finish reason (--model DIR --input IN.jsonl --output OUT.jsonl [--set n=4] [--set tir=true])",
-        run: crate::generate::run,
+        run: crate::tools::generate::run,
     }, Recipe {
         name: "sft-data-evolution",
         description: "rounds of: sample K per question, keep checked-correct, top m by RM, fine-tune (--model DIR --data qa.jsonl [--rm DIR])",
-        run: crate::sft_data_evolution::run,
+        run: crate::train::sft_data_evolution::run,
     }, Recipe {
         name: "synthesize",
         description: "an instruct model rephrases and extends seed problems; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl)",
-        run: crate::synthesize::run,
+        run: crate::tools::synthesize::run,
     }]
 }
 

@@ -17,7 +17,7 @@ use candle_core::Device;
 use common::tiny_procedural_policy;
 use mathrl::model::Trainable;
 use mathrl::{Metrics, Policy, Tokenizer};
-use mathrl_actors::{ClusterConfig, PromptRecord, StopHandle, Trainer, TrainerConfig};
+use mathrl_actors::{ClusterConfig, QaRecord, StopHandle, Trainer, TrainerConfig};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule};
 use mathrl_rewards::ShapedReward;
 
@@ -236,13 +236,13 @@ fn learner(dir: &Path, max_new_tokens: usize) -> (GrpoLearner, Tokenizer) {
     (learner, tokenizer)
 }
 
-fn prompts(n: usize) -> Vec<PromptRecord> {
+fn prompts(n: usize) -> Vec<QaRecord> {
     (0..n)
-        .map(|i| PromptRecord {
+        .map(|i| QaRecord {
             id: format!("q{i}"),
             question: format!("What is {i} + 2?"),
             gold: Some((i + 2).to_string()),
-            dataset: None,
+            ..QaRecord::default()
         })
         .collect()
 }

@@ -6,10 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
+use mathrl::data::QaRecord;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::types::FinishReason;
 use mathrl::{Policy, Tokenizer};
-use mathrl_recipes::eval::{evaluate, EvalItem, EvalMode, PromptFormat, Selection};
+use mathrl_recipes::eval::{evaluate, EvalMode, PromptFormat, Selection};
 use mathrl_rewards::{Verdict, Verifier};
 use mathrl_sandbox::{PythonSandbox, SandboxConfig, SandboxExecutor};
 
@@ -106,11 +107,10 @@ fn the_eval_runner_in_tir_mode_runs_the_programs_and_checks_the_answers() {
     let dir = tempfile::tempdir().unwrap();
     let tok = script_tokenizer(dir.path(), LAST_MESSAGE);
     let policy = script(&tok, "print(2+3)\n");
-    let item = |line: usize, gold: &str| EvalItem {
-        dataset: "gsm8k".into(),
+    let item = |line: usize, gold: &str| QaRecord {
+        dataset: Some("gsm8k".into()),
         line,
-        question: "Q".into(),
-        gold: gold.into(),
+        ..QaRecord::new("Q", gold)
     };
     let items = [item(1, "5"), item(2, "6"), item(3, "5")];
     let mut mode = EvalMode::greedy_cot(64);

@@ -1,5 +1,6 @@
-//! JSONL files of problems: the `{"messages": [...]}` conversations that SFT trainers read (TRL,
-//! LLaMA-Factory) and the `{"question", "answer"}` lines that the RL and evaluation recipes read.
+//! JSONL files: the one reader (every error names the file and line), and the writers of the
+//! `{"messages": [...]}` conversations that SFT trainers read (TRL, LLaMA-Factory) and of the
+//! `{"question", "answer"}` lines that the RL and evaluation recipes read.
 
 use std::borrow::Borrow;
 use std::fs::File;
@@ -10,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::data::procedural::Problem;
+use crate::data::qa::QaRecord;
 use crate::tokenizer::ChatMessage;
 use crate::{Error, Result};
 
@@ -28,24 +30,6 @@ impl From<&Problem> for MessagesRecord {
                 ChatMessage::new("user", p.question.clone()),
                 ChatMessage::new("assistant", p.solution.clone()),
             ],
-        }
-    }
-}
-
-/// One question with its gold answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuestionAnswerRecord {
-    /// The question.
-    pub question: String,
-    /// The gold answer.
-    pub answer: String,
-}
-
-impl From<&Problem> for QuestionAnswerRecord {
-    fn from(p: &Problem) -> Self {
-        Self {
-            question: p.question.clone(),
-            answer: p.answer.clone(),
         }
     }
 }
@@ -70,20 +54,48 @@ pub fn write_jsonl<T: Serialize>(
     Ok(lines)
 }
 
-/// Reads a JSONL file, one `T` per non-empty line; errors name the file and line.
-pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+/// The non-blank lines of a JSONL file with their 1-based numbers: the one reader of JSONL
+/// behind every loader, so each names the file and line the same way.
+pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut records = Vec::new();
+    let mut lines = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
+        if !line.trim().is_empty() {
+            lines.push((index + 1, line));
         }
-        let record = serde_json::from_str(&line)
-            .map_err(|e| Error::Input(format!("{}:{}: {e}", path.display(), index + 1)))?;
-        records.push(record);
     }
-    Ok(records)
+    Ok(lines)
+}
+
+/// Parses line `line` of `path`; the error names both, and says whether the line is not JSON at
+/// all or JSON of the wrong shape.
+pub fn parse_jsonl_line<T: DeserializeOwned>(path: &Path, line: usize, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "not valid JSON: "
+            }
+            _ => "",
+        };
+        Error::Input(format!("{}:{line}: {what}{e}", path.display()))
+    })
+}
+
+/// Reads a JSONL file, one `T` per non-blank line with its 1-based line number.
+pub fn read_jsonl_numbered<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
+    read_jsonl_lines(path)?
+        .into_iter()
+        .map(|(line, text)| Ok((line, parse_jsonl_line(path, line, &text)?)))
+        .collect()
+}
+
+/// Reads a JSONL file, one `T` per non-blank line; errors name the file and line.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(read_jsonl_numbered(path)?
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect())
 }
 
 /// Writes problems as `{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}` lines.
@@ -106,9 +118,7 @@ pub fn write_question_answer_jsonl<P: Borrow<Problem>>(
 ) -> Result<usize> {
     write_jsonl(
         path,
-        problems
-            .into_iter()
-            .map(|p| QuestionAnswerRecord::from(p.borrow())),
+        problems.into_iter().map(|p| QaRecord::from(p.borrow())),
     )
 }
 
@@ -149,8 +159,8 @@ mod tests {
         let path = dir.path().join("rl.jsonl");
         let problems = problems(10);
         write_question_answer_jsonl(&path, problems.iter()).expect("written");
-        let back: Vec<QuestionAnswerRecord> = read_jsonl(&path).expect("read back");
-        let expected: Vec<QuestionAnswerRecord> = problems.iter().map(Into::into).collect();
+        let back: Vec<QaRecord> = read_jsonl(&path).expect("read back");
+        let expected: Vec<QaRecord> = problems.iter().map(Into::into).collect();
         assert_eq!(back, expected);
         let line = std::fs::read_to_string(&path).expect("readable");
         assert!(line.starts_with("{\"question\":\""), "{line}");
@@ -165,9 +175,23 @@ mod tests {
             "{\"question\": \"q\", \"answer\": \"1\"}\n\n{\"question\": 3}\n",
         )
         .expect("written");
-        let message = read_jsonl::<QuestionAnswerRecord>(&path)
+        let message = read_jsonl::<QaRecord>(&path)
             .expect_err("refused")
             .to_string();
         assert!(message.contains("bad.jsonl:3:"), "{message}");
+    }
+
+    #[test]
+    fn lines_keep_their_numbers_and_broken_json_is_named() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "{\"a\": 1}\n\n{\"a\": 2}\n").expect("written");
+        let rows: Vec<(usize, serde_json::Value)> = read_jsonl_numbered(&path).expect("read");
+        assert_eq!(rows.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        std::fs::write(&path, "{\"a\": 1}\n\n{\"a\": 2\n").expect("written");
+        let message = read_jsonl_numbered::<serde_json::Value>(&path)
+            .expect_err("line 3 is cut short")
+            .to_string();
+        assert!(message.contains("x.jsonl:3: not valid JSON: "), "{message}");
     }
 }

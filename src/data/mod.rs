@@ -1,5 +1,10 @@
-//! Datasets: the procedural grade-school math task of the embedded default, and the JSONL formats
-//! that the SFT, RL and evaluation recipes read.
+//! Datasets: the procedural grade-school math task of the embedded default, the one question/answer
+//! record and its loader, and the JSONL reader and writers that the SFT, RL and evaluation recipes
+//! use.
 
 pub mod jsonl;
 pub mod procedural;
+pub mod qa;
+
+pub use jsonl::{read_jsonl, read_jsonl_lines, read_jsonl_numbered};
+pub use qa::{load_qa, GoldAnswers, QaRecord};

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use crossbeam::channel::Receiver;
+use mathrl::data::QaRecord;
 use mathrl::Metrics;
 use mathrl_learners::CheckpointConfig;
 
@@ -34,7 +35,7 @@ use crate::cluster::RemoteWorkers;
 use crate::config::TrainerConfig;
 use crate::event::{Event, WorkerId};
 use crate::learner::{LearnerEvent, LearnerThread};
-use crate::prompt::{PromptRecord, PromptStream};
+use crate::prompt::PromptStream;
 use crate::report::RunTally;
 use crate::reward::RewardMsg;
 use crate::rollout::RolloutMsg;
@@ -51,7 +52,7 @@ use workers::Workers;
 /// A prompt ready for generation.
 pub struct EncodedPrompt {
     /// The record.
-    pub record: PromptRecord,
+    pub record: QaRecord,
     /// The chat-formatted prompt's token ids.
     pub ids: Vec<u32>,
 }

@@ -207,10 +207,11 @@ mod tests {
     use crate::config::{SyncMode, TrainerConfig};
     use crate::event::{Event, Role, RolloutResult};
     use crate::learner::LearnerThread;
-    use crate::prompt::{PromptRecord, PromptStream};
+    use crate::prompt::PromptStream;
     use crate::stop::StopHandle;
     use crate::supervision::Slots;
     use crate::weights::{WeightsBoard, WeightsSnapshot};
+    use mathrl::data::QaRecord;
 
     const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
 
@@ -240,11 +241,11 @@ mod tests {
         let prompts: Vec<EncodedPrompt> = ["a", "b"]
             .iter()
             .map(|id| EncodedPrompt {
-                record: PromptRecord {
+                record: QaRecord {
                     id: id.to_string(),
                     question: id.to_string(),
                     gold: None,
-                    dataset: None,
+                    ..QaRecord::default()
                 },
                 ids: vec![1, 2],
             })

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use mathrl::metrics::MemorySink;
 use mathrl::model::Trainable;
 use mathrl::{Metrics, Policy, Tokenizer};
-use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
+use mathrl_actors::{QaRecord, Trainer, TrainerConfig};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule};
 use mathrl_rewards::{RewardFunction, RewardInput, RewardOutput};
 
@@ -52,13 +52,13 @@ pub fn learner(metrics: &Metrics) -> Result<GrpoLearner> {
 }
 
 /// `n` arithmetic questions `q0..`, with gold answers.
-pub fn prompts(n: usize) -> Vec<PromptRecord> {
+pub fn prompts(n: usize) -> Vec<QaRecord> {
     (0..n)
-        .map(|i| PromptRecord {
+        .map(|i| QaRecord {
             id: format!("q{i}"),
             question: format!("What is {i} + 2?"),
             gold: Some((i + 2).to_string()),
-            dataset: None,
+            ..QaRecord::default()
         })
         .collect()
 }

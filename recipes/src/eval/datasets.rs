@@ -8,9 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::{read_jsonl_numbered, QaRecord};
 use serde_json::Value;
-
-use crate::jsonl::read_jsonl;
 
 /// The shipped evaluation sets, in the order the report's tables list them.
 pub const DATASETS: [&str; 14] = [
@@ -29,20 +28,6 @@ pub const DATASETS: [&str; 14] = [
     "gaokao_math_cloze",
     "gaokao_math_qa",
 ];
-
-/// One evaluation question.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalItem {
-    /// The data set it comes from (one of [`DATASETS`]; empty for questions of no named set,
-    /// which the checker grades with its default rule).
-    pub dataset: String,
-    /// 1-based line of the question in its `test.jsonl`.
-    pub line: usize,
-    /// The question as the model sees it (options appended for multiple-choice sets).
-    pub question: String,
-    /// The gold answer as the data set stores it (before normalisation).
-    pub gold: String,
-}
 
 /// The directory of the shipped sets: `data/eval` under the working directory when it exists
 /// (a checkout), else the one this crate was built from.
@@ -77,10 +62,10 @@ pub fn parse_dataset_list(list: &str) -> Result<Vec<String>> {
 }
 
 /// Loads the first `limit` questions (all when `None`) of `<data_dir>/<name>/test.jsonl`.
-pub fn load_dataset(data_dir: &Path, name: &str, limit: Option<usize>) -> Result<Vec<EvalItem>> {
+pub fn load_dataset(data_dir: &Path, name: &str, limit: Option<usize>) -> Result<Vec<QaRecord>> {
     let path = data_dir.join(name).join("test.jsonl");
     let mut items = Vec::new();
-    for (line, row) in read_jsonl(&path)? {
+    for (line, row) in read_jsonl_numbered::<Value>(&path)? {
         if limit.is_some_and(|limit| items.len() >= limit) {
             break;
         }
@@ -88,11 +73,10 @@ pub fn load_dataset(data_dir: &Path, name: &str, limit: Option<usize>) -> Result
             .with_context(|| format!("{}:{line}: reading the gold answer", path.display()))?;
         let question = question_of(name, &row, &gold)
             .with_context(|| format!("{}:{line}: reading the question", path.display()))?;
-        items.push(EvalItem {
-            dataset: name.to_string(),
+        items.push(QaRecord {
+            dataset: Some(name.to_string()),
             line,
-            question,
-            gold,
+            ..QaRecord::new(question, gold)
         });
     }
     Ok(items)
@@ -345,7 +329,7 @@ mod tests {
             assert!(!items.is_empty(), "{name}");
             for item in &items {
                 assert!(!item.question.is_empty(), "{name}:{}", item.line);
-                if item.gold.trim().is_empty() {
+                if item.gold_or_empty().trim().is_empty() {
                     empty_golds.push(format!("{name}:{}", item.line));
                 }
             }
@@ -368,15 +352,16 @@ mod tests {
         let mut checked = 0;
         for name in DATASETS {
             for item in load_dataset(&dir, name, None).unwrap() {
-                if item.gold.trim().is_empty() {
+                let gold = item.gold_or_empty();
+                if gold.trim().is_empty() {
                     continue;
                 }
-                let parsed = mathrl_rewards::parse_gold(&item.gold, Some(name));
-                let verdict = checker.check_answer(&item.gold, &item.gold, Some(name));
+                let parsed = mathrl_rewards::parse_gold(gold, Some(name));
+                let verdict = checker.check_answer(gold, gold, Some(name));
                 if parsed.trim().is_empty() || !verdict.is_correct() {
                     failures.push(format!(
                         "{name}:{} gold {:?} -> {parsed:?}: {:?} {:?}",
-                        item.line, item.gold, verdict.outcome, verdict.extracted
+                        item.line, gold, verdict.outcome, verdict.extracted
                     ));
                 }
                 checked += 1;

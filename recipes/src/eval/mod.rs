@@ -8,6 +8,6 @@ pub mod recipe;
 pub mod runner;
 pub mod voting;
 
-pub use datasets::{load_dataset, EvalItem, DATASETS};
+pub use datasets::{load_dataset, DATASETS};
 pub use prompts::PromptFormat;
 pub use runner::{evaluate, DatasetAccuracy, EvalMode, EvalRecord, EvalResult, Selection};

@@ -12,11 +12,10 @@
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
+use mathrl::data::QaRecord;
 use mathrl::tokenizer::ChatMessage;
 use mathrl::Tokenizer;
 use serde::{Deserialize, Serialize};
-
-use super::datasets::EvalItem;
 
 /// The system prompt of `qwen25-math-cot`.
 pub const COT_SYSTEM: &str =
@@ -62,9 +61,9 @@ fn few_shot() -> &'static FewShot {
 }
 
 /// The exemplars the reference shows before this item's question (empty: zero-shot).
-pub fn exemplars(item: &EvalItem) -> &'static [(String, String)] {
-    let is_choice = matches!(item.gold.trim(), "A" | "B" | "C" | "D" | "E");
-    match item.dataset.as_str() {
+pub fn exemplars(item: &QaRecord) -> &'static [(String, String)] {
+    let is_choice = matches!(item.gold_or_empty().trim(), "A" | "B" | "C" | "D" | "E");
+    match item.dataset.as_deref().unwrap_or_default() {
         "mmlu_stem" => &few_shot().mmlu_stem,
         "gaokao_math_qa" | "cn_middle_school" if is_choice => &few_shot().gaokao,
         _ => &[],
@@ -72,7 +71,7 @@ pub fn exemplars(item: &EvalItem) -> &'static [(String, String)] {
 }
 
 /// The user turn: the exemplars (if any), then the question.
-pub fn user_message(item: &EvalItem) -> String {
+pub fn user_message(item: &QaRecord) -> String {
     let demos = exemplars(item);
     if demos.is_empty() {
         return item.question.clone();
@@ -85,7 +84,7 @@ pub fn user_message(item: &EvalItem) -> String {
 pub fn render_prompt(
     tokenizer: &Tokenizer,
     format: PromptFormat,
-    item: &EvalItem,
+    item: &QaRecord,
 ) -> Result<String> {
     let messages = [
         ChatMessage::new("system", format.system_prompt()),
@@ -93,19 +92,24 @@ pub fn render_prompt(
     ];
     tokenizer
         .apply_chat_template(&messages, true)
-        .with_context(|| format!("rendering the prompt of {}:{}", item.dataset, item.line))
+        .with_context(|| {
+            format!(
+                "rendering the prompt of {}:{}",
+                item.dataset.as_deref().unwrap_or_default(),
+                item.line
+            )
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn item(dataset: &str, gold: &str) -> EvalItem {
-        EvalItem {
-            dataset: dataset.into(),
+    fn item(dataset: &str, gold: &str) -> QaRecord {
+        QaRecord {
+            dataset: Some(dataset.into()),
             line: 1,
-            question: "What is 1+1?".into(),
-            gold: gold.into(),
+            ..QaRecord::new("What is 1+1?", gold)
         }
     }
 

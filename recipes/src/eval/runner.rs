@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::QaRecord;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams, ToolExecutor};
 use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::{RewardModel, Verifier};
 use serde::Serialize;
 
-use super::datasets::EvalItem;
 use super::prompts::{render_prompt, user_message, PromptFormat};
 use super::voting::{best_by_score, majority_vote};
 use crate::run::progress_bar;
@@ -167,7 +167,7 @@ pub struct EvalResult {
 pub fn evaluate(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    items: &[EvalItem],
+    items: &[QaRecord],
     mode: &EvalMode,
     checker: &dyn Verifier,
     rm: Option<&RewardModel>,
@@ -203,10 +203,10 @@ pub fn evaluate(
                     None => Ok(tokenizer.decode(&c.token_ids, true)?),
                 })
                 .collect::<Result<Vec<String>>>()?;
-            let dataset = (!item.dataset.is_empty()).then_some(item.dataset.as_str());
+            let dataset = item.dataset.as_deref().filter(|d| !d.is_empty());
             let verdicts: Vec<_> = texts
                 .iter()
-                .map(|t| checker.verify(t, &item.gold, dataset))
+                .map(|t| checker.verify(t, item.gold_or_empty(), dataset))
                 .collect();
             let answers: Vec<Option<String>> =
                 verdicts.iter().map(|v| v.extracted.clone()).collect();
@@ -228,9 +228,9 @@ pub fn evaluate(
             // No answer in any sample: the first sample stands, and is wrong.
             let index = picked.unwrap_or(0);
             records.push(EvalRecord {
-                dataset: item.dataset.clone(),
+                dataset: item.dataset.clone().unwrap_or_default(),
                 line: item.line,
-                gold: item.gold.clone(),
+                gold: item.gold_or_empty().to_string(),
                 response: texts[index].clone(),
                 extracted: verdicts[index].extracted.clone(),
                 correct: picked.is_some() && verdicts[index].is_correct(),

@@ -10,13 +10,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
+use mathrl::data::read_jsonl_numbered;
 use mathrl::model::Trainable;
 use mathrl::Tokenizer;
 use mathrl_rewards::RewardModel;
 use serde_json::Value;
 
 use crate::cli::Cli;
-use crate::jsonl::read_jsonl;
 
 /// Sequences scored per forward pass.
 const BATCH: usize = 8;
@@ -111,7 +111,7 @@ fn score_pairs_file(
     output: &Path,
 ) -> Result<usize> {
     let mut lines = Vec::new();
-    for (n, v) in read_jsonl(input)? {
+    for (n, v) in read_jsonl_numbered::<Value>(input)? {
         let field = |key: &str| {
             v.get(key)
                 .and_then(Value::as_str)

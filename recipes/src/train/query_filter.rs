@@ -3,12 +3,11 @@
 //! that every kept group has reward variance to learn from.
 
 use anyhow::Result;
+use mathrl::data::QaRecord;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::Verifier;
 use serde::{Deserialize, Serialize};
-
-use crate::accuracy::QaItem;
 
 /// Settings of the query filter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,11 +47,11 @@ impl Default for QueryFilterConfig {
 pub fn filter_queries(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    items: &[QaItem],
+    items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &QueryFilterConfig,
     seed: u64,
-) -> Result<Vec<QaItem>> {
+) -> Result<Vec<QaRecord>> {
     let examined = if config.max_queries == 0 {
         items.len()
     } else {
@@ -79,7 +78,11 @@ pub fn filter_queries(
             let mut correct = 0;
             for completion in &group.completions {
                 let text = tokenizer.decode(&completion.token_ids, true)?;
-                correct += usize::from(verifier.verify(&text, &item.gold, None).is_correct());
+                correct += usize::from(
+                    verifier
+                        .verify(&text, item.gold_or_empty(), None)
+                        .is_correct(),
+                );
             }
             if (config.min_correct..=config.max_correct).contains(&correct) {
                 kept.push(item.clone());

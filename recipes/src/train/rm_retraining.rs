@@ -6,10 +6,10 @@
 //! (`qa.jsonl` lines: `{"question": .., "answer": ..}`; without `--rm` the RM starts from the
 //! policy's backbone with a fresh Qwen2.5-Math-RM head).
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
@@ -17,7 +17,6 @@ use mathrl_learners::{RmConfig, RmLearner, RmQuery, SeededRng};
 use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::QaItem;
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::run::{print_summary, require_dir, RunContext};
@@ -107,8 +106,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             Trainable::Yes,
         )?,
     };
-    let items = load_qa(data)?;
-    let verifier = crate::verifier::default_verifier();
+    let items = load_qa(data, GoldAnswers::Required)?;
+    let verifier = crate::train::verifier::default_verifier();
     let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, &config, &run)?;
     let rm_dir = run.path("rm");
     outcome.rm.save(&rm_dir)?;
@@ -146,39 +145,11 @@ fn pct(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v))
 }
 
-/// Reads `{"question": .., "answer"|"gold": ..}` JSONL; errors name the file and line.
-pub fn load_qa(path: &Path) -> Result<Vec<QaItem>> {
-    crate::jsonl::read_jsonl(path)?
-        .into_iter()
-        .map(|(line, value)| {
-            let field = |names: &[&str]| {
-                names
-                    .iter()
-                    .find_map(|n| value.get(*n))
-                    .and_then(|v| match v {
-                        serde_json::Value::String(s) => Some(s.clone()),
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-            };
-            let question = field(&["question", "problem"]);
-            let gold = field(&["answer", "gold"]);
-            match (question, gold) {
-                (Some(question), Some(gold)) => Ok(QaItem { question, gold }),
-                _ => bail!(
-                    "{}:{line}: expected string fields `question` and `answer`",
-                    path.display()
-                ),
-            }
-        })
-        .collect()
-}
-
 /// Samples and labels responses for each item, one [`RmQuery`] per item.
 pub fn label_samples(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    items: &[QaItem],
+    items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &RmRetrainingConfig,
     seed: u64,
@@ -205,7 +176,9 @@ pub fn label_samples(
         let mut responses = Vec::with_capacity(group.completions.len());
         for completion in &group.completions {
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let correct = verifier.verify(&text, &item.gold, None).is_correct();
+            let correct = verifier
+                .verify(&text, item.gold_or_empty(), None)
+                .is_correct();
             positives += usize::from(correct);
             total += 1;
             responses.push((text, correct));
@@ -222,7 +195,7 @@ pub fn retrain_rm(
     policy: &Policy,
     rm: RewardModel,
     tokenizer: &Tokenizer,
-    items: &[QaItem],
+    items: &[QaRecord],
     verifier: Arc<dyn Verifier>,
     config: &RmRetrainingConfig,
     run: &RunContext,

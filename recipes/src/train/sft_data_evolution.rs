@@ -16,6 +16,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
@@ -23,15 +24,14 @@ use mathrl::{Policy, Tokenizer};
 use mathrl_learners::sft_data::Conversation;
 use mathrl_rewards::{RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
-use crate::eval::{evaluate, EvalItem, EvalMode};
+use crate::eval::{evaluate, EvalMode};
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::sft::{train_sft, SftRecipeConfig};
+use crate::train::sft::{train_sft, SftRecipeConfig};
 
 /// Settings of the `sft-data-evolution` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,15 +93,6 @@ impl Default for EvolutionConfig {
     }
 }
 
-/// One question of the data, with its gold answer when it has one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Question {
-    /// The question text.
-    pub question: String,
-    /// The gold answer, if the data gives one.
-    pub gold: Option<String>,
-}
-
 /// What one round did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoundReport {
@@ -141,7 +132,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         require_dir(rm, "reward model")?;
     }
     let checker = crate::eval::recipe::checker(&config.checker)?;
-    let questions = load_questions(data)?;
+    let questions = load_qa(data, GoldAnswers::Optional)?;
     let (train, eval) = split_held_out(&questions, config.eval_questions);
     if train.is_empty() {
         bail!(
@@ -295,36 +286,8 @@ fn pct(x: f64) -> String {
     }
 }
 
-/// Reads `{"question", "answer"?}` lines; errors name the file and line.
-pub fn load_questions(path: &Path) -> Result<Vec<Question>> {
-    crate::jsonl::read_jsonl(path)?
-        .into_iter()
-        .map(|(line, value)| {
-            let question = ["question", "problem"]
-                .iter()
-                .find_map(|k| value.get(*k).and_then(Value::as_str))
-                .with_context(|| {
-                    format!("{}:{line}: missing string field `question`", path.display())
-                })?;
-            let gold = match value.get("answer").or_else(|| value.get("gold")) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                Some(other) => bail!(
-                    "{}:{line}: `answer` must be a string or number, found {other}",
-                    path.display()
-                ),
-            };
-            Ok(Question {
-                question: question.to_string(),
-                gold,
-            })
-        })
-        .collect()
-}
-
 /// Splits off up to `n` questions with a gold answer from the end as the held-out set.
-fn split_held_out(questions: &[Question], n: usize) -> (Vec<Question>, Vec<EvalItem>) {
+fn split_held_out(questions: &[QaRecord], n: usize) -> (Vec<QaRecord>, Vec<QaRecord>) {
     let mut eval = Vec::new();
     let mut held = vec![false; questions.len()];
     for (i, q) in questions.iter().enumerate().rev() {
@@ -333,11 +296,11 @@ fn split_held_out(questions: &[Question], n: usize) -> (Vec<Question>, Vec<EvalI
         }
         if let Some(gold) = &q.gold {
             held[i] = true;
-            eval.push(EvalItem {
-                dataset: String::new(),
-                line: i + 1,
+            eval.push(QaRecord {
                 question: q.question.clone(),
-                gold: gold.clone(),
+                gold: Some(gold.clone()),
+                line: i + 1,
+                ..QaRecord::default()
             });
         }
     }
@@ -362,7 +325,7 @@ struct Kept {
 fn sample_and_filter(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    questions: &[Question],
+    questions: &[QaRecord],
     checker: &dyn Verifier,
     rm: Option<&RewardModel>,
     config: &EvolutionConfig,
@@ -573,9 +536,10 @@ mod tests {
 
     #[test]
     fn held_out_questions_have_gold_and_come_from_the_end() {
-        let q = |s: &str, g: Option<&str>| Question {
+        let q = |s: &str, g: Option<&str>| QaRecord {
             question: s.into(),
             gold: g.map(Into::into),
+            ..QaRecord::default()
         };
         let all = [
             q("a", Some("1")),

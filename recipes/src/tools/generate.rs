@@ -14,6 +14,7 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::read_jsonl_numbered;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
@@ -25,7 +26,6 @@ use serde_json::Value;
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::eval::prompts::TIR_SYSTEM;
-use crate::jsonl::read_jsonl;
 use crate::run::{progress_bar, require_dir};
 
 /// Settings of the `generate` recipe.
@@ -120,7 +120,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     if config.tir && tokenizer.is_none() {
         bail!("tir = true needs a tokenizer in {}", model_dir.display());
     }
-    let lines = read_jsonl(input)?;
+    let lines = read_jsonl_numbered::<Value>(input)?;
     let prompts = lines
         .iter()
         .map(|(n, line)| {

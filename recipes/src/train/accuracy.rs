@@ -1,21 +1,13 @@
-//! Greedy accuracy of a policy on (question, gold) pairs: the before/after figure of the RL
+//! Greedy accuracy of a policy on questions with gold answers: the before/after figure of the RL
 //! recipe and of the bootstrap.
 
 use anyhow::Result;
+use mathrl::data::QaRecord;
 use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::Verifier;
 use serde::Serialize;
 
-use crate::eval::{evaluate, EvalItem, EvalMode};
-
-/// One question with its gold answer.
-#[derive(Debug, Clone)]
-pub struct QaItem {
-    /// The question (user turn).
-    pub question: String,
-    /// The gold answer, as the data set stores it.
-    pub gold: String,
-}
+use crate::eval::{evaluate, EvalMode};
 
 /// Correct answers out of `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -31,18 +23,17 @@ pub struct Accuracy {
 pub fn greedy_accuracy(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    items: &[QaItem],
+    items: &[QaRecord],
     verifier: &dyn Verifier,
     max_new_tokens: usize,
 ) -> Result<Accuracy> {
-    let eval_items: Vec<EvalItem> = items
+    let eval_items: Vec<QaRecord> = items
         .iter()
         .enumerate()
-        .map(|(i, item)| EvalItem {
-            dataset: String::new(),
+        .map(|(i, item)| QaRecord {
+            dataset: None,
             line: i + 1,
-            question: item.question.clone(),
-            gold: item.gold.clone(),
+            ..item.clone()
         })
         .collect();
     let mut mode = EvalMode::greedy_cot(max_new_tokens);

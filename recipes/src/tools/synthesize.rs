@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
@@ -25,9 +26,8 @@ use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::majority_vote;
-use crate::minhash::MinHashIndex;
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::sft_data_evolution::load_questions;
+use crate::tools::minhash::MinHashIndex;
 
 /// Settings of the `synthesize` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .as_deref()
         .context("synthesize needs --data seeds.jsonl")?;
     let checker = crate::eval::recipe::checker(&config.checker)?;
-    let seeds = load_questions(data)?;
+    let seeds = load_qa(data, GoldAnswers::Optional)?;
     let run = RunContext::new(cli, "synthesize")?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let policy = Policy::load(model_dir, &run.device, None, Trainable::No)?;
@@ -234,7 +234,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 fn generate_candidates(
     engine: &mut Engine,
     tokenizer: &Tokenizer,
-    seeds: &[crate::sft_data_evolution::Question],
+    seeds: &[QaRecord],
     config: &SynthesizeConfig,
     seed: u64,
     checker: &dyn Verifier,

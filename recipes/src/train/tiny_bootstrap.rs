@@ -16,6 +16,7 @@
 use anyhow::{Context, Result};
 use candle_core::DType;
 use mathrl::data::procedural::{Problem, ProceduralTask, Split, TaskConfig};
+use mathrl::data::QaRecord;
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::tokenizer_training::{chatml_conversation, train_tokenizer};
 use mathrl::{ChatMessage, Policy};
@@ -26,12 +27,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
-use crate::rm_retraining::{retrain_rm, RmRetrainingConfig};
 use crate::run::{print_summary, RunContext};
-use crate::sft::{train_sft, SftOutcome, SftRecipeConfig};
+use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::rm_retraining::{retrain_rm, RmRetrainingConfig};
+use crate::train::sft::{train_sft, SftOutcome, SftRecipeConfig};
 
 /// Shape of the small policy (a Qwen2 with tied embeddings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,14 +184,8 @@ pub fn policy_config(model: &TinyModelConfig, vocab: usize, eos: u32, pad: u32) 
 }
 
 /// (question, gold) pairs of `problems`.
-pub fn qa_items(problems: &[Problem]) -> Vec<QaItem> {
-    problems
-        .iter()
-        .map(|p| QaItem {
-            question: p.question.clone(),
-            gold: p.answer.clone(),
-        })
-        .collect()
+pub fn qa_items(problems: &[Problem]) -> Vec<QaRecord> {
+    problems.iter().map(QaRecord::from).collect()
 }
 
 /// The SFT conversations of `problems`: each answered by its worked solution, or with
@@ -229,11 +224,11 @@ fn sft_until_accuracy(
     mut policy: Policy,
     tokenizer: &mathrl::Tokenizer,
     conversations: &[Conversation],
-    held_out: &[QaItem],
+    held_out: &[QaRecord],
     config: &TinyBootstrapConfig,
     run: &RunContext,
 ) -> Result<(SftOutcome, Accuracy)> {
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
     let max_steps = run
         .max_steps
         .map_or(config.sft.steps, |m| m.min(config.sft.steps));
@@ -320,7 +315,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     tracing::info!(parameters = policy.num_parameters(), "tiny policy");
     let sft_problems = &train[..config.sft_problems.min(train.len())];
     let conversations = sft_conversations(sft_problems, 0.0, run.seed)?;
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
     let (worked, _) = sft_until_accuracy(
         policy,
         &tokenizer,

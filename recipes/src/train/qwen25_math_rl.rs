@@ -18,22 +18,22 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use mathrl::data::procedural::Split;
+use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
-use mathrl_actors::{PromptRecord, Trainer, TrainerConfig};
+use mathrl_actors::{Trainer, TrainerConfig};
 use mathrl_learners::{AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule};
 use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{greedy_accuracy, Accuracy, QaItem};
 use crate::assets::{
     assets_dir, default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
 };
 use crate::cli::Cli;
 use crate::config::{resolve_from, to_toml};
-use crate::query_filter::{filter_queries, QueryFilterConfig};
-use crate::rm_retraining::load_qa;
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::query_filter::{filter_queries, QueryFilterConfig};
 
 /// How the reward is made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // Prompts and the held-out questions.
     let (prompts, held_out) = match &cli.data {
-        Some(path) => (load_qa(path)?, Vec::new()),
+        Some(path) => (load_qa(path, GoldAnswers::Required)?, Vec::new()),
         None => (
             procedural_items(Split::Train, BOOTSTRAP_TRAIN_PROBLEMS, 20_000)?,
             procedural_items(Split::HeldOut, 0, config.eval_questions)?,
@@ -187,7 +187,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         rm_dir: rm_dir.as_deref(),
         device: &run.device,
     })?;
-    let verifier = crate::verifier::default_verifier();
+    let verifier = crate::train::verifier::default_verifier();
 
     let before = evaluate(
         &policy,
@@ -210,14 +210,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else {
         prompts
     };
-    let records: Vec<PromptRecord> = prompts
-        .iter()
+    let records: Vec<QaRecord> = prompts
+        .into_iter()
         .enumerate()
-        .map(|(i, item)| PromptRecord {
+        .map(|(i, item)| QaRecord {
             id: format!("prompt-{i}"),
-            question: item.question.clone(),
-            gold: Some(item.gold.clone()),
-            dataset: None,
+            ..item
         })
         .collect();
 
@@ -312,7 +310,7 @@ fn require_embedded_assets(policy_dir: &Path, rm_dir: Option<&Path>) -> Result<(
 fn evaluate(
     policy: &Policy,
     tokenizer: &Tokenizer,
-    held_out: &[QaItem],
+    held_out: &[QaRecord],
     verifier: &dyn Verifier,
     config: &RlConfig,
     run: &RunContext,

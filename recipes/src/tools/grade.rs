@@ -10,11 +10,11 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mathrl::data::read_jsonl_numbered;
 use mathrl_rewards::{Checker, CheckerProfile, Outcome};
 use serde_json::Value;
 
 use crate::cli::Cli;
-use crate::jsonl::read_jsonl;
 
 /// Runs the recipe: `--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict]`.
 pub fn run(cli: &Cli) -> Result<()> {
@@ -28,7 +28,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .context("grade needs --output OUT.jsonl")?;
     let profile: CheckerProfile = cli.checker.parse().context("--checker")?;
     let checker = Checker::new(profile);
-    let rows = read_jsonl(input)?;
+    let rows = read_jsonl_numbered::<Value>(input)?;
     let file =
         std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut out = BufWriter::new(file);

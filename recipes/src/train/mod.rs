@@ -1,0 +1,11 @@
+//! The training recipes, each a short file, and the helpers only they use.
+
+pub mod accuracy;
+pub mod pipeline;
+pub mod query_filter;
+pub mod qwen25_math_rl;
+pub mod rm_retraining;
+pub mod sft;
+pub mod sft_data_evolution;
+pub mod tiny_bootstrap;
+pub mod verifier;
