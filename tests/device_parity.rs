@@ -235,7 +235,7 @@ fn grpo_steps_on_the_test_device_match_the_cpu() {
     let mut config = GrpoConfig::default();
     config.loss.beta = 0.04;
     config.train_step.schedule = LrSchedule::constant(1e-3);
-    let mut cpu = GrpoLearner::new(cpu_policy, None, config.clone(), Metrics::null()).unwrap();
+    let mut cpu = GrpoLearner::new(cpu_policy, None, config, Metrics::null()).unwrap();
     let mut dev = GrpoLearner::new(trainable(&device), None, config, Metrics::null()).unwrap();
     for step in 1..=2 {
         let (a, b) = (
@@ -265,8 +265,7 @@ fn sft_steps_on_the_test_device_match_the_cpu() {
     let refs: Vec<&SftExample> = examples.iter().collect();
     let mut config = SftConfig::default();
     config.train_step.schedule = LrSchedule::constant(1e-3);
-    let mut cpu =
-        SftLearner::new(trainable(&Device::Cpu), config.clone(), Metrics::null()).unwrap();
+    let mut cpu = SftLearner::new(trainable(&Device::Cpu), config, Metrics::null()).unwrap();
     let mut dev = SftLearner::new(trainable(&device), config, Metrics::null()).unwrap();
     let mut losses = Vec::new();
     for step in 1..=2 {
