@@ -7,7 +7,9 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{f32_vec, fixture, fixture_json, max_abs_diff, u32_rows};
+use common::{
+    f32_vec, fixture, fixture_json, max_abs_diff, sampled_logprobs, training_logprobs, u32_rows,
+};
 use mathrl::device::parse_device;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::{next_token_logprobs, LogprobOptions, Trainable};
@@ -95,13 +97,6 @@ fn bf16_logprobs_stay_near_the_f32_reference_on_the_test_device() {
     }
 }
 
-fn sampled_logprobs(c: &Completion) -> Vec<f32> {
-    c.logprobs
-        .iter()
-        .map(|l| l.expect("sampled token"))
-        .collect()
-}
-
 fn device_engine(policy: &Policy) -> Engine {
     Engine::from_policy(
         policy,
@@ -156,26 +151,13 @@ fn device_draws_report_the_training_forward_logprob() {
             ..Default::default()
         };
         let out = device_engine(&policy).generate(&prompts, &params).unwrap();
-        let options = LogprobOptions {
-            temperature,
-            ..Default::default()
-        };
         let mut distinct = std::collections::BTreeSet::new();
         for group in &out.groups {
             for c in &group.completions {
                 assert_eq!(c.token_ids.len(), 12);
                 distinct.insert(c.token_ids.clone());
-                let ids = [group.prompt_ids.as_slice(), &c.token_ids].concat();
-                let input = Tensor::new(vec![ids.clone()], &device).unwrap();
-                let mask = Tensor::ones((1, ids.len()), DType::U32, &device).unwrap();
-                let lp: Vec<f32> = next_token_logprobs(policy.model(), &input, &mask, options)
-                    .unwrap()
-                    .get(0)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let training = &lp[group.prompt_ids.len() - 1..];
-                let diff = max_abs_diff(&sampled_logprobs(c), training);
+                let training = training_logprobs(&policy, group, c, temperature);
+                let diff = max_abs_diff(&sampled_logprobs(c), &training);
                 assert!(
                     diff < F32_TOL,
                     "T = {temperature}: behaviour vs training differ by {diff}"

@@ -8,9 +8,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
-use common::{f32_vec, fixture, fixture_json, u32_rows};
+use common::{f32_vec, fixture, fixture_json, sampled_logprobs, training_logprobs, u32_rows};
 use mathrl::generation::{Engine, EngineConfig, GenerateOutput, SamplingParams, ToolExecutor};
-use mathrl::model::{next_token_logprobs, LogprobOptions, Qwen2Config, Trainable};
+use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::types::{Completion, FinishReason};
 use mathrl::{Policy, Tokenizer};
 use serde_json::json;
@@ -42,13 +42,6 @@ fn no_stop(params: SamplingParams) -> SamplingParams {
 
 fn completions(out: &GenerateOutput) -> Vec<&Completion> {
     out.groups.iter().flat_map(|g| &g.completions).collect()
-}
-
-fn sampled_logprobs(c: &Completion) -> Vec<f32> {
-    c.logprobs
-        .iter()
-        .map(|l| l.expect("sampled token"))
-        .collect()
 }
 
 fn assert_same_completions(a: &GenerateOutput, b: &GenerateOutput, what: &str) {
@@ -181,23 +174,10 @@ fn behaviour_logprobs_equal_the_training_forward_at_the_sampling_temperature() {
         let out = engine(&policy, 8)
             .generate(&prompts, &no_stop(params.clone()))
             .unwrap();
-        let options = LogprobOptions {
-            temperature: params.temperature,
-            ..Default::default()
-        };
         for group in &out.groups {
             for c in &group.completions {
-                let ids = [group.prompt_ids.as_slice(), &c.token_ids].concat();
-                let input = Tensor::new(vec![ids.clone()], &Device::Cpu).unwrap();
-                let mask = Tensor::ones((1, ids.len()), DType::U32, &Device::Cpu).unwrap();
-                let lp: Vec<f32> = next_token_logprobs(policy.model(), &input, &mask, options)
-                    .unwrap()
-                    .get(0)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let training = &lp[group.prompt_ids.len() - 1..];
-                let diff = common::max_abs_diff(&sampled_logprobs(c), training);
+                let training = training_logprobs(&policy, group, c, params.temperature);
+                let diff = common::max_abs_diff(&sampled_logprobs(c), &training);
                 assert!(
                     diff < TOL,
                     "T = {}: behaviour vs training log-probs differ by {diff}",

@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use candle_core::{DType, Tensor};
+use mathrl::model::{next_token_logprobs, LogprobOptions};
+use mathrl::types::{Completion, Group};
+use mathrl::Policy;
 use serde_json::Value;
 
 /// `tests/fixtures/<name>`, under `MATHRL_REPO_DIR` when set (test binaries built on one machine
@@ -52,4 +56,37 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The behaviour log-probs a completion carries, one per sampled token.
+pub fn sampled_logprobs(c: &Completion) -> Vec<f32> {
+    c.logprobs
+        .iter()
+        .map(|l| l.expect("sampled token"))
+        .collect()
+}
+
+/// The training forward's log-probs of a completion's tokens at `temperature`, on the policy's
+/// device: what its behaviour log-probs must equal.
+pub fn training_logprobs(
+    policy: &Policy,
+    group: &Group,
+    c: &Completion,
+    temperature: f64,
+) -> Vec<f32> {
+    let device = policy.device();
+    let ids = [group.prompt_ids.as_slice(), &c.token_ids].concat();
+    let input = Tensor::new(vec![ids.clone()], device).unwrap();
+    let mask = Tensor::ones((1, ids.len()), DType::U32, device).unwrap();
+    let options = LogprobOptions {
+        temperature,
+        ..Default::default()
+    };
+    let lp: Vec<f32> = next_token_logprobs(policy.model(), &input, &mask, options)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    lp[group.prompt_ids.len() - 1..].to_vec()
 }
