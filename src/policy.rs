@@ -32,6 +32,7 @@ pub struct Policy {
     dtype: DType,
     device: Device,
     source: Option<PathBuf>,
+    save_dtype: Option<DType>,
 }
 
 impl Policy {
@@ -56,6 +57,7 @@ impl Policy {
             dtype,
             device: device.clone(),
             source: Some(dir.to_path_buf()),
+            save_dtype: None,
         })
     }
 
@@ -75,6 +77,7 @@ impl Policy {
             dtype,
             device: device.clone(),
             source: None,
+            save_dtype: None,
         })
     }
 
@@ -94,6 +97,7 @@ impl Policy {
             dtype,
             device: device.clone(),
             source: None,
+            save_dtype: None,
         })
     }
 
@@ -150,6 +154,7 @@ impl Policy {
             Trainable::No,
         )?;
         copy.source = self.source.clone();
+        copy.save_dtype = self.save_dtype;
         Ok(copy)
     }
 
@@ -168,19 +173,64 @@ impl Policy {
         self.source.as_deref()
     }
 
+    /// Saves in `dtype` from now on instead of the dtype of the loaded files (e.g. f32 to keep a
+    /// bf16 run's full precision); `None` goes back to the files' dtype.
+    pub fn with_save_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.save_dtype = dtype;
+        self
+    }
+
+    /// The dtype [`Policy::save`] writes: the override, else the dtype of the files it was loaded
+    /// from (config.json's `dtype`/`torch_dtype`), else the compute dtype.
+    pub fn save_dtype(&self) -> Result<DType> {
+        match self.save_dtype {
+            Some(dtype) => Ok(dtype),
+            None => Ok(self.config().weights_dtype()?.unwrap_or(self.dtype)),
+        }
+    }
+
     /// Saves in the Hugging Face layout: `config.json`, `model.safetensors` (same tensor names, in
-    /// the config's dtype) and the tokenizer files of the source directory.
+    /// [`Policy::save_dtype`]) and the tokenizer files of the source directory.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let save_dtype = self.config().weights_dtype()?.unwrap_or(self.dtype);
+        self.save_with_masters(dir, &[])
+    }
+
+    /// Like [`Policy::save`], writing the f32 `masters` (by name) in place of the compute copies
+    /// of those weights, so that a bf16 run saved in f32 keeps the bits its optimiser kept.
+    pub fn save_with_masters(
+        &self,
+        dir: impl AsRef<Path>,
+        masters: &[(String, Tensor)],
+    ) -> Result<()> {
+        let save_dtype = self.save_dtype()?;
         let config = self.config().to_json(save_dtype);
         save_pretrained(
             dir.as_ref(),
             &config,
-            &self.named_tensors(),
+            &with_masters(self.named_tensors(), masters),
             save_dtype,
             self.source_dir(),
         )
     }
+}
+
+/// `tensors` with each one named in `masters` replaced by its master copy.
+pub fn with_masters(
+    tensors: Vec<(String, Tensor)>,
+    masters: &[(String, Tensor)],
+) -> Vec<(String, Tensor)> {
+    if masters.is_empty() {
+        return tensors;
+    }
+    let masters: std::collections::HashMap<&str, &Tensor> =
+        masters.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tensors
+        .into_iter()
+        .map(|(name, t)| match masters.get(name.as_str()) {
+            Some(master) => (name, (*master).clone()),
+            None => (name, t),
+        })
+        .collect()
 }
 
 /// Writes a Hugging Face model directory: `config.json`, `model.safetensors` in `dtype`, and the

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use candle_core::Tensor;
 use mathrl::Policy;
 use mathrl_learners::GrpoStepReport;
 use serde::Serialize;
@@ -94,6 +95,9 @@ pub struct TrainReport {
     pub resumed_from_step: u64,
     /// The final weights.
     pub policy: Policy,
+    /// The final weights in f32 by name: the optimiser's masters, which a bf16 policy rounds
+    /// (save with [`Policy::save_with_masters`] to keep them).
+    pub master_weights: Vec<(String, Tensor)>,
     /// Groups accepted per rollout worker (`rollout-0` → n); dropped stale groups not included.
     pub groups_by_worker: BTreeMap<String, u64>,
     /// Failed jobs: errors, panics, missed deadlines, lost workers.
@@ -145,11 +149,17 @@ impl std::fmt::Debug for TrainReport {
 
 impl TrainReport {
     /// The report of a finished run.
-    pub fn new(tally: RunTally, policy: Policy, wall_seconds: f64) -> Self {
+    pub fn new(
+        tally: RunTally,
+        policy: Policy,
+        master_weights: Vec<(String, Tensor)>,
+        wall_seconds: f64,
+    ) -> Self {
         Self {
             steps: tally.steps,
             resumed_from_step: tally.resumed_from_step,
             policy,
+            master_weights,
             unscored: tally.unscored_total() as u64,
             groups_by_worker: tally.groups_by_worker,
             failures: tally.failures,

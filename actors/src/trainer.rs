@@ -250,6 +250,7 @@ impl Trainer {
         let mut report = TrainReport::new(
             tally,
             learner.policy().clone(),
+            learner.master_weights()?,
             started.elapsed().as_secs_f64(),
         );
         report.remote_workers = remote.roster();

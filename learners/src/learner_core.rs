@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Var};
+use candle_core::{Device, Tensor, Var};
 use mathrl::model::weights::checkpoint_files;
 use mathrl::Policy;
 use mathrl_rewards::RewardModel;
@@ -35,8 +35,9 @@ pub trait TrainableModel {
     fn vars(&self) -> Vec<(String, Var)>;
     /// The device of the weights.
     fn device(&self) -> &Device;
-    /// Writes `config.json`, the weights and the side files into `dir`.
-    fn save(&self, dir: &Path) -> Result<()>;
+    /// Writes `config.json`, the weights and the side files into `dir`, taking the weights named
+    /// in `masters` from those f32 master copies instead of the (possibly bf16) variables.
+    fn save(&self, dir: &Path, masters: &[(String, Tensor)]) -> Result<()>;
 }
 
 impl TrainableModel for Policy {
@@ -48,8 +49,8 @@ impl TrainableModel for Policy {
         Policy::device(self)
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
-        Ok(Policy::save(self, dir)?)
+    fn save(&self, dir: &Path, masters: &[(String, Tensor)]) -> Result<()> {
+        Ok(Policy::save_with_masters(self, dir, masters)?)
     }
 }
 
@@ -62,8 +63,8 @@ impl TrainableModel for RewardModel {
         RewardModel::device(self)
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
-        Ok(RewardModel::save(self, dir)?)
+    fn save(&self, dir: &Path, masters: &[(String, Tensor)]) -> Result<()> {
+        Ok(RewardModel::save_with_masters(self, dir, masters)?)
     }
 }
 
@@ -173,6 +174,8 @@ impl<M: TrainableModel> LearnerCore<M> {
         run: &RunState,
     ) -> Result<PathBuf> {
         let updates = self.optimizer.step_count();
+        // A model saved in a wider dtype than it computes in (`save_dtype`) gets the masters' bits.
+        let masters = self.optimizer.master_weights()?;
         let state = TrainerState {
             format_version: FORMAT_VERSION,
             learner: self.learner.into(),
@@ -190,7 +193,7 @@ impl<M: TrainableModel> LearnerCore<M> {
         write_checkpoint(
             config,
             self.step,
-            |dir| self.model.save(dir),
+            |dir| self.model.save(dir, &masters),
             &self.optimizer,
             &state,
         )
@@ -201,13 +204,15 @@ impl<M: TrainableModel> LearnerCore<M> {
     /// state. A checkpoint written by another learner is refused.
     pub fn restore(&mut self, dir: impl AsRef<Path>) -> Result<Restored> {
         let checkpoint = read_checkpoint(dir, self.model.device())?;
+        // The model files first; the optimiser's f32 master weights then replace them, since
+        // the files are in the dtype the model was loaded from, which may round (see `optim`).
+        load_weights(&checkpoint.dir, &self.model.vars(), self.model.device())?;
         restore_optimizer(
             &checkpoint,
             self.learner,
             &mut self.optimizer,
             &mut self.train_step,
         )?;
-        load_weights(&checkpoint.dir, &self.model.vars(), self.model.device())?;
         self.step = checkpoint.state.step;
         Ok(Restored {
             counters: checkpoint.state.counters,
@@ -263,7 +268,7 @@ mod tests {
             &self.1
         }
 
-        fn save(&self, dir: &Path) -> Result<()> {
+        fn save(&self, dir: &Path, _masters: &[(String, Tensor)]) -> Result<()> {
             let tensors: HashMap<String, Tensor> = [("w".to_string(), self.0.as_tensor().clone())]
                 .into_iter()
                 .collect();
@@ -345,12 +350,12 @@ mod tests {
             .save_checkpoint(&checkpoints, &(), &[], &RunState::default())
             .unwrap();
 
-        // A model of another shape is refused (here by its optimiser state, read first).
+        // A model of another shape is refused.
         let err = core(&[1.0, 2.0, 3.0])
             .restore(&dir)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("w: expected shape [3], got [2]"), "{err}");
+        assert!(err.contains("expected shape [3], got [2]"), "{err}");
 
         let model_file = |name: &str, len: usize| {
             let tensors: HashMap<String, Tensor> = [(
@@ -371,6 +376,7 @@ mod tests {
         let err = core(&[1.0, 2.0]).restore(&dir).unwrap_err().to_string();
         assert!(err.contains("no tensor `w`"), "{err}");
 
+        model_file("w", 2);
         let w = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
         let mut other = LearnerCore::new(
             "sft",

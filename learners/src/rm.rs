@@ -145,6 +145,12 @@ impl RmLearner {
         self.core.model()
     }
 
+    /// The trained weights in f32 by name: the optimiser's master copies (see
+    /// [`crate::optim::AdamW::master_weights`]), the model's own weights when it computes in f32.
+    pub fn master_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.core.optimizer().master_weights()
+    }
+
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
         self.core.step_count()

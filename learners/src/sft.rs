@@ -204,6 +204,12 @@ impl SftLearner {
         self.core.model()
     }
 
+    /// The trained weights in f32 by name: the optimiser's master copies (see
+    /// [`crate::optim::AdamW::master_weights`]), the policy's own weights when it computes in f32.
+    pub fn master_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.core.optimizer().master_weights()
+    }
+
     /// The settings.
     pub fn config(&self) -> &SftConfig {
         &self.config

@@ -78,6 +78,7 @@ impl Reference {
                 beta2: f("beta2")?,
                 eps: f("eps")?,
                 weight_decay: f("weight_decay")?,
+                master_weights: true,
             },
         )?)
     }

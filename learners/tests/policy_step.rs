@@ -93,6 +93,7 @@ fn grpo_steps_raise_the_likelihood_of_rewarded_completions() -> Result<()> {
         );
     }
     assert_eq!(opt.step_count(), 3);
-    assert_eq!(opt.state_tensors()?.len(), 1 + 3 * policy.vars().len());
+    // Per parameter: two moments, its step and its f32 master weights.
+    assert_eq!(opt.state_tensors()?.len(), 1 + 4 * policy.vars().len());
     Ok(())
 }

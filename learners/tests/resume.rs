@@ -1,6 +1,6 @@
 //! Exact resume: a seeded 20-step GRPO run on the tiny policy, killed with SIGKILL right after its
 //! step-10 checkpoint and resumed from it, gives bit-identical per-step losses, gradient norms and
-//! final weights to the same run uninterrupted.
+//! final weights (and f32 master weights) to the same run uninterrupted, in f32 and in bf16.
 //!
 //! The interrupted run is this test binary re-executed as a child process (selected by the
 //! `MATHRL_RESUME_CHILD_DIR` environment variable), so the kill is a real one: no destructor,
@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
-use common::{sample_groups, score, tiny_policy, TINY};
+use candle_core::{DType, Device};
+use common::{sample_groups, score, TINY};
 use mathrl::model::Trainable;
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{
@@ -25,6 +26,8 @@ use mathrl_learners::{
 const STEPS: u64 = 20;
 const KILL_AFTER: u64 = 10;
 const CHILD_ENV: &str = "MATHRL_RESUME_CHILD_DIR";
+const F32_TEST: &str = "resume_after_sigkill_is_bit_identical";
+const BF16_TEST: &str = "bf16_resume_after_sigkill_is_bit_identical";
 const PROMPTS_PER_STEP: usize = 3;
 const SEED: u64 = 2024;
 
@@ -59,17 +62,16 @@ type StepBits = (u64, u64, u64);
 /// Runs (or continues, from the latest checkpoint under `dir`) the seeded run to `STEPS`,
 /// appending each step's record to `dir/steps.txt`. With `kill_after`, the process SIGKILLs
 /// itself right after that step's checkpoint is on disk.
-fn train(dir: &Path, kill_after: Option<u64>) -> Result<GrpoLearner> {
+fn train(dir: &Path, kill_after: Option<u64>, dtype: DType) -> Result<GrpoLearner> {
     let checkpoints = CheckpointConfig::new(dir.join("checkpoints"), 5, 2);
     let resume_from = latest_checkpoint(&checkpoints.dir)?;
+    let load = |dir: &Path, trainable| Policy::load(dir, &Device::Cpu, Some(dtype), trainable);
     let policy = match &resume_from {
-        Some(checkpoint) => {
-            Policy::load(checkpoint, &candle_core::Device::Cpu, None, Trainable::Yes)?
-        }
-        None => tiny_policy(Trainable::Yes)?,
+        Some(checkpoint) => load(checkpoint, Trainable::Yes)?,
+        None => load(Path::new(TINY), Trainable::Yes)?,
     };
     // The reference is the initial policy, always read from the original files.
-    let reference = tiny_policy(Trainable::No)?;
+    let reference = load(Path::new(TINY), Trainable::No)?;
     let mut learner = GrpoLearner::new(policy, Some(reference), config(), Metrics::null())?;
     let mut rng = SeededRng::new(SEED);
     let mut cursor = 0u64;
@@ -138,13 +140,16 @@ fn read_steps(dir: &Path) -> Result<Vec<StepBits>> {
         .collect()
 }
 
+/// The policy's weights and the optimiser's f32 masters, as raw f32 bits by name.
 fn weights(learner: &GrpoLearner) -> Result<Vec<(String, Vec<u32>)>> {
     learner
         .policy()
         .named_tensors()
         .into_iter()
+        .chain(learner.master_weights()?)
         .map(|(n, t)| {
             let bits = t
+                .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?
                 .iter()
@@ -157,21 +162,29 @@ fn weights(learner: &GrpoLearner) -> Result<Vec<(String, Vec<u32>)>> {
 
 #[test]
 fn resume_after_sigkill_is_bit_identical() -> Result<()> {
+    kill_resume_and_compare(DType::F32, F32_TEST)
+}
+
+/// In bf16 the checkpoint's f32 master weights carry the run: the bf16 model files alone would
+/// round them.
+#[test]
+fn bf16_resume_after_sigkill_is_bit_identical() -> Result<()> {
+    kill_resume_and_compare(DType::BF16, BF16_TEST)
+}
+
+/// The run of `dtype`, killed after step 10 by re-executing test `test` as a child, then resumed
+/// and compared with the run uninterrupted.
+fn kill_resume_and_compare(dtype: DType, test: &str) -> Result<()> {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         // The child: train until killed after checkpoint 10.
-        train(Path::new(&dir), Some(KILL_AFTER))?;
+        train(Path::new(&dir), Some(KILL_AFTER), dtype)?;
         unreachable!("the child kills itself after step {KILL_AFTER}");
     }
     assert!(Path::new(TINY).is_dir());
 
     let interrupted = tempfile::tempdir()?;
     let status = Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "resume_after_sigkill_is_bit_identical",
-            "--test-threads=1",
-            "--nocapture",
-        ])
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
         .env(CHILD_ENV, interrupted.path())
         .status()?;
     ensure!(
@@ -187,10 +200,11 @@ fn resume_after_sigkill_is_bit_identical() -> Result<()> {
     ensure!(latest.as_deref().and_then(Path::file_name) == Some("step-000010".as_ref()));
     // A write that crashed half-way must not be picked up.
     std::fs::create_dir(interrupted.path().join("checkpoints/step-000011.tmp"))?;
-    let resumed = train(interrupted.path(), None)?;
+    let resumed = train(interrupted.path(), None, dtype)?;
+    assert_eq!(resumed.policy().dtype(), dtype);
 
     let straight = tempfile::tempdir()?;
-    let uninterrupted = train(straight.path(), None)?;
+    let uninterrupted = train(straight.path(), None, dtype)?;
 
     let (a, b) = (
         read_steps(interrupted.path())?,

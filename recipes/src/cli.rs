@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mathrl::hub::{resolve_model_dir, HubId};
 
+use crate::precision::DtypeSetting;
+
 /// mathrl: train mathematical-expert language models by self-improvement.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "mathrl", version, args_conflicts_with_subcommands = true)]
@@ -69,6 +71,11 @@ pub struct Cli {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", global = true)]
     pub device: String,
+    /// Compute dtype of the models a recipe loads (policy, reference, RM, rollout engines):
+    /// auto (f32 on CPU, bf16 on CUDA), f32, bf16 or f16; wins over the config key `dtype`.
+    /// Trained weights keep f32 master copies.
+    #[arg(long, value_enum, global = true)]
+    pub dtype: Option<DtypeSetting>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -89,6 +96,11 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The `--dtype` of a recipe without a config key for it (`None`: the device's default).
+    pub fn compute_dtype(&self) -> Option<candle_core::DType> {
+        self.dtype.and_then(DtypeSetting::dtype)
+    }
+
     /// Replaces each `--model` / `--rm` that is a Hub id rather than a directory by its snapshot
     /// in the local Hugging Face cache, so that every recipe gets a directory.
     pub fn resolve_hub_ids(&mut self) -> anyhow::Result<()> {

@@ -80,7 +80,12 @@ fn worker_reward(
              (the coordinator's RM)"
         );
     }
-    Ok(spec.build(&RewardResources { rm_dir, device })?)
+    // The RM computes in the worker device's default dtype.
+    Ok(spec.build(&RewardResources {
+        rm_dir,
+        device,
+        dtype: None,
+    })?)
 }
 
 /// `<hostname>-<pid>`: unique across the workers of a run.

@@ -7,7 +7,7 @@
 //! - [`eval`]: the Qwen2.5-Math evaluation and its reusable runner.
 //!
 //! The rest is what every recipe shares: the command line ([`cli`]), config files ([`config`]),
-//! the run directory ([`run`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and
+//! the run directory ([`run`]), the models' dtypes ([`precision`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and
 //! the embedded default's assets ([`assets`]).
 
 pub mod assets;
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod eval;
+pub mod precision;
 pub mod registry;
 pub mod run;
 pub mod tools;

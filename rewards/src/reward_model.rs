@@ -16,7 +16,7 @@ use candle_nn::{Linear, VarBuilder};
 use mathrl::model::layers::linear;
 use mathrl::model::weights::{checkpoint_builder, tensors_builder, WeightStore};
 use mathrl::model::{Qwen2Config, Qwen2Model, Trainable};
-use mathrl::policy::save_pretrained;
+use mathrl::policy::{save_pretrained, with_masters};
 use mathrl::{ChatMessage, Policy, Tokenizer};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -113,6 +113,7 @@ pub struct RewardModel {
     dtype: DType,
     device: Device,
     source: Option<PathBuf>,
+    save_dtype: Option<DType>,
 }
 
 impl RewardModel {
@@ -207,6 +208,7 @@ impl RewardModel {
             dtype,
             device: device.clone(),
             source: None,
+            save_dtype: None,
         })
     }
 
@@ -324,16 +326,37 @@ impl RewardModel {
         Ok(out)
     }
 
-    /// Saves in the Hugging Face layout of its head (config.json names the architecture).
+    /// Saves in `dtype` from now on instead of the dtype of the loaded files; `None` goes back
+    /// to the files' dtype (as [`Policy::with_save_dtype`]).
+    pub fn with_save_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.save_dtype = dtype;
+        self
+    }
+
+    /// Saves in the Hugging Face layout of its head (config.json names the architecture), in the
+    /// save dtype: the override, else the loaded files' dtype, else the compute dtype.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dtype = self.config.weights_dtype()?.unwrap_or(self.dtype);
+        self.save_with_masters(dir, &[])
+    }
+
+    /// Like [`RewardModel::save`], writing the f32 `masters` (by name) in place of the compute
+    /// copies of those weights.
+    pub fn save_with_masters(
+        &self,
+        dir: impl AsRef<Path>,
+        masters: &[(String, Tensor)],
+    ) -> Result<()> {
+        let dtype = match self.save_dtype {
+            Some(dtype) => dtype,
+            None => self.config.weights_dtype()?.unwrap_or(self.dtype),
+        };
         let mut config = self.config.to_json(dtype);
         config["architectures"] = serde_json::json!([self.kind.architecture()]);
         config["num_labels"] = 1.into();
         Ok(save_pretrained(
             dir.as_ref(),
             &config,
-            &self.named_tensors(),
+            &with_masters(self.named_tensors(), masters),
             dtype,
             self.source.as_deref(),
         )?)

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use mathrl::model::Trainable;
 use mathrl::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,8 @@ pub struct RewardResources<'a> {
     pub rm_dir: Option<&'a Path>,
     /// Where the RM runs.
     pub device: &'a Device,
+    /// The RM's compute dtype (`None`: the device's, f32 on CPU and bf16 on CUDA).
+    pub dtype: Option<DType>,
 }
 
 /// Why a reward could not be built from its spec.
@@ -104,12 +106,11 @@ impl RewardSpec {
                 let dir = resources
                     .rm_dir
                     .ok_or(RewardSpecError::MissingRewardModel { kind: self.kind() })?;
-                let rm = RewardModel::load(dir, resources.device, None, Trainable::No).map_err(
-                    |source| RewardSpecError::RewardModel {
-                        path: dir.to_path_buf(),
-                        source,
-                    },
-                )?;
+                let rm = RewardModel::load(dir, resources.device, resources.dtype, Trainable::No)
+                    .map_err(|source| RewardSpecError::RewardModel {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
                 let tokenizer =
                     Tokenizer::from_dir(dir).map_err(|source| RewardSpecError::Tokenizer {
                         path: dir.to_path_buf(),
@@ -174,6 +175,7 @@ mod tests {
         let resources = RewardResources {
             rm_dir: None,
             device: &device,
+            dtype: None,
         };
         let checker = RewardSpec::Checker.build(&resources).unwrap();
         let out = checker
@@ -206,6 +208,7 @@ mod tests {
             .build(&RewardResources {
                 rm_dir: Some(&dir),
                 device: &device,
+                dtype: None,
             })
             .unwrap();
         let responses = [

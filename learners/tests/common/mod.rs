@@ -61,7 +61,11 @@ pub fn sample_groups(
         let mask = Tensor::new(masks.clone(), device)?;
         let hidden = policy.model().backbone().forward(&ids, &mask)?;
         let last = hidden.narrow(1, width - 1, 1)?.squeeze(1)?;
-        let logits = policy.model().logits(&last)?.to_vec2::<f32>()?;
+        let logits = policy
+            .model()
+            .logits(&last)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
         for (r, row) in logits.iter().enumerate() {
             let z: Vec<f64> = row.iter().map(|&x| x as f64 / temperature).collect();
             let max = z.iter().cloned().fold(f64::MIN, f64::max);

@@ -24,6 +24,7 @@ use super::prompts::PromptFormat;
 use super::runner::{evaluate, DatasetAccuracy, EvalMode, EvalResult, Selection};
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
+use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 
 /// Settings of the `eval` recipe.
@@ -55,6 +56,9 @@ pub struct EvalConfig {
     pub tool_timeout_ms: u64,
     /// Write every picked response to `<output>/responses/`.
     pub save_responses: bool,
+    /// Compute dtype of the policy and the RM (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA),
+    /// f32, bf16, f16.
+    pub dtype: DtypeSetting,
 }
 
 impl Default for EvalConfig {
@@ -71,6 +75,7 @@ impl Default for EvalConfig {
             checker: "qwen25-math".into(),
             tool_timeout_ms: 5000,
             save_responses: true,
+            dtype: DtypeSetting::Auto,
         }
     }
 }
@@ -177,9 +182,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     let run = RunContext::new(cli, "eval")?;
     let tokenizer = Tokenizer::from_dir(&model_dir)
         .with_context(|| format!("eval needs a tokenizer in {}", model_dir.display()))?;
-    let policy = Policy::load(&model_dir, &run.device, None, Trainable::No)?;
+    let dtype = Precision::resolve(cli.dtype, config.dtype, DtypeSetting::Auto).compute;
+    let policy = Policy::load(&model_dir, &run.device, dtype, Trainable::No)?;
     let rm = match &cli.rm {
-        Some(dir) => Some(RewardModel::load(dir, &run.device, None, Trainable::No)?),
+        Some(dir) => Some(RewardModel::load(dir, &run.device, dtype, Trainable::No)?),
         None => None,
     };
     let limit = (config.limit > 0).then_some(config.limit);

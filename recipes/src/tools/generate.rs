@@ -129,7 +129,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let device = mathrl::device::parse_device(&cli.device)?;
-    let policy = Policy::load(model_dir, &device, None, Trainable::No)?;
+    let policy = Policy::load(model_dir, &device, cli.compute_dtype(), Trainable::No)?;
     let mut engine = Engine::from_policy(&policy, config.engine.clone());
     if let Some(tokenizer) = &tokenizer {
         engine = engine.with_tokenizer(tokenizer.clone());

@@ -38,7 +38,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .as_deref()
         .context("logprobs needs --output OUT.json")?;
     let device = mathrl::device::parse_device(&cli.device)?;
-    let policy = Policy::load(model_dir, &device, None, Trainable::No)?;
+    let policy = Policy::load(model_dir, &device, cli.compute_dtype(), Trainable::No)?;
     let (ids, mask) = read_input(input, policy.config().vocab_size)?;
     let logprobs = score(&policy, &ids, &mask)?;
     let json = serde_json::json!({ "logprobs": logprobs });

@@ -30,7 +30,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .as_deref()
         .context("rm-score needs --output OUT")?;
     let device = mathrl::device::parse_device(&cli.device)?;
-    let rm = RewardModel::load(rm_dir, &device, None, Trainable::No)?;
+    let rm = RewardModel::load(rm_dir, &device, cli.compute_dtype(), Trainable::No)?;
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     let written = match serde_json::from_str::<Value>(&text) {

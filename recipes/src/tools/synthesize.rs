@@ -160,7 +160,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let seeds = load_qa(data, GoldAnswers::Optional)?;
     let run = RunContext::new(cli, "synthesize")?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
-    let policy = Policy::load(model_dir, &run.device, None, Trainable::No)?;
+    let policy = Policy::load(model_dir, &run.device, cli.compute_dtype(), Trainable::No)?;
     let mut engine =
         Engine::from_policy(&policy, EngineConfig::default()).with_tokenizer(tokenizer.clone());
     let mut funnel = Funnel::default();

@@ -31,6 +31,7 @@ use crate::assets::{
 };
 use crate::cli::Cli;
 use crate::config::{resolve_from, to_toml};
+use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
 use crate::train::query_filter::{filter_queries, QueryFilterConfig};
@@ -91,6 +92,12 @@ pub struct RlConfig {
     pub eval_questions: usize,
     /// Longest greedy answer in the before/after evaluation.
     pub eval_max_new_tokens: usize,
+    /// Compute dtype of the policy, reference, RM and rollout engines (`--dtype` wins): auto (f32
+    /// on CPU, bf16 on CUDA), f32, bf16, f16. The policy's trained weights keep f32 masters.
+    pub dtype: DtypeSetting,
+    /// Dtype of `final/` and the checkpoints' models: auto (the loaded files' dtype) or a dtype
+    /// (`f32` keeps a bf16 run's full precision).
+    pub save_dtype: DtypeSetting,
 }
 
 impl Default for RlConfig {
@@ -110,6 +117,8 @@ impl Default for RlConfig {
             query_filter: QueryFilterConfig::default(),
             eval_questions: 200,
             eval_max_new_tokens: 1024,
+            dtype: DtypeSetting::Auto,
+            save_dtype: DtypeSetting::Auto,
         }
     }
 }
@@ -165,7 +174,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Checked before the model loads, so a bad --listen fails at once.
     crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
-    let policy = Policy::load(&model_dir, &run.device, None, Trainable::Yes)?;
+    let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
+    let policy = Policy::load(&model_dir, &run.device, precision.compute, Trainable::Yes)?
+        .with_save_dtype(precision.save);
 
     // Prompts and the held-out questions.
     let (prompts, held_out) = match &cli.data {
@@ -186,6 +197,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let reward = reward_spec.build(&RewardResources {
         rm_dir: rm_dir.as_deref(),
         device: &run.device,
+        dtype: precision.compute,
     })?;
     let verifier = crate::train::verifier::default_verifier();
 
@@ -238,7 +250,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     let report = trainer.run(records)?;
     let final_dir = run.path("final");
-    report.policy.save(&final_dir)?;
+    report
+        .policy
+        .save_with_masters(&final_dir, &report.master_weights)?;
 
     let after = evaluate(
         &report.policy,

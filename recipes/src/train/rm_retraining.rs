@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
+use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 
 /// Settings of the `rm-retraining` recipe.
@@ -43,6 +45,11 @@ pub struct RmRetrainingConfig {
     pub queries_per_step: usize,
     /// The learner: AdamW, schedule, clipping, micro-batch.
     pub learner: RmConfig,
+    /// Compute dtype of the policy and the RM (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA),
+    /// f32, bf16, f16. The RM's trained weights keep f32 masters.
+    pub dtype: DtypeSetting,
+    /// Dtype the retrained RM is saved in: auto (the loaded files' dtype) or a dtype.
+    pub save_dtype: DtypeSetting,
 }
 
 impl Default for RmRetrainingConfig {
@@ -57,6 +64,8 @@ impl Default for RmRetrainingConfig {
             epochs: 1,
             queries_per_step: 8,
             learner: RmConfig::default(),
+            dtype: DtypeSetting::Auto,
+            save_dtype: DtypeSetting::Auto,
         }
     }
 }
@@ -65,6 +74,8 @@ impl Default for RmRetrainingConfig {
 pub struct RmOutcome {
     /// The trained reward model.
     pub rm: RewardModel,
+    /// Its weights in f32 by name, the optimiser's masters.
+    pub master_weights: Vec<(String, Tensor)>,
     /// Held-out pairwise accuracy before training.
     pub accuracy_before: Option<f64>,
     /// Held-out pairwise accuracy after training.
@@ -93,11 +104,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         .context("rm-retraining needs --data qa.jsonl")?;
     let run = RunContext::new(cli, "rm-retraining")?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
-    let policy = Policy::load(model_dir, &run.device, None, Trainable::No)?;
+    let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
+    let policy = Policy::load(model_dir, &run.device, precision.compute, Trainable::No)?;
     let rm = match &cli.rm {
         Some(dir) => {
             require_dir(dir, "reward model")?;
-            RewardModel::load(dir, &run.device, None, Trainable::Yes)?
+            RewardModel::load(dir, &run.device, precision.compute, Trainable::Yes)?
         }
         None => RewardModel::from_policy(
             &policy,
@@ -105,12 +117,15 @@ pub fn run(cli: &Cli) -> Result<()> {
             run.seed,
             Trainable::Yes,
         )?,
-    };
+    }
+    .with_save_dtype(precision.save);
     let items = load_qa(data, GoldAnswers::Required)?;
     let verifier = crate::train::verifier::default_verifier();
     let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, &config, &run)?;
     let rm_dir = run.path("rm");
-    outcome.rm.save(&rm_dir)?;
+    outcome
+        .rm
+        .save_with_masters(&rm_dir, &outcome.master_weights)?;
     run.write_summary(&serde_json::json!({
         "pairwise_accuracy_before": outcome.accuracy_before,
         "pairwise_accuracy_after": outcome.accuracy_after,
@@ -248,6 +263,7 @@ pub fn retrain_rm(
     Ok(RmOutcome {
         steps: learner.step_count(),
         rm: learner.model().clone(),
+        master_weights: learner.master_weights()?,
         accuracy_before,
         accuracy_after: after.pairwise_accuracy,
         positives,

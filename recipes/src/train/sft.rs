@@ -4,6 +4,7 @@
 //! `mathrl --recipe sft --model DIR --data train.jsonl [--output DIR] [--set steps=..]`
 
 use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
 use mathrl_learners::sft::{SftConfig, SftLearner};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::config::{resolve, to_toml};
+use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 
 /// Settings of the `sft` recipe.
@@ -39,6 +41,11 @@ pub struct SftRecipeConfig {
     /// The learner: AdamW, schedule (peak 1e-5 with cosine decay over `steps`, the report's),
     /// micro-batch size, maximum length and packing.
     pub learner: SftConfig,
+    /// Compute dtype of the policy (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA), f32, bf16,
+    /// f16. Trained weights keep f32 masters.
+    pub dtype: DtypeSetting,
+    /// Dtype of `final/` and the checkpoints' models: auto (the loaded files' dtype) or a dtype.
+    pub save_dtype: DtypeSetting,
 }
 
 impl Default for SftRecipeConfig {
@@ -61,6 +68,8 @@ impl Default for SftRecipeConfig {
             keep_checkpoints: 2,
             checkpoint_dir: "checkpoints".into(),
             learner,
+            dtype: DtypeSetting::Auto,
+            save_dtype: DtypeSetting::Auto,
         }
     }
 }
@@ -69,6 +78,8 @@ impl Default for SftRecipeConfig {
 pub struct SftOutcome {
     /// The trained policy.
     pub policy: Policy,
+    /// Its weights in f32 by name, the optimiser's masters (see [`Policy::save_with_masters`]).
+    pub master_weights: Vec<(String, Tensor)>,
     /// Optimisation steps taken (including those of a resumed run before the resume).
     pub steps: u64,
     /// Training loss of the last step.
@@ -90,10 +101,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     let run = RunContext::new(cli, "sft")?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let conversations = load_conversations(data)?;
-    let policy = Policy::load(model_dir, &run.device, None, Trainable::Yes)?;
+    let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
+    let policy = Policy::load(model_dir, &run.device, precision.compute, Trainable::Yes)?
+        .with_save_dtype(precision.save);
     let outcome = train_sft(policy, &tokenizer, &conversations, &config, &run)?;
     let final_dir = run.path("final");
-    outcome.policy.save(&final_dir)?;
+    outcome
+        .policy
+        .save_with_masters(&final_dir, &outcome.master_weights)?;
     run.write_summary(&serde_json::json!({
         "steps": outcome.steps,
         "final_loss": outcome.final_loss,
@@ -207,6 +222,7 @@ pub fn train_sft(
     let steps = learner.step_count();
     Ok(SftOutcome {
         policy: learner.policy().clone(),
+        master_weights: learner.master_weights()?,
         steps,
         final_loss,
         eval_loss,

@@ -30,6 +30,7 @@ use crate::config::{resolve, to_toml};
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
 use crate::eval::{evaluate, EvalMode};
+use crate::precision::Precision;
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::sft::{train_sft, SftRecipeConfig};
 
@@ -143,9 +144,19 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     let run = RunContext::new(cli, "sft-data-evolution")?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
-    let mut policy = Policy::load(model_dir, &run.device, None, Trainable::Yes)?;
+    // The fine-tuning's `sft.dtype` / `sft.save_dtype` (or `--dtype`) set the policy's and the
+    // RM's precision for every round.
+    let precision = Precision::resolve(cli.dtype, config.sft.dtype, config.sft.save_dtype);
+    let mut policy = Policy::load(model_dir, &run.device, precision.compute, Trainable::Yes)?
+        .with_save_dtype(precision.save);
+    let mut master_weights = Vec::new();
     let rm = match &cli.rm {
-        Some(dir) => Some(RewardModel::load(dir, &run.device, None, Trainable::No)?),
+        Some(dir) => Some(RewardModel::load(
+            dir,
+            &run.device,
+            precision.compute,
+            Trainable::No,
+        )?),
         None => None,
     };
     let eval_mode = EvalMode::greedy_cot(config.max_new_tokens);
@@ -203,6 +214,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             )?;
             round_run.metrics.flush()?;
             policy = outcome.policy;
+            master_weights = outcome.master_weights;
             outcome.steps
         };
         let accuracy_after = accuracy(&policy)?;
@@ -243,7 +255,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         reports.push(report);
     }
     let final_dir = run.path("final");
-    policy.save(&final_dir)?;
+    policy.save_with_masters(&final_dir, &master_weights)?;
     run.write_summary(&serde_json::json!({
         "rounds": reports,
         "eval_questions": eval.len(),
