@@ -7,13 +7,14 @@
 //! - [`eval`]: the Qwen2.5-Math evaluation and its reusable runner.
 //!
 //! The rest is what every recipe shares: the command line ([`cli`]), config files ([`config`]),
-//! the run directory ([`run`]), the models' dtypes ([`precision`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and
+//! the start of a recipe ([`driver`]), the run directory ([`run`]), the models' dtypes ([`precision`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and
 //! the embedded default's assets ([`assets`]).
 
 pub mod assets;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod driver;
 pub mod eval;
 pub mod precision;
 pub mod registry;

@@ -23,7 +23,7 @@ use super::datasets::{default_data_dir, load_dataset, parse_dataset_list};
 use super::prompts::PromptFormat;
 use super::runner::{evaluate, DatasetAccuracy, EvalMode, EvalResult, Selection};
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare_with;
 use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 
@@ -137,20 +137,21 @@ pub fn checker(profile: &str) -> Result<Arc<dyn Verifier>> {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let mut config: EvalConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if let Some(datasets) = &cli.datasets {
-        config.datasets = datasets.clone();
-    }
-    if let Some(limit) = cli.limit {
-        config.limit = limit;
-    }
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = dir.display().to_string();
-    }
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let flags = |config: &mut EvalConfig| {
+        if let Some(datasets) = &cli.datasets {
+            config.datasets = datasets.clone();
+        }
+        if let Some(limit) = cli.limit {
+            config.limit = limit;
+        }
+        if let Some(dir) = &cli.data_dir {
+            config.data_dir = dir.display().to_string();
+        }
+    };
+    let Some(recipe) = prepare_with(cli, "eval", EvalConfig::default(), flags)? else {
         return Ok(());
-    }
+    };
+    let config = &recipe.config;
     let datasets = parse_dataset_list(&config.datasets)?;
     let mut modes = config
         .modes
@@ -179,7 +180,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     };
     require_dir(&data_dir, "evaluation data directory")?;
 
-    let run = RunContext::new(cli, "eval")?;
+    let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(&model_dir)
         .with_context(|| format!("eval needs a tokenizer in {}", model_dir.display()))?;
     let dtype = Precision::resolve(cli.dtype, config.dtype, DtypeSetting::Auto).compute;

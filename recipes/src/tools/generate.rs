@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::eval::prompts::TIR_SYSTEM;
-use crate::run::{progress_bar, require_dir};
+use crate::run::progress_bar;
 
 /// Settings of the `generate` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,13 +95,11 @@ impl GenerateConfig {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: GenerateConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<GenerateConfig>(cli, "generate")? else {
         return Ok(());
-    }
-    let model_dir = cli.model.as_deref().context("generate needs --model DIR")?;
-    require_dir(model_dir, "model")?;
+    };
+    let config = &recipe.config;
+    let model_dir = recipe.model_dir()?;
     let input = cli
         .input
         .as_deref()

@@ -23,10 +23,10 @@ use mathrl_rewards::Verifier;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::majority_vote;
-use crate::run::{print_summary, require_dir, RunContext};
+use crate::run::print_summary;
 use crate::tools::minhash::MinHashIndex;
 
 /// Settings of the `synthesize` recipe.
@@ -134,11 +134,10 @@ pub struct Funnel {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: SynthesizeConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<SynthesizeConfig>(cli, "synthesize")? else {
         return Ok(());
-    }
+    };
+    let config = &recipe.config;
     for (key, prompt) in [
         ("rephrase_prompt", &config.rephrase_prompt),
         ("new_problem_prompt", &config.new_problem_prompt),
@@ -147,18 +146,11 @@ pub fn run(cli: &Cli) -> Result<()> {
             bail!("config key `{key}` must contain `{{question}}`");
         }
     }
-    let model_dir = cli
-        .model
-        .as_deref()
-        .context("synthesize needs --model INSTRUCT_DIR")?;
-    require_dir(model_dir, "model")?;
-    let data = cli
-        .data
-        .as_deref()
-        .context("synthesize needs --data seeds.jsonl")?;
+    let model_dir = recipe.model_dir()?;
+    let data = recipe.data_file("seeds.jsonl")?;
     let checker = crate::eval::recipe::checker(&config.checker)?;
     let seeds = load_qa(data, GoldAnswers::Optional)?;
-    let run = RunContext::new(cli, "synthesize")?;
+    let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let policy = Policy::load(model_dir, &run.device, cli.compute_dtype(), Trainable::No)?;
     let mut engine =

@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
-use crate::run::{print_summary, require_dir, RunContext};
+use crate::driver::prepare;
+use crate::run::print_summary;
 
 /// The stages, in the order the report runs them.
 pub const STAGES: [&str; 6] = [
@@ -50,11 +50,10 @@ struct Products {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: PipelineConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<PipelineConfig>(cli, "pipeline")? else {
         return Ok(());
-    }
+    };
+    let config = &recipe.config;
     let stages = selected_stages(&config)?;
     for stage in config.sets.keys() {
         if !STAGES.contains(&stage.as_str()) {
@@ -64,11 +63,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             );
         }
     }
-    let base = cli
-        .model
-        .as_deref()
-        .context("pipeline needs --model BASE_DIR")?;
-    require_dir(base, "model")?;
+    let base = recipe.model_dir()?;
     let qa = config
         .qa_data
         .as_deref()
@@ -76,7 +71,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     if stages.first() == Some(&"sft") && cli.data.is_none() {
         bail!("pipeline's sft stage needs --data sft.jsonl ({{\"messages\": [...]}} lines)");
     }
-    let run = RunContext::new(cli, "pipeline")?;
+    let run = recipe.start()?;
     let mut products = Products {
         policy: base.to_path_buf(),
         rm: cli.rm.clone(),

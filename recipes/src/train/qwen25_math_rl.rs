@@ -30,7 +30,7 @@ use crate::assets::{
     assets_dir, default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
 };
 use crate::cli::Cli;
-use crate::config::{resolve_from, to_toml};
+use crate::driver::prepare_with;
 use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
@@ -159,18 +159,17 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else {
         RlConfig::default()
     };
-    let config: RlConfig = resolve_from(base, cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare_with(cli, "qwen25-math-rl", base, |_| {})? else {
         return Ok(());
-    }
+    };
+    let config = recipe.config.clone();
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
     if cli.model.is_none() {
         require_embedded_assets(&model_dir, rm_dir.as_deref().filter(|_| cli.rm.is_none()))?;
     }
     require_dir(&model_dir, "model")?;
-    let run = RunContext::new(cli, "qwen25-math-rl")?;
+    let run = recipe.start()?;
     // Checked before the model loads, so a bad --listen fails at once.
     crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Tensor;
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
@@ -19,7 +19,7 @@ use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 
@@ -88,21 +88,13 @@ pub struct RmOutcome {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: RmRetrainingConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<RmRetrainingConfig>(cli, "rm-retraining")? else {
         return Ok(());
-    }
-    let model_dir = cli
-        .model
-        .as_deref()
-        .context("rm-retraining needs --model POLICY_DIR")?;
-    require_dir(model_dir, "model")?;
-    let data = cli
-        .data
-        .as_deref()
-        .context("rm-retraining needs --data qa.jsonl")?;
-    let run = RunContext::new(cli, "rm-retraining")?;
+    };
+    let config = &recipe.config;
+    let model_dir = recipe.model_dir()?;
+    let data = recipe.data_file("qa.jsonl")?;
+    let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
     let policy = Policy::load(model_dir, &run.device, precision.compute, Trainable::No)?;
@@ -121,7 +113,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     .with_save_dtype(precision.save);
     let items = load_qa(data, GoldAnswers::Required)?;
     let verifier = crate::train::verifier::default_verifier();
-    let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, &config, &run)?;
+    let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, config, &run)?;
     let rm_dir = run.path("rm");
     outcome
         .rm

@@ -15,9 +15,9 @@ use mathrl_learners::{latest_checkpoint, CheckpointConfig, Decay, LrSchedule, Ru
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
-use crate::run::{print_summary, require_dir, RunContext};
+use crate::run::{print_summary, RunContext};
 
 /// Settings of the `sft` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,21 +90,19 @@ pub struct SftOutcome {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: SftRecipeConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<SftRecipeConfig>(cli, "sft")? else {
         return Ok(());
-    }
-    let model_dir = cli.model.as_deref().context("sft needs --model DIR")?;
-    require_dir(model_dir, "model")?;
-    let data = cli.data.as_deref().context("sft needs --data FILE.jsonl")?;
-    let run = RunContext::new(cli, "sft")?;
+    };
+    let config = &recipe.config;
+    let model_dir = recipe.model_dir()?;
+    let data = recipe.data_file("FILE.jsonl")?;
+    let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let conversations = load_conversations(data)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
     let policy = Policy::load(model_dir, &run.device, precision.compute, Trainable::Yes)?
         .with_save_dtype(precision.save);
-    let outcome = train_sft(policy, &tokenizer, &conversations, &config, &run)?;
+    let outcome = train_sft(policy, &tokenizer, &conversations, config, &run)?;
     let final_dir = run.path("final");
     outcome
         .policy

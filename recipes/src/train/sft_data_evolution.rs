@@ -26,7 +26,7 @@ use mathrl_rewards::{RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
 use crate::eval::{evaluate, EvalMode};
@@ -115,20 +115,12 @@ pub struct RoundReport {
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: EvolutionConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<EvolutionConfig>(cli, "sft-data-evolution")? else {
         return Ok(());
-    }
-    let model_dir = cli
-        .model
-        .as_deref()
-        .context("sft-data-evolution needs --model DIR")?;
-    require_dir(model_dir, "model")?;
-    let data = cli
-        .data
-        .as_deref()
-        .context("sft-data-evolution needs --data qa.jsonl")?;
+    };
+    let config = &recipe.config;
+    let model_dir = recipe.model_dir()?;
+    let data = recipe.data_file("qa.jsonl")?;
     if let Some(rm) = &cli.rm {
         require_dir(rm, "reward model")?;
     }
@@ -142,7 +134,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             eval.len()
         );
     }
-    let run = RunContext::new(cli, "sft-data-evolution")?;
+    let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     // The fine-tuning's `sft.dtype` / `sft.save_dtype` (or `--dtype`) set the policy's and the
     // RM's precision for every round.
@@ -188,7 +180,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             &train[..used],
             checker.as_ref(),
             rm.as_ref(),
-            &config,
+            config,
             run.seed.wrapping_add(round as u64),
         )?;
         let round_dir = run.path(&format!("round-{round}"));

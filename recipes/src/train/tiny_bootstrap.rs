@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
-use crate::config::{resolve, to_toml};
+use crate::driver::prepare;
 use crate::run::{print_summary, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
 use crate::train::rm_retraining::{retrain_rm, RmRetrainingConfig};
@@ -262,11 +262,10 @@ fn sft_until_accuracy(
 
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
-    let config: TinyBootstrapConfig = resolve(cli.config.as_deref(), &cli.sets)?;
-    if cli.print_config {
-        print!("{}", to_toml(&config)?);
+    let Some(recipe) = prepare::<TinyBootstrapConfig>(cli, "tiny-bootstrap")? else {
         return Ok(());
-    }
+    };
+    let config = &recipe.config;
     if cli.resume.is_some() {
         // Each SFT stage would fall back to the one checkpoint given; rerunning with the same
         // `--output` resumes each stage from its own checkpoints instead.
@@ -275,7 +274,7 @@ pub fn run(cli: &Cli) -> Result<()> {
              resume where it stopped"
         );
     }
-    let run = RunContext::new(cli, "tiny-bootstrap")?;
+    let run = recipe.start()?;
     let assets = run.path("assets");
     let task = ProceduralTask::new(config.task.clone())?;
     let train: Vec<Problem> = task
