@@ -2,7 +2,9 @@
 //!
 //! [`GrpoLearner::step`] reads top to bottom: group advantages → padded `[prompt | completion]`
 //! rows → μ optimisation passes, each over micro-batches whose gradients are accumulated (peak
-//! memory follows the micro-batch, not the batch) → one guarded AdamW update per pass → metrics.
+//! memory follows the micro-batch, not the batch: micro-batches are bounded in rows and in padded
+//! tokens, and with `gradient_checkpointing` the decoder layers' activations are recomputed in
+//! the backward pass) → one guarded AdamW update per pass → metrics.
 //!
 //! What it does not do, and why:
 //! - No value network: advantages are group-relative (that is GRPO).
@@ -13,15 +15,15 @@
 //! - Completions with no trainable token (empty, or all tool output) are dropped before padding.
 //! - Tool-output tokens (TIR) are context: they are in the rows but masked out of the loss.
 
-use candle_core::{Device, Tensor};
-use mathrl::model::token_logprobs;
-use mathrl::model::LogprobOptions;
+use candle_core::Tensor;
+use mathrl::model::{loss_and_gradients, token_logprobs, Activations, LogprobOptions};
 use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::advantage::AdvantageEstimator;
 use crate::checkpoint::{CheckpointConfig, RunState};
 use crate::entropy::entropy_of_hidden;
+use crate::grpo_batch::{micro_batches, MicroBatch, Row};
 use crate::learner_core::LearnerCore;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy_loss::{
@@ -64,8 +66,17 @@ pub struct GrpoConfig {
     pub train_step: TrainStepConfig,
     /// Optimisation passes over each batch (μ, TRL's `num_iterations`); each pass is one update.
     pub num_iterations: usize,
-    /// Completions per forward/backward pass; gradients of a pass's micro-batches are summed.
+    /// Most completions per forward/backward pass; gradients of a pass's micro-batches are
+    /// summed.
     pub micro_batch_size: usize,
+    /// Most padded tokens (rows × padded `[prompt | completion]` width) per forward/backward
+    /// pass; a longer single completion goes alone. The split does not change the update (the
+    /// loss is normalised by the step's totals).
+    pub micro_batch_tokens: usize,
+    /// Recompute each decoder layer's activations in the backward pass instead of keeping them
+    /// from the forward pass: about one more forward of compute for the activation memory of a
+    /// single layer (plus each layer's input). Gradients are unchanged.
+    pub gradient_checkpointing: bool,
     /// Drop groups whose rewards are all equal before the forward pass (DAPO's dynamic
     /// sampling); otherwise they stay in the batch with advantage 0 (no policy gradient, but
     /// their KL term and their tokens in the normaliser count).
@@ -98,6 +109,8 @@ impl Default for GrpoConfig {
             },
             num_iterations: 1,
             micro_batch_size: 8,
+            micro_batch_tokens: 16_384,
+            gradient_checkpointing: false,
             filter_zero_variance_groups: false,
             old_logprobs: OldLogprobs::Recompute,
             logprob_chunk_positions: 1024,
@@ -123,6 +136,9 @@ impl GrpoConfig {
         }
         if self.micro_batch_size == 0 {
             return bad("micro_batch_size", "must be >= 1");
+        }
+        if self.micro_batch_tokens == 0 {
+            return bad("micro_batch_tokens", "must be >= 1");
         }
         Ok(())
     }
@@ -185,34 +201,6 @@ pub struct GrpoStepReport {
     pub policy_lag_max: u64,
     /// Each pass's optimiser step (empty when there was nothing to train on).
     pub updates: Vec<StepStats>,
-}
-
-/// One completion ready to be padded: its prompt, tokens, behaviour log-probs, which tokens are
-/// trained on, and its advantage.
-struct Row<'a> {
-    prompt: &'a [u32],
-    completion: &'a [u32],
-    behaviour: Vec<f32>,
-    trained: Vec<bool>,
-    advantage: f32,
-}
-
-/// A micro-batch of rows as tensors: prompts left-padded to `prompt_width`, completions
-/// right-padded to `completion_width`, so completion token j of every row sits at column
-/// `prompt_width + j`.
-struct MicroBatch {
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    prompt_width: usize,
-    completion_width: usize,
-    /// `[n, C]` f32, 1 on trained tokens.
-    completion_mask: Tensor,
-    /// `[n, C]` f32, the sampler's log-probs (0 where not trained).
-    behaviour: Tensor,
-    /// `[n]` f32.
-    advantages: Tensor,
-    /// Flat indices `row * C + j` of the trained tokens.
-    trained_positions: Tensor,
 }
 
 /// The GRPO learner: the policy with its optimiser (the [`LearnerCore`]) and, when β > 0, the
@@ -300,17 +288,15 @@ impl GrpoLearner {
         let mut report = self.batch_statistics(&batch, step, version);
 
         // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
-        let mut rows = self.rows_with_advantages(&batch, &mut report)?;
-        // Rows of similar length share a micro-batch, so each pads to its own longest row rather
-        // than the batch's (one runaway completion would otherwise pad every row to its length).
-        rows.sort_by_key(|r| (r.completion.len(), r.prompt.len()));
+        let rows = self.rows_with_advantages(&batch, &mut report)?;
 
-        // 2. Padded micro-batches and the step's loss normaliser.
-        let device = self.policy().device().clone();
-        let micro_batches = rows
-            .chunks(self.config.micro_batch_size)
-            .map(|chunk| collate(chunk, &device))
-            .collect::<Result<Vec<_>>>()?;
+        // 2. Padded micro-batches, bounded in rows and tokens, and the step's loss normaliser.
+        let micro_batches = micro_batches(
+            rows,
+            self.config.micro_batch_size,
+            self.config.micro_batch_tokens,
+            self.policy().device(),
+        )?;
         if micro_batches.is_empty() {
             self.steps_without_tokens += 1;
             report.skipped_updates = self.skipped_updates();
@@ -334,34 +320,54 @@ impl GrpoLearner {
 
         // 4. μ passes, each one optimiser update from the summed micro-batch gradients.
         let loss_config = self.config.effective_loss();
+        let activations = Activations::recomputed_if(self.config.gradient_checkpointing);
         let mut first_pass = Vec::with_capacity(micro_batches.len());
         let mut sums = PassSums::default();
         for pass in 0..self.config.num_iterations {
             let mut grads = self.core.gradients();
             for (k, mb) in micro_batches.iter().enumerate() {
-                let out = self.completion_logprobs(self.core.model(), mb)?;
-                if pass == 0 {
-                    sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
-                    first_pass.push(out.logprobs.detach());
-                }
-                let old = match (self.config.old_logprobs, pass) {
-                    (OldLogprobs::Behaviour, _) => Some(&mb.behaviour),
-                    (OldLogprobs::Recompute, 0) => None,
-                    (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
+                let policy = self.core.model();
+                let backbone = policy.model().backbone();
+                let (positions, bias) =
+                    backbone.padded_inputs(&mb.input_ids, &mb.attention_mask)?;
+                let mut metrics = None;
+                // The policy's log-probs and loss from the final hidden states (with
+                // recomputation the forward and backward through the layers run around it).
+                let loss_of_hidden = |hidden: &Tensor| -> Result<Tensor> {
+                    let out = self.completion_logprobs_of_hidden(policy, hidden, mb)?;
+                    if pass == 0 {
+                        sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
+                        first_pass.push(out.logprobs.detach());
+                    }
+                    let old = match (self.config.old_logprobs, pass) {
+                        (OldLogprobs::Behaviour, _) => Some(&mb.behaviour),
+                        (OldLogprobs::Recompute, 0) => None,
+                        (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
+                    };
+                    let out = grpo_loss(
+                        &loss_config,
+                        &PolicyLossInputs {
+                            logprobs: &out.logprobs,
+                            old_logprobs: old,
+                            ref_logprobs: reference[k].as_ref(),
+                            advantages: &mb.advantages,
+                            completion_mask: &mb.completion_mask,
+                        },
+                        &normaliser,
+                    )?;
+                    metrics = Some(out.metrics);
+                    Ok(out.loss)
                 };
-                let out = grpo_loss(
-                    &loss_config,
-                    &PolicyLossInputs {
-                        logprobs: &out.logprobs,
-                        old_logprobs: old,
-                        ref_logprobs: reference[k].as_ref(),
-                        advantages: &mb.advantages,
-                        completion_mask: &mb.completion_mask,
-                    },
-                    &normaliser,
+                let out = loss_and_gradients(
+                    backbone,
+                    &mb.input_ids,
+                    &positions,
+                    &bias,
+                    activations,
+                    loss_of_hidden,
                 )?;
-                grads.backward(&out.loss)?;
-                sums.add_loss_metrics(&out.metrics);
+                grads.add(out.loss, out.grads)?;
+                sums.add_loss_metrics(&metrics.expect("the loss closure ran"));
             }
             let update = self.core.apply(grads)?;
             report.updates.push(update);
@@ -383,6 +389,16 @@ impl GrpoLearner {
             .model()
             .backbone()
             .forward(&mb.input_ids, &mb.attention_mask)?;
+        self.completion_logprobs_of_hidden(model, &hidden, mb)
+    }
+
+    /// [`Self::completion_logprobs`] from the final hidden states `[n, P + C, d]` of the whole rows.
+    fn completion_logprobs_of_hidden(
+        &self,
+        model: &Policy,
+        hidden: &Tensor,
+        mb: &MicroBatch,
+    ) -> Result<CompletionLogprobs> {
         // Completion token j sits at column P + j and is predicted by the hidden state at P + j − 1.
         let (p, c) = (mb.prompt_width, mb.completion_width);
         let hidden = hidden.narrow(1, p - 1, c + 1)?;
@@ -683,44 +699,4 @@ impl PassSums {
         let norms: Vec<f64> = r.updates.iter().filter_map(|u| u.grad_norm).collect();
         r.grad_norm = (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64);
     }
-}
-
-/// Pads `rows` into one [`MicroBatch`] (pad id 0, masked everywhere).
-fn collate(rows: &[Row], device: &Device) -> Result<MicroBatch> {
-    let n = rows.len();
-    let p = rows.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    let c = rows.iter().map(|r| r.completion.len()).max().unwrap_or(0);
-    let width = p + c;
-    let mut ids = vec![0u32; n * width];
-    let mut attention = vec![0u32; n * width];
-    let mut mask = vec![0f32; n * c];
-    let mut behaviour = vec![0f32; n * c];
-    let mut trained_positions = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        let line = i * width;
-        let offset = p - row.prompt.len();
-        ids[line + offset..line + p].copy_from_slice(row.prompt);
-        attention[line + offset..line + p].fill(1);
-        ids[line + p..line + p + row.completion.len()].copy_from_slice(row.completion);
-        attention[line + p..line + p + row.completion.len()].fill(1);
-        for (j, &trained) in row.trained.iter().enumerate() {
-            if trained {
-                mask[i * c + j] = 1.0;
-                behaviour[i * c + j] = row.behaviour[j];
-                trained_positions.push((i * c + j) as u32);
-            }
-        }
-    }
-    let advantages: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
-    let positions = trained_positions.len();
-    Ok(MicroBatch {
-        input_ids: Tensor::from_vec(ids, (n, width), device)?,
-        attention_mask: Tensor::from_vec(attention, (n, width), device)?,
-        prompt_width: p,
-        completion_width: c,
-        completion_mask: Tensor::from_vec(mask, (n, c), device)?,
-        behaviour: Tensor::from_vec(behaviour, (n, c), device)?,
-        advantages: Tensor::from_vec(advantages, n, device)?,
-        trained_positions: Tensor::from_vec(trained_positions, positions, device)?,
-    })
 }

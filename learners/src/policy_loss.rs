@@ -16,16 +16,18 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossAggregation {
-    /// Mean over each completion's tokens, then mean over completions (the GRPO paper); long
-    /// completions get less weight per token.
+    /// Mean over each completion's tokens, then mean over the step's completions (the GRPO
+    /// paper); long completions get less weight per token.
     Grpo,
-    /// Token mean over the micro-batch.
+    /// Token mean over the micro-batch, divided by the step's micro-batches (TRL's `bnpo`): the
+    /// only aggregation whose result depends on how the step is split into micro-batches.
     Bnpo,
     /// Token sum divided by the active tokens of the whole optimiser step (all micro-batches), so
     /// every token weighs the same however the step is split (DAPO; TRL's default).
     #[default]
     Dapo,
-    /// Token sum divided by rows × `max_completion_length`, a constant (Dr. GRPO): no length bias.
+    /// Token sum divided by the step's rows × `max_completion_length`, a constant (Dr. GRPO): no
+    /// length bias.
     DrGrpo,
 }
 
@@ -89,20 +91,26 @@ impl GrpoLossConfig {
 }
 
 /// How one micro-batch's loss is scaled so that the micro-batch gradients of one optimiser step
-/// can simply be summed.
+/// can simply be summed. The denominators are the step's totals, so the summed loss is the one
+/// of the whole step as one batch however it is split (micro-batches of any sizes), except for
+/// bnpo, which is defined per micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepNormaliser {
-    /// Micro-batches summed into one optimiser step; grpo/bnpo/dr_grpo losses are divided by it.
+    /// Micro-batches summed into one optimiser step; bnpo losses are divided by it.
     pub accumulation_steps: usize,
+    /// Completions (rows) over all micro-batches of the step (grpo's and dr_grpo's denominator).
+    pub step_rows: usize,
     /// Active completion tokens over all micro-batches of the step (dapo's denominator).
     pub step_active_tokens: f64,
 }
 
 impl StepNormaliser {
-    /// For an optimiser step made of the micro-batches with these completion masks.
+    /// For an optimiser step made of the micro-batches with these completion masks `[rows, T]`.
     pub fn from_masks(masks: &[&Tensor]) -> Result<Self> {
         let mut tokens = 0.0;
+        let mut rows = 0;
         for mask in masks {
+            rows += mask.dim(0)?;
             tokens += mask
                 .ne(0u32)?
                 .to_dtype(DType::F32)?
@@ -111,6 +119,7 @@ impl StepNormaliser {
         }
         Ok(Self {
             accumulation_steps: masks.len().max(1),
+            step_rows: rows,
             step_active_tokens: tokens,
         })
     }
@@ -272,22 +281,22 @@ fn aggregate(
     mask: &Tensor,
     norm: &StepNormaliser,
 ) -> Result<Tensor> {
-    let rows = per_token.dim(0)? as f64;
-    let steps = norm.accumulation_steps.max(1) as f64;
+    let step_rows = norm.step_rows.max(1) as f64;
     let masked = (per_token * mask)?;
     let loss = match config.aggregation {
         LossAggregation::Grpo => {
             let lengths = mask.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?;
             let per_row = (masked.sum(D::Minus1)? / lengths)?;
-            (per_row.sum_all()? / (rows.max(1.0) * steps))?
+            (per_row.sum_all()? / step_rows)?
         }
         LossAggregation::Bnpo => {
             let tokens = mask.sum_all()?.clamp(1.0, f64::INFINITY)?;
+            let steps = norm.accumulation_steps.max(1) as f64;
             (masked.sum_all()?.div(&tokens)? / steps)?
         }
         LossAggregation::Dapo => (masked.sum_all()? / norm.step_active_tokens.max(1.0))?,
         LossAggregation::DrGrpo => {
-            (masked.sum_all()? / (rows * config.max_completion_length as f64 * steps).max(1.0))?
+            (masked.sum_all()? / (step_rows * config.max_completion_length as f64))?
         }
     };
     Ok(loss)
@@ -439,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn dapo_micro_batches_sum_to_the_whole_batch_token_mean() {
+    fn micro_batches_of_any_sizes_sum_to_the_whole_batch_loss() {
         // Splitting a batch into micro-batches with the step normaliser gives the same total.
         let logp = t2(&[
             &[-1.0, -2.0, -0.5],
@@ -485,15 +494,19 @@ mod tests {
                     .unwrap()
             };
             let whole = loss_of(0..3, &StepNormaliser::from_masks(&[&mask]).unwrap());
-            // Dr. GRPO and GRPO average over rows, so split into equal-sized micro-batches of
-            // one row each; dapo works for any split.
-            let parts: Vec<Tensor> = (0..3).map(|i| mask.narrow(0, i, 1).unwrap()).collect();
-            let norm = StepNormaliser::from_masks(&parts.iter().collect::<Vec<_>>()).unwrap();
-            let split: f32 = (0..3).map(|i| loss_of(i..i + 1, &norm)).sum();
-            assert!(
-                (whole - split).abs() < 1e-6,
-                "{aggregation:?}: {whole} vs {split}"
-            );
+            // Splits of equal and of unequal sizes: the step's totals normalise every part.
+            for split in [vec![0..1, 1..2, 2..3], vec![0..1, 1..3], vec![0..2, 2..3]] {
+                let parts: Vec<Tensor> = split
+                    .iter()
+                    .map(|r| mask.narrow(0, r.start, r.len()).unwrap())
+                    .collect();
+                let norm = StepNormaliser::from_masks(&parts.iter().collect::<Vec<_>>()).unwrap();
+                let total: f32 = split.iter().map(|r| loss_of(r.clone(), &norm)).sum();
+                assert!(
+                    (whole - total).abs() < 1e-6,
+                    "{aggregation:?} split {split:?}: {whole} vs {total}"
+                );
+            }
         }
     }
 }

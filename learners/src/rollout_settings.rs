@@ -18,7 +18,7 @@ pub struct RolloutSettings {
     /// Completions sampled per prompt (GRPO's G). The report uses 32. Default 4.
     pub group_size: usize,
     /// Most tokens per completion, tool output included; also Dr. GRPO's constant normaliser.
-    /// Default 256.
+    /// Default 256; `qwen25-math-rl` uses 2,048, the Qwen2.5-Math evaluation's length.
     pub max_new_tokens: usize,
 }
 

@@ -2,8 +2,10 @@
 //! assistant tokens only (prompt, template and padding masked out).
 //!
 //! [`SftLearner::step`] reads top to bottom: examples → rows (one conversation each, or several
-//! packed) → micro-batches → per micro-batch: forward, masked token log-likelihood normalised by
-//! the step's trained tokens, backward into the accumulator → one guarded AdamW update → metrics.
+//! packed) → micro-batches (bounded in rows and in padded tokens) → per micro-batch: forward,
+//! masked token log-likelihood normalised by the step's trained tokens, backward into the
+//! accumulator (with `gradient_checkpointing`, the decoder layers' activations recomputed there)
+//! → one guarded AdamW update → metrics.
 //!
 //! Packing is off by default. When on, a packed row restarts positions at 0 for each conversation
 //! and uses a block-diagonal causal attention bias, so no token attends across conversations and
@@ -13,12 +15,13 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use mathrl::model::{gather_log_softmax, masked_score};
+use mathrl::model::{gather_log_softmax, loss_and_gradients, masked_score, Activations};
 use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointConfig, RunState};
 use crate::learner_core::LearnerCore;
+use crate::micro_batch::micro_batch_ranges;
 use crate::optim::AdamWConfig;
 use crate::schedule::LrSchedule;
 use crate::sft_data::{pack, SftExample};
@@ -36,8 +39,16 @@ pub struct SftConfig {
     /// Peak learning rate 1e-5 (the report's, 1.5B and 7B; 5e-6 for 72B), clipping at 1. The
     /// report decays the rate to 7e-7: set a cosine `decay` with the run's total steps.
     pub train_step: TrainStepConfig,
-    /// Rows per forward/backward pass; gradients of a step's micro-batches are summed.
+    /// Most rows per forward/backward pass; gradients of a step's micro-batches are summed.
     pub micro_batch_size: usize,
+    /// Most padded tokens (rows × longest row) per forward/backward pass; a longer single row
+    /// goes alone. The split does not change the update (the loss is normalised by the step's
+    /// trained tokens).
+    pub micro_batch_tokens: usize,
+    /// Recompute each decoder layer's activations in the backward pass instead of keeping them
+    /// from the forward pass: about one more forward of compute for the activation memory of a
+    /// single layer (plus each layer's input). Gradients are unchanged.
+    pub gradient_checkpointing: bool,
     /// Longest row in tokens; longer conversations are truncated (the report uses 4096).
     pub max_length: usize,
     /// Pack several conversations into each row of up to `max_length` tokens.
@@ -58,6 +69,8 @@ impl Default for SftConfig {
                 max_grad_norm: Some(1.0),
             },
             micro_batch_size: 4,
+            micro_batch_tokens: 16_384,
+            gradient_checkpointing: false,
             max_length: 4096,
             packing: false,
             logprob_chunk_positions: 1024,
@@ -192,6 +205,12 @@ impl SftLearner {
                 message: "micro_batch_size must be >= 1 and max_length >= 2".into(),
             });
         }
+        if config.micro_batch_tokens == 0 {
+            return Err(Error::Config {
+                field: "micro_batch_tokens",
+                message: "must be >= 1".into(),
+            });
+        }
         Ok(Self {
             core: LearnerCore::new(LEARNER_NAME, policy, config.optimizer, config.train_step)?,
             config,
@@ -220,30 +239,50 @@ impl SftLearner {
         self.core.step_count()
     }
 
-    /// Micro-batches of `examples` as the learner trains on them (rows packed when configured).
+    /// Micro-batches of `examples` as the learner trains on them (rows packed when configured),
+    /// each of at most `micro_batch_size` rows and `micro_batch_tokens` padded tokens.
     pub fn batches(&self, examples: &[&SftExample]) -> Result<Vec<SftBatch>> {
         let rows = pack(examples, self.config.max_length, self.config.packing);
-        rows.chunks(self.config.micro_batch_size)
-            .map(|chunk| {
-                SftBatch::collate(
-                    examples,
-                    chunk,
-                    self.policy().device(),
-                    self.policy().dtype(),
-                )
-            })
-            .collect()
+        let lengths: Vec<usize> = rows
+            .iter()
+            .map(|row| row.iter().map(|&i| examples[i].input_ids.len()).sum())
+            .collect();
+        micro_batch_ranges(
+            &lengths,
+            self.config.micro_batch_size,
+            self.config.micro_batch_tokens,
+        )
+        .into_iter()
+        .map(|range| {
+            SftBatch::collate(
+                examples,
+                &rows[range],
+                self.policy().device(),
+                self.policy().dtype(),
+            )
+        })
+        .collect()
     }
 
     /// The loss of one micro-batch, its token sum divided as `normaliser` says.
     pub fn batch_loss(&self, batch: &SftBatch, normaliser: TokenNormaliser) -> Result<SftLoss> {
-        let model = self.policy().model();
-        let hidden = model.backbone().forward_with(
+        let hidden = self.policy().model().backbone().forward_with(
             &batch.input_ids,
             &batch.positions,
             &batch.attention_bias,
             None,
         )?;
+        self.loss_of_hidden(batch, &hidden, normaliser)
+    }
+
+    /// The loss of one micro-batch from its final hidden states `[B, T, d]`.
+    fn loss_of_hidden(
+        &self,
+        batch: &SftBatch,
+        hidden: &Tensor,
+        normaliser: TokenNormaliser,
+    ) -> Result<SftLoss> {
+        let model = self.policy().model();
         let (b, t, d) = hidden.dims3()?;
         let rows = b * (t - 1);
         let hidden = hidden.narrow(1, 0, t - 1)?.reshape((rows, d))?;
@@ -294,10 +333,18 @@ impl SftLearner {
         let normaliser = TokenNormaliser::Tokens(tokens as f64);
 
         // 2. Forward/backward per micro-batch, gradients summed.
+        let activations = Activations::recomputed_if(self.config.gradient_checkpointing);
         let mut grads = self.core.gradients();
         for batch in &batches {
-            let loss = self.batch_loss(batch, normaliser)?;
-            grads.backward(&loss.loss)?;
+            let out = loss_and_gradients(
+                self.policy().model().backbone(),
+                &batch.input_ids,
+                &batch.positions,
+                &batch.attention_bias,
+                activations,
+                |hidden| Ok::<_, Error>(self.loss_of_hidden(batch, hidden, normaliser)?.loss),
+            )?;
+            grads.add(out.loss, out.grads)?;
         }
 
         // 3. One guarded update, then metrics.

@@ -205,39 +205,74 @@ fn weights(learner: &GrpoLearner) -> Result<Vec<f32>> {
     Ok(all)
 }
 
+/// One step's report and weights with `aggregation`, micro-batches of at most `max_rows` rows and
+/// `max_tokens` padded tokens.
+fn step_split(
+    batch: &RolloutBatch,
+    aggregation: LossAggregation,
+    max_rows: usize,
+    max_tokens: usize,
+) -> Result<(mathrl_learners::GrpoStepReport, Vec<f32>)> {
+    let mut c = config(0.05, 1e-3);
+    c.micro_batch_size = max_rows;
+    c.micro_batch_tokens = max_tokens;
+    c.loss.aggregation = aggregation;
+    // A large ε makes the first AdamW update ≈ lr·g instead of lr·sign(g), so that the
+    // comparison is of gradients, not of the signs of rounding noise in near-zero ones.
+    c.optimizer.eps = 1.0;
+    let mut learner = GrpoLearner::new(tiny_policy(Trainable::Yes)?, None, c, Metrics::null())?;
+    let report = learner.step(batch.clone())?;
+    let weights = weights(&learner)?;
+    Ok((report, weights))
+}
+
 #[test]
 fn micro_batching_does_not_change_the_update() -> Result<()> {
     let mut rng = SeededRng::new(9);
     let sampler = tiny_policy(Trainable::No)?;
+    // 16 rows of at most 4 prompt + 4 completion tokens: a budget of 24 tokens makes
+    // micro-batches of 3, 3, 3, 3, 3 and 1 rows, one of 20 tokens micro-batches of 2.
     let groups = sample_groups(&sampler, &prompts(), 4, 4, 1.0, &mut rng)?;
     let batch = score(groups, |ids| ids.iter().sum::<u32>() as f32 / 1000.0);
-    let mut results = Vec::new();
-    for micro_batch_size in [16, 3] {
-        let mut c = config(0.05, 1e-3);
-        c.micro_batch_size = micro_batch_size;
-        c.loss.aggregation = LossAggregation::Dapo;
-        // A large ε makes the first AdamW update ≈ lr·g instead of lr·sign(g), so that the
-        // comparison is of gradients, not of the signs of rounding noise in near-zero ones.
-        c.optimizer.eps = 1.0;
-        let mut learner = GrpoLearner::new(tiny_policy(Trainable::Yes)?, None, c, Metrics::null())?;
-        let report = learner.step(batch.clone())?;
-        results.push((report, weights(&learner)?));
-    }
-    let (a, b) = (&results[0], &results[1]);
-    assert!(
-        (a.0.loss - b.0.loss).abs() < 1e-6,
-        "{} vs {}",
-        a.0.loss,
-        b.0.loss
-    );
     let norm = |r: &mathrl_learners::GrpoStepReport| r.grad_norm.expect("a gradient");
-    assert!((norm(&a.0) - norm(&b.0)).abs() < 1e-5 * norm(&a.0));
-    let max_diff =
-        a.1.iter()
-            .zip(&b.1)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-    assert!(max_diff < 1e-7, "weights differ by {max_diff}");
+    for aggregation in [
+        LossAggregation::Dapo,
+        LossAggregation::Grpo,
+        LossAggregation::DrGrpo,
+    ] {
+        let whole = step_split(&batch, aggregation, 16, 16_384)?;
+        for (max_rows, max_tokens) in [(3, 16_384), (16, 24), (16, 20)] {
+            let split = step_split(&batch, aggregation, max_rows, max_tokens)?;
+            let case = format!("{aggregation:?}, {max_rows} rows, {max_tokens} tokens");
+            assert!(
+                (whole.0.loss - split.0.loss).abs() < 1e-6,
+                "{case}: loss {} vs {}",
+                whole.0.loss,
+                split.0.loss
+            );
+            assert!(
+                (norm(&whole.0) - norm(&split.0)).abs() < 1e-5 * norm(&whole.0),
+                "{case}: gradient norm"
+            );
+            let max_diff = whole
+                .1
+                .iter()
+                .zip(&split.1)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max_diff < 1e-7, "{case}: weights differ by {max_diff}");
+        }
+    }
+    // bnpo is a per-micro-batch token mean by definition, so there the split shows: this is
+    // what proves that the token budget did split the step.
+    let whole = step_split(&batch, LossAggregation::Bnpo, 16, 16_384)?;
+    let split = step_split(&batch, LossAggregation::Bnpo, 16, 24)?;
+    assert!(
+        (whole.0.loss - split.0.loss).abs() > 1e-6,
+        "bnpo: {} vs {}",
+        whole.0.loss,
+        split.0.loss
+    );
     Ok(())
 }
 

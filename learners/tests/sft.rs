@@ -208,3 +208,71 @@ fn training_fits_the_assistant_turns_and_resumes_exactly() -> Result<()> {
     assert_eq!(ra.update.grad_norm, rb.update.grad_norm);
     Ok(())
 }
+
+#[test]
+fn token_micro_batching_does_not_change_the_update() -> Result<()> {
+    // Rows of 7, 9, 4 and 12 tokens on the tiny fixture policy.
+    let example = |ids: &[u32], prompt: usize| SftExample {
+        input_ids: ids.to_vec(),
+        assistant_mask: (0..ids.len()).map(|i| i >= prompt).collect(),
+    };
+    let examples = [
+        example(&[5, 17, 42, 7, 8, 9, 10], 3),
+        example(&[9, 3, 250, 7, 100, 200, 300, 301, 302], 4),
+        example(&[600, 12, 1, 2], 2),
+        example(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 5),
+    ];
+    let refs: Vec<&SftExample> = examples.iter().collect();
+    let run = |max_tokens: usize| -> Result<(usize, f64, Vec<f32>)> {
+        let config = SftConfig {
+            micro_batch_size: 4,
+            micro_batch_tokens: max_tokens,
+            optimizer: mathrl_learners::AdamWConfig {
+                // The first update ≈ lr·g: the comparison is of gradients, not of their signs.
+                eps: 1.0,
+                ..SftConfig::default().optimizer
+            },
+            train_step: mathrl_learners::TrainStepConfig {
+                schedule: LrSchedule::constant(1e-3),
+                max_grad_norm: None,
+            },
+            ..SftConfig::default()
+        };
+        let policy = Policy::load(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2"),
+            &Device::Cpu,
+            Some(DType::F32),
+            Trainable::Yes,
+        )?;
+        let mut learner = SftLearner::new(policy, config, Metrics::null())?;
+        let micro_batches = learner.batches(&refs)?.len();
+        let report = learner.step(&refs)?;
+        let mut weights = Vec::new();
+        for (_, t) in learner.policy().named_tensors() {
+            weights.extend(t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((micro_batches, report.loss, weights))
+    };
+    let (one, loss, whole) = run(16_384)?;
+    assert_eq!(one, 1);
+    // 20 tokens: [7, 9] (2 × 9), [4] (then 2 × 12 > 20), [12]; 12 tokens: each row alone.
+    for (max_tokens, expected) in [(20, 3), (12, 4)] {
+        let (micro_batches, split_loss, split) = run(max_tokens)?;
+        assert_eq!(micro_batches, expected, "{max_tokens} tokens");
+        // Per-micro-batch f32 sums, added in another order: equal to f32 rounding.
+        assert!(
+            (loss - split_loss).abs() < 1e-6 * loss,
+            "{loss} vs {split_loss}"
+        );
+        let max_diff = whole
+            .iter()
+            .zip(&split)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_diff < 1e-7,
+            "{max_tokens} tokens: weights differ by {max_diff}"
+        );
+    }
+    Ok(())
+}

@@ -1,10 +1,12 @@
-//! The Qwen2 model: configuration, layers, the backbone and LM head, weights I/O and log-probs.
+//! The Qwen2 model: configuration, layers, the backbone and LM head, weights I/O, log-probs and
+//! the training forward/backward with optional activation recomputation.
 
 mod config;
 pub mod fused;
 pub mod layers;
 pub mod logprobs;
 mod qwen2;
+pub mod recompute;
 pub mod weights;
 
 pub use config::Qwen2Config;
@@ -16,4 +18,5 @@ pub use qwen2::{
     causal_padding_bias, mask_rows, masked_score, positions_from_mask, CausalLmOutput,
     Qwen2ForCausalLM, Qwen2Model,
 };
+pub use recompute::{loss_and_gradients, Activations, LossAndGradients};
 pub use weights::Trainable;

@@ -4,7 +4,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::layers::{
-    embedding, linear, skinny_times_weight_t, DecoderLayer, KvStore, RmsNorm, RotaryEmbedding,
+    embedding, linear, skinny_times_weight_t, DecoderLayer, KvStore, RmsNorm, RopeTables,
+    RotaryEmbedding,
 };
 use super::Qwen2Config;
 use crate::{Error, Result};
@@ -79,9 +80,9 @@ impl Qwen2Model {
         bias: &Tensor,
         mut cache: Option<&mut dyn KvStore>,
     ) -> Result<Tensor> {
-        let rope = self.rotary.tables(positions, self.dtype)?;
+        let rope = self.rope_tables(positions)?;
         let bias = bias.to_dtype(self.dtype)?;
-        let mut x = self.embed_tokens.forward(input_ids)?;
+        let mut x = self.embed(input_ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache: Option<(&mut dyn KvStore, usize)> = match cache {
                 Some(ref mut c) => Some((&mut **c, i)),
@@ -89,17 +90,51 @@ impl Qwen2Model {
             };
             x = layer.forward(&x, &rope, &bias, layer_cache)?;
         }
-        self.norm.forward(&x)
+        self.final_norm(&x)
     }
 
     /// Final-norm hidden states `[B, T, hidden]` of a padded batch: `attention_mask` `[B, T]`
     /// marks real tokens (1) and padding (0), left or right. Positions are the cumulative sum of
     /// the mask minus one, as Hugging Face computes them for generation.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let (positions, bias) = self.padded_inputs(input_ids, attention_mask)?;
+        self.forward_with(input_ids, &positions, &bias, None)
+    }
+
+    /// The positions `[B, T]` and attention bias `[B, 1, T, T]` that [`Self::forward`] derives
+    /// from a padded batch's `attention_mask`, for [`Self::forward_with`].
+    pub fn padded_inputs(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let mask = mask_rows(input_ids, attention_mask)?;
         let positions = positions_from_mask(&mask, &self.device)?;
         let bias = causal_padding_bias(&mask, self.dtype, &self.device)?;
-        self.forward_with(input_ids, &positions, &bias, None)
+        Ok((positions, bias))
+    }
+
+    // The pieces of `forward_with`, for callers that run the layers one at a time (activation
+    // recomputation, `super::recompute`).
+
+    /// The token embeddings `[B, T, hidden]` of `input_ids` `[B, T]`: the decoder's input.
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed_tokens.forward(input_ids)?)
+    }
+
+    /// The rotary tables of `positions` `[B, T]` in the model's dtype.
+    pub fn rope_tables(&self, positions: &Tensor) -> Result<RopeTables> {
+        self.rotary.tables(positions, self.dtype)
+    }
+
+    /// The decoder layers, first to last.
+    pub fn layers(&self) -> &[DecoderLayer] {
+        &self.layers
+    }
+
+    /// The final norm applied to the last layer's output.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(x)
     }
 }
 

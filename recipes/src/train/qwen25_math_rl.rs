@@ -5,7 +5,8 @@
 //! With no `--model` and no `--data` it runs the embedded default: the tiny policy and RM shipped
 //! under `recipes/assets/` on the procedural task, with settings sized for a 2-core CPU (see
 //! [`RlConfig::embedded_default`]); otherwise the report's settings (group 32, 128 prompts per
-//! step, β = 1e-3, learning rate 1e-5).
+//! step, β = 1e-3, learning rate 1e-5) with completions of up to 2,048 new tokens, the length of
+//! the Qwen2.5-Math evaluation.
 //!
 //! Training runs on the actor runtime (`mathrl-actors`): rollout and reward actor pools around
 //! one learner, checkpoints under `<output>/checkpoints` (a second run with the same `--output`
@@ -100,11 +101,18 @@ pub struct RlConfig {
     pub save_dtype: DtypeSetting,
 }
 
+/// New tokens per answer in the Qwen2.5-Math evaluation: the report-scale rollout length and the
+/// length of the before/after evaluation (the `eval` recipe's default too).
+const QWEN25_MATH_EVAL_MAX_NEW_TOKENS: usize = 2048;
+
 impl Default for RlConfig {
     fn default() -> Self {
-        // The report: 128 prompts per step, 32 completions each.
+        // The report: 128 prompts per step, 32 completions each; completions as long as the
+        // Qwen2.5-Math evaluation's (2,048 new tokens), which the learner's token-bounded
+        // micro-batches (`grpo.micro_batch_tokens`) keep within memory.
         let mut grpo = GrpoConfig::default();
         grpo.rollout.group_size = 32;
+        grpo.rollout.max_new_tokens = QWEN25_MATH_EVAL_MAX_NEW_TOKENS;
         Self {
             steps: 1000,
             grpo,
@@ -116,7 +124,7 @@ impl Default for RlConfig {
             reward: RewardConfig::default(),
             query_filter: QueryFilterConfig::default(),
             eval_questions: 200,
-            eval_max_new_tokens: 1024,
+            eval_max_new_tokens: QWEN25_MATH_EVAL_MAX_NEW_TOKENS,
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
         }
@@ -374,4 +382,29 @@ fn accuracy_change(before: Option<Accuracy>, after: Option<Accuracy>) -> String 
 /// `44.5%`, or `-` when the accuracy was not measured.
 fn percent(a: Option<Accuracy>) -> String {
     a.map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a.accuracy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mathrl::model::Qwen2Config;
+
+    #[test]
+    fn report_settings_use_the_evaluation_length_and_the_embedded_default_keeps_its_own() {
+        let report = RlConfig::default();
+        assert_eq!(report.grpo.rollout.max_new_tokens, 2048);
+        assert_eq!(report.grpo.effective_loss().max_completion_length, 2048);
+        assert_eq!(report.eval_max_new_tokens, 2048);
+
+        let embedded = RlConfig::embedded_default();
+        assert_eq!(embedded.grpo.rollout.max_new_tokens, 160);
+        assert_eq!(embedded.eval_max_new_tokens, 160);
+        // The token budget never splits the embedded default's micro-batches (a row is at most
+        // the shipped policy's context), so its run is the one it was before the budget existed.
+        let policy = Qwen2Config::from_file(default_policy_dir().join("config.json")).unwrap();
+        assert!(
+            embedded.grpo.micro_batch_size * policy.max_position_embeddings
+                <= embedded.grpo.micro_batch_tokens
+        );
+    }
 }
