@@ -242,3 +242,133 @@ impl Actor for RolloutActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use candle_core::{DType, Device};
+    use crossbeam::channel::{unbounded, Receiver};
+    use mathrl::model::Trainable;
+
+    use super::*;
+    use crate::event::Role;
+    use crate::weights::Publisher;
+
+    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
+    const TOKENIZER: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/procedural-tokenizer"
+    );
+    const ACTORS: usize = 3;
+
+    fn job(job_id: u64) -> RolloutJob {
+        RolloutJob {
+            job_id,
+            prompt_ids: vec![5, 17, 42, 9],
+            params: SamplingParams {
+                n: 3,
+                max_new_tokens: 6,
+                seed: 11,
+                ..SamplingParams::default()
+            },
+        }
+    }
+
+    /// The next `n` rollout results (worker start-up events are skipped).
+    async fn results(events: &Receiver<Event>, n: usize) -> Vec<RolloutResult> {
+        let events = events.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            while out.len() < n {
+                match events.recv_timeout(Duration::from_secs(60)) {
+                    Ok(Event::Rollout { result, .. }) => out.push(result.expect("generated")),
+                    Ok(_) => {}
+                    Err(e) => panic!("no rollout result: {e}"),
+                }
+            }
+            out
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Local rollout actors read one shared allocation of each published version (no deep copy
+    /// per actor), sample exactly what a private copy decoded from the published bytes samples,
+    /// and let go of a version once they have all moved to the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_actors_share_one_copy_and_sample_as_a_private_copy_does() {
+        let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes).unwrap();
+        let tokenizer = Tokenizer::from_dir(TOKENIZER).unwrap();
+        let publisher = Publisher {
+            rollout_device: Some(Device::Cpu),
+            remote: true,
+        };
+        let board = WeightsBoard::new(publisher.publish(&policy, 0).unwrap());
+        let (events_tx, events_rx) = unbounded();
+        let setup = RolloutSetup {
+            engine: EngineConfig::default(),
+            tokenizer: tokenizer.clone(),
+            threads: 1,
+            board: board.clone(),
+            events: events_tx,
+        };
+        let mut actors = Vec::new();
+        for index in 0..ACTORS {
+            let worker = WorkerId::local(Role::Rollout, index);
+            let (actor, handle) = Actor::spawn(None, RolloutActor { worker }, setup.clone())
+                .await
+                .unwrap();
+            actors.push((actor, handle));
+        }
+        let first = board.latest();
+        let shared = first.local.clone().expect("a local copy was published");
+        // The board, each actor and this test: one allocation, N + 2 handles.
+        assert_eq!(Arc::strong_count(&shared), ACTORS + 2);
+
+        for (i, (actor, _)) in actors.iter().enumerate() {
+            actor.cast(RolloutMsg::Generate(job(i as u64))).unwrap();
+        }
+        let groups = results(&events_rx, ACTORS).await;
+        // What the bytes path (a private, checksum-verified copy) samples for the same job.
+        let private = first
+            .wire
+            .as_ref()
+            .unwrap()
+            .to_policy(policy.config(), &Device::Cpu, DType::F32)
+            .unwrap();
+        let mut engine =
+            Engine::from_policy(&private, EngineConfig::default()).with_tokenizer(tokenizer);
+        let expected = generate_group(&mut engine, &job(0), first.checksum)
+            .unwrap()
+            .group;
+        for result in &groups {
+            assert_eq!(result.weights_checksum, first.checksum);
+            assert_eq!(result.group.completions.len(), 3);
+            for (got, want) in result.group.completions.iter().zip(&expected.completions) {
+                assert_eq!(got.token_ids, want.token_ids);
+                assert_eq!(got.logprobs, want.logprobs);
+            }
+        }
+        assert_eq!(Arc::strong_count(&shared), ACTORS + 2);
+
+        // Version 1: each actor takes it before its next group and drops version 0.
+        board.publish(publisher.publish(&policy, 1).unwrap());
+        drop(first);
+        for (i, (actor, _)) in actors.iter().enumerate() {
+            actor.cast(RolloutMsg::Generate(job(10 + i as u64))).unwrap();
+        }
+        for result in results(&events_rx, ACTORS).await {
+            assert_eq!(result.group.policy_version, 1);
+        }
+        assert_eq!(Arc::strong_count(&shared), 1, "version 0 is still held");
+        let second = board.latest().local.clone().unwrap();
+        assert!(!Arc::ptr_eq(&shared, &second));
+        assert_eq!(Arc::strong_count(&second), ACTORS + 2);
+
+        for (actor, handle) in actors {
+            actor.stop(None);
+            handle.await.unwrap();
+        }
+    }
+}
