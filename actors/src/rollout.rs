@@ -356,7 +356,9 @@ mod tests {
         board.publish(publisher.publish(&policy, 1).unwrap());
         drop(first);
         for (i, (actor, _)) in actors.iter().enumerate() {
-            actor.cast(RolloutMsg::Generate(job(10 + i as u64))).unwrap();
+            actor
+                .cast(RolloutMsg::Generate(job(10 + i as u64)))
+                .unwrap();
         }
         for result in results(&events_rx, ACTORS).await {
             assert_eq!(result.group.policy_version, 1);

@@ -11,7 +11,7 @@
 //! | gradients | P · 4 (accumulated in f32) | learner |
 //! | AdamW moments | 2 · P · 4 (m and v in f32) | learner |
 //! | reference model | P · b, only when β > 0 | learner |
-//! | activations | see [`ActivationEstimate`] | learner |
+//! | learner activations | see [`ActivationEstimate`] | learner |
 //! | LM head logits | see [`ActivationEstimate`] | learner |
 //! | rollout weights | P · b: one frozen copy shared by every local rollout actor | rollout |
 //! | rollout KV cache | actors · slots · (prompt + max new tokens) · L · 2 · kv_heads · head_dim · b | rollout |
@@ -54,7 +54,7 @@ pub enum MemoryError {
     /// A device needs more memory than it has free.
     #[error(
         "the memory plan does not fit on {device}: it needs {} and {} is free, {} short; the \
-         biggest item there is the {component} ({})",
+         biggest item there is {component} ({})",
         gib(*needed_bytes),
         gib(*available_bytes),
         gib(*shortfall_bytes),
@@ -258,12 +258,12 @@ impl Component {
         match self {
             Component::PolicyWeights => "policy weights",
             Component::MasterWeights => "f32 master weights",
-            Component::Gradients => "gradients (f32)",
-            Component::AdamMoments => "AdamW moments (2 × f32)",
+            Component::Gradients => "f32 gradients",
+            Component::AdamMoments => "AdamW moments",
             Component::ReferenceModel => "reference model",
-            Component::Activations => "activations (learner micro-batch)",
-            Component::LmHeadLogits => "LM head logits (f32)",
-            Component::RolloutWeights => "rollout weights (shared)",
+            Component::Activations => "learner activations",
+            Component::LmHeadLogits => "LM head logits",
+            Component::RolloutWeights => "rollout weights",
             Component::RolloutKvCache => "rollout KV cache",
             Component::RewardModel => "reward model",
         }
@@ -343,7 +343,7 @@ impl MemoryPlan {
             Component::AdamMoments,
             &place.learner,
             2 * p * 4,
-            format!("2 × {} parameters × 4 B", thousands(p)),
+            format!("2 moments × {} parameters × 4 B", thousands(p)),
         );
         if input.reference_model {
             add(
@@ -368,7 +368,7 @@ impl MemoryPlan {
                     "{layers} layer inputs × {} tokens × {} + 1 layer × {} tokens × {} elements \
                      × {b} B (recomputed)",
                     thousands(tokens),
-                    config.hidden_size,
+                    thousands(config.hidden_size as u64),
                     thousands(tokens),
                     thousands(per_token)
                 )
@@ -387,7 +387,7 @@ impl MemoryPlan {
             format!(
                 "{} tokens × (2 × {} × {b} B + 2 × {} vocab × 4 B)",
                 thousands(tokens),
-                config.hidden_size,
+                thousands(config.hidden_size as u64),
                 thousands(config.vocab_size as u64)
             ),
         );
@@ -398,7 +398,7 @@ impl MemoryPlan {
                 Component::RolloutWeights,
                 &place.rollout,
                 p * b,
-                weights.clone() + &format!(", one copy for {} actors", rollout.actors),
+                weights.clone() + &format!(", one copy shared by {} actors", rollout.actors),
             );
             let per_position = kv_bytes_per_position(config, b);
             let per_slot = sequence as u64 * per_position;
@@ -447,8 +447,8 @@ impl MemoryPlan {
             if checkpointing { "on" } else { "off" },
             thousands(tokens),
             thousands(sequence as u64),
-            rollout.prompt_tokens,
-            rollout.max_new_tokens,
+            thousands(rollout.prompt_tokens as u64),
+            thousands(rollout.max_new_tokens as u64),
             if input.reference_model {
                 "kept (β > 0)"
             } else {
