@@ -94,7 +94,7 @@ fn main() {
     for (name, config) in models {
         let input = report_settings(config);
         let plan = MemoryPlan::new(&input);
-        println!("## {name}\n");
+        println!("### {name}\n");
         println!("{}", plan.table(Some(&available)));
         if let Err(e) = plan.check(&available) {
             println!("Refused: {e}\n");
