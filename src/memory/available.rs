@@ -116,10 +116,10 @@ impl Available {
     pub fn query<'a>(devices: impl IntoIterator<Item = &'a Device>) -> Result<Self, MemoryError> {
         let mut available = Self::new();
         for device in devices {
-            let label = device_label(device);
-            if !available.0.contains_key(&label) {
-                let bytes = available_bytes(device)?;
-                available.0.insert(label, bytes);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                available.0.entry(device_label(device))
+            {
+                slot.insert(available_bytes(device)?);
             }
         }
         Ok(available)

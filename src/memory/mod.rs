@@ -576,15 +576,13 @@ fn gib(bytes: u64) -> String {
 
 /// `1,543,714,304`.
 fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let reversed: Vec<char> = n.to_string().chars().rev().collect();
+    let groups: Vec<String> = reversed
+        .chunks(3)
+        .rev()
+        .map(|group| group.iter().rev().collect())
+        .collect();
+    groups.join(",")
 }
 
 #[cfg(test)]
