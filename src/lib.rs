@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod generation;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -1,5 +1,6 @@
 //! The learner: a dedicated thread that owns the [`GrpoLearner`] (policy, reference, optimiser),
-//! takes one batch of scored groups per message, and publishes the updated weights.
+//! takes one batch of scored groups per message, and publishes the updated weights (one shared
+//! frozen copy for the local rollout actors, bytes for remote workers: [`Publisher`]).
 //!
 //! It is a thread rather than a ractor actor because it is one long blocking computation per
 //! message with no supervision story: the optimiser state lives only here, so a learner failure
@@ -13,7 +14,7 @@ use crossbeam::channel::{bounded, Receiver, Sender};
 use mathrl_learners::{CheckpointConfig, GrpoLearner, GrpoStepReport, RolloutBatch, RunState};
 
 use crate::rollout::panic_message;
-use crate::weights::WeightsSnapshot;
+use crate::weights::{PublishedWeights, Publisher};
 use crate::{Error, Result};
 
 /// Work for the learner thread.
@@ -32,7 +33,7 @@ pub enum LearnerEvent {
         /// The learner's report.
         report: Box<GrpoStepReport>,
         /// The new weights.
-        snapshot: WeightsSnapshot,
+        snapshot: PublishedWeights,
         /// Wall time of the step (publication included).
         elapsed: Duration,
     },
@@ -49,8 +50,13 @@ pub struct LearnerThread {
 }
 
 impl LearnerThread {
-    /// Starts the thread; its reports go to `events`.
-    pub fn spawn(mut learner: GrpoLearner, events: Sender<LearnerEvent>) -> Result<Self> {
+    /// Starts the thread; it publishes the weights after each step with `publisher`, and its
+    /// reports go to `events`.
+    pub fn spawn(
+        mut learner: GrpoLearner,
+        publisher: Publisher,
+        events: Sender<LearnerEvent>,
+    ) -> Result<Self> {
         // Capacity 2: at most one step and one checkpoint request are ever queued.
         let (tx, rx): (Sender<LearnerMsg>, Receiver<LearnerMsg>) = bounded(2);
         let join = std::thread::Builder::new()
@@ -65,10 +71,8 @@ impl LearnerThread {
                                     let report = learner.step(batch)?;
                                     // The policy version: learner steps, not optimiser updates.
                                     let policy_version = learner.step_count();
-                                    let snapshot = WeightsSnapshot::of_policy(
-                                        learner.policy(),
-                                        policy_version,
-                                    )?;
+                                    let snapshot =
+                                        publisher.publish(learner.policy(), policy_version)?;
                                     Ok::<_, Error>((report, snapshot))
                                 }));
                             match outcome {

@@ -66,4 +66,4 @@ pub use prompt::PromptStream;
 pub use report::{GroupRecord, StepRecord, TrainReport, UnscoredCompletion};
 pub use stop::StopHandle;
 pub use trainer::Trainer;
-pub use weights::{WeightsBoard, WeightsSnapshot};
+pub use weights::{PublishedWeights, Publisher, WeightsBoard, WeightsSnapshot};

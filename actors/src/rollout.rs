@@ -1,11 +1,15 @@
-//! The rollout actor: holds a copy of the policy in a generation [`Engine`] and turns one prompt
-//! into one group of completions per message.
+//! The rollout actor: samples with the learner's latest published weights through a generation
+//! [`Engine`] and turns one prompt into one group of completions per message.
+//!
+//! The weights are the shared frozen copy of the [`WeightsBoard`]'s latest version
+//! ([`PublishedWeights::local`]): every rollout actor of the process reads the same `Arc<Policy>`
+//! (the engine's model shares its tensors), so N actors hold one copy of the weights, not N.
 //!
 //! Generation is CPU-heavy and blocking, so it runs on tokio's blocking pool inside the actor's
 //! own rayon pool (`threads` threads: candle's matmuls use the pool they are called from); the
 //! engine moves into that task and back. Before each group the actor compares its weights with
-//! the [`WeightsBoard`] and loads a newer version if there is one, so a group never mixes
-//! versions, and a restarted actor starts from the latest published weights.
+//! the board and takes a newer version if there is one, so a group never mixes versions, and a
+//! restarted actor starts from the latest published weights.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,23 +18,18 @@ use candle_core::{DType, Device};
 use crossbeam::channel::Sender;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Qwen2Config;
-use mathrl::Tokenizer;
+use mathrl::{Policy, Tokenizer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, RolloutResult, WorkerId};
-use crate::weights::{WeightsBoard, WeightsSnapshot};
+use crate::weights::{PublishedWeights, WeightsBoard, WeightsSnapshot};
 
-/// What a rollout actor needs to build its engine (shared by the pool, cheap to clone).
+/// What a rollout actor needs to build its engine (shared by the pool, cheap to clone). The
+/// weights, their device and dtype come from the board.
 #[derive(Clone)]
 pub struct RolloutSetup {
-    /// The policy's architecture.
-    pub model_config: Qwen2Config,
-    /// Where the rollout copy lives.
-    pub device: Device,
-    /// Its dtype.
-    pub dtype: DType,
     /// Engine limits.
     pub engine: EngineConfig,
     /// Decodes completions (the reward functions read text).
@@ -68,28 +67,51 @@ pub struct RolloutActor {
     pub worker: WorkerId,
 }
 
-/// The rollout actor's state: the engine (absent while a blocking task holds it).
+/// The rollout actor's state: the engine (absent while a blocking task holds it) and the shared
+/// weights it samples with.
 pub struct RolloutState {
     setup: RolloutSetup,
     engine: Option<Engine>,
+    weights: Loaded,
     pool: Arc<rayon::ThreadPool>,
-    checksum: u64,
 }
 
-/// Builds a frozen policy from `snapshot` and an engine over it.
-fn engine_for(setup: &RolloutSetup, snapshot: &WeightsSnapshot) -> crate::Result<Engine> {
-    build_engine(
-        &setup.model_config,
-        &setup.device,
-        setup.dtype,
-        &setup.engine,
-        &setup.tokenizer,
-        snapshot,
-    )
+/// The published version an engine samples with.
+#[derive(Clone)]
+struct Loaded {
+    version: u64,
+    checksum: u64,
+    /// Held so the version's shared copy lives as long as an actor samples with it.
+    _policy: Arc<Policy>,
+}
+
+/// An engine over the shared frozen copy of `published` (no copy of the weights is made).
+fn engine_for(
+    setup: &RolloutSetup,
+    published: &PublishedWeights,
+) -> crate::Result<(Engine, Loaded)> {
+    let policy = published
+        .local
+        .clone()
+        .ok_or_else(|| crate::Error::Weights {
+            version: published.version,
+            message: "published without the local rollout copy (the trainer has no local rollout \
+                  actor)"
+                .into(),
+        })?;
+    let mut engine =
+        Engine::from_policy(&policy, setup.engine.clone()).with_tokenizer(setup.tokenizer.clone());
+    engine.set_policy_version(published.version);
+    let loaded = Loaded {
+        version: published.version,
+        checksum: published.checksum,
+        _policy: policy,
+    };
+    Ok((engine, loaded))
 }
 
 /// Verifies `snapshot`, builds a frozen policy from it and an engine over that policy, stamped
-/// with the snapshot's version (shared by the local actor and the remote worker).
+/// with the snapshot's version (a remote worker's path).
 pub(crate) fn build_engine(
     model_config: &Qwen2Config,
     device: &Device,
@@ -147,17 +169,13 @@ impl Actor for RolloutActor {
                 move |i| format!("{worker}-compute-{i}")
             })
             .build()?;
-        let snapshot = setup.board.latest();
-        let built = {
-            let setup = setup.clone();
-            let snapshot = snapshot.clone();
-            tokio::task::spawn_blocking(move || engine_for(&setup, &snapshot)).await?
-        }?;
+        // Cheap: the engine shares the published copy's tensors.
+        let (engine, weights) = engine_for(&setup, &setup.board.latest())?;
         Ok(RolloutState {
             setup,
-            engine: Some(built),
+            engine: Some(engine),
+            weights,
             pool: Arc::new(pool),
-            checksum: snapshot.checksum,
         })
     }
 
@@ -187,23 +205,23 @@ impl Actor for RolloutActor {
         let latest = state.setup.board.latest();
         let setup = state.setup.clone();
         let pool = state.pool.clone();
-        let mut checksum = state.checksum;
+        let mut weights = state.weights.clone();
         // A panic inside generation fails this actor (the supervisor restarts it); an error is
         // reported as a failed attempt and the actor keeps its engine.
-        let (engine, result) = tokio::task::spawn_blocking(move || {
+        let (engine, weights, result) = tokio::task::spawn_blocking(move || {
             pool.install(|| {
-                // New weights are loaded here, between groups, never inside one.
-                if latest.version != engine.policy_version() || latest.checksum != checksum {
+                // New weights are taken here, between groups, never inside one.
+                if latest.version != weights.version || latest.checksum != weights.checksum {
                     match engine_for(&setup, &latest) {
-                        Ok(fresh) => {
+                        Ok((fresh, loaded)) => {
                             engine = fresh;
-                            checksum = latest.checksum;
+                            weights = loaded;
                         }
-                        Err(e) => return (engine, Err(e.to_string())),
+                        Err(e) => return (engine, weights, Err(e.to_string())),
                     }
                 }
-                let result = generate_group(&mut engine, &job, checksum);
-                (engine, result)
+                let result = generate_group(&mut engine, &job, weights.checksum);
+                (engine, weights, result)
             })
         })
         .await
@@ -214,9 +232,7 @@ impl Actor for RolloutActor {
                 format!("generation task cancelled: {e}").into()
             }
         })?;
-        if let Ok(r) = &result {
-            state.checksum = r.weights_checksum;
-        }
+        state.weights = weights;
         state.engine = Some(engine);
         state.setup.events.send(Event::Rollout {
             worker: self.worker,
@@ -224,5 +240,137 @@ impl Actor for RolloutActor {
             result,
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use candle_core::{DType, Device};
+    use crossbeam::channel::{unbounded, Receiver};
+    use mathrl::model::Trainable;
+
+    use super::*;
+    use crate::event::Role;
+    use crate::weights::Publisher;
+
+    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
+    const TOKENIZER: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/procedural-tokenizer"
+    );
+    const ACTORS: usize = 3;
+
+    fn job(job_id: u64) -> RolloutJob {
+        RolloutJob {
+            job_id,
+            prompt_ids: vec![5, 17, 42, 9],
+            params: SamplingParams {
+                n: 3,
+                max_new_tokens: 6,
+                seed: 11,
+                ..SamplingParams::default()
+            },
+        }
+    }
+
+    /// The next `n` rollout results (worker start-up events are skipped).
+    async fn results(events: &Receiver<Event>, n: usize) -> Vec<RolloutResult> {
+        let events = events.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            while out.len() < n {
+                match events.recv_timeout(Duration::from_secs(60)) {
+                    Ok(Event::Rollout { result, .. }) => out.push(result.expect("generated")),
+                    Ok(_) => {}
+                    Err(e) => panic!("no rollout result: {e}"),
+                }
+            }
+            out
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Local rollout actors read one shared allocation of each published version (no deep copy
+    /// per actor), sample exactly what a private copy decoded from the published bytes samples,
+    /// and let go of a version once they have all moved to the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_actors_share_one_copy_and_sample_as_a_private_copy_does() {
+        let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes).unwrap();
+        let tokenizer = Tokenizer::from_dir(TOKENIZER).unwrap();
+        let publisher = Publisher {
+            rollout_device: Some(Device::Cpu),
+            remote: true,
+        };
+        let board = WeightsBoard::new(publisher.publish(&policy, 0).unwrap());
+        let (events_tx, events_rx) = unbounded();
+        let setup = RolloutSetup {
+            engine: EngineConfig::default(),
+            tokenizer: tokenizer.clone(),
+            threads: 1,
+            board: board.clone(),
+            events: events_tx,
+        };
+        let mut actors = Vec::new();
+        for index in 0..ACTORS {
+            let worker = WorkerId::local(Role::Rollout, index);
+            let (actor, handle) = Actor::spawn(None, RolloutActor { worker }, setup.clone())
+                .await
+                .unwrap();
+            actors.push((actor, handle));
+        }
+        let first = board.latest();
+        let shared = first.local.clone().expect("a local copy was published");
+        // The board, each actor and this test: one allocation, N + 2 handles.
+        assert_eq!(Arc::strong_count(&shared), ACTORS + 2);
+
+        for (i, (actor, _)) in actors.iter().enumerate() {
+            actor.cast(RolloutMsg::Generate(job(i as u64))).unwrap();
+        }
+        let groups = results(&events_rx, ACTORS).await;
+        // What the bytes path (a private, checksum-verified copy) samples for the same job.
+        let private = first
+            .wire
+            .as_ref()
+            .unwrap()
+            .to_policy(policy.config(), &Device::Cpu, DType::F32)
+            .unwrap();
+        let mut engine =
+            Engine::from_policy(&private, EngineConfig::default()).with_tokenizer(tokenizer);
+        let expected = generate_group(&mut engine, &job(0), first.checksum)
+            .unwrap()
+            .group;
+        for result in &groups {
+            assert_eq!(result.weights_checksum, first.checksum);
+            assert_eq!(result.group.completions.len(), 3);
+            for (got, want) in result.group.completions.iter().zip(&expected.completions) {
+                assert_eq!(got.token_ids, want.token_ids);
+                assert_eq!(got.logprobs, want.logprobs);
+            }
+        }
+        assert_eq!(Arc::strong_count(&shared), ACTORS + 2);
+
+        // Version 1: each actor takes it before its next group and drops version 0.
+        board.publish(publisher.publish(&policy, 1).unwrap());
+        drop(first);
+        for (i, (actor, _)) in actors.iter().enumerate() {
+            actor
+                .cast(RolloutMsg::Generate(job(10 + i as u64)))
+                .unwrap();
+        }
+        for result in results(&events_rx, ACTORS).await {
+            assert_eq!(result.group.policy_version, 1);
+        }
+        assert_eq!(Arc::strong_count(&shared), 1, "version 0 is still held");
+        let second = board.latest().local.clone().unwrap();
+        assert!(!Arc::ptr_eq(&shared, &second));
+        assert_eq!(Arc::strong_count(&second), ACTORS + 2);
+
+        for (actor, handle) in actors {
+            actor.stop(None);
+            handle.await.unwrap();
+        }
     }
 }

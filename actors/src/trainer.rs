@@ -16,7 +16,9 @@
 //!
 //! Layout of a run: the coordinator loop runs on the caller's thread; rollout and reward actors
 //! run on a small tokio runtime under one supervisor per pool, their heavy work on blocking
-//! threads; the learner has its own thread. Weights move as [`crate::WeightsSnapshot`] bytes.
+//! threads; the learner has its own thread. Local rollout actors share one frozen copy of each
+//! published version on the rollout device ([`Trainer::with_rollout_device`], default the
+//! learner's); remote workers get [`crate::WeightsSnapshot`] bytes.
 //! With [`Trainer::with_cluster`] the same runtime also listens for `mathrl worker` processes,
 //! which join the pools ([`crate::cluster`]).
 
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use crossbeam::channel::bounded;
 use mathrl::data::QaRecord;
 use mathrl::{Metrics, Tokenizer};
@@ -44,7 +47,7 @@ use crate::reward::{RewardActor, RewardSetup};
 use crate::rollout::{RolloutActor, RolloutSetup};
 use crate::stop::{install_signal_handlers, StopHandle};
 use crate::supervision::{PoolArgs, PoolMsg, PoolSupervisor, Slots};
-use crate::weights::{WeightsBoard, WeightsSnapshot};
+use crate::weights::{Publisher, WeightsBoard};
 use crate::{Error, Result};
 
 /// Runs GRPO with pools of rollout and reward actors around one learner.
@@ -57,6 +60,7 @@ pub struct Trainer {
     checkpoint_dir: Option<PathBuf>,
     stop: StopHandle,
     cluster: Option<ClusterConfig>,
+    rollout_device: Option<Device>,
 }
 
 impl Trainer {
@@ -82,6 +86,7 @@ impl Trainer {
             checkpoint_dir: None,
             stop: StopHandle::new(),
             cluster: None,
+            rollout_device: None,
         })
     }
 
@@ -90,6 +95,30 @@ impl Trainer {
     pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// Places the local rollout actors' copy of the weights (one, shared by all of them) and
+    /// their KV caches on `device` instead of the learner's device.
+    pub fn with_rollout_device(mut self, device: Device) -> Self {
+        self.rollout_device = Some(device);
+        self
+    }
+
+    /// The device of the local rollout actors: [`Trainer::with_rollout_device`]'s, else the
+    /// learner's.
+    pub fn rollout_device(&self) -> Device {
+        self.rollout_device
+            .clone()
+            .unwrap_or_else(|| self.learner.policy().device().clone())
+    }
+
+    /// How the learner publishes its weights in this run: a shared copy on the rollout device
+    /// when there are local rollout actors, bytes when remote workers may join.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            rollout_device: (self.config.rollout_actors > 0).then(|| self.rollout_device()),
+            remote: self.cluster.is_some(),
+        }
     }
 
     /// Checkpoints go to `dir` (every `checkpoint_every` steps, at the end, and on a stop
@@ -152,14 +181,11 @@ impl Trainer {
         let (events_tx, events_rx) = bounded(4 * workers + 16 + remote_places);
         let (learner_tx, learner_rx) = bounded(4);
         let trained = self.learner.step_count();
-        let initial = WeightsSnapshot::of_policy(self.learner.policy(), trained)?;
+        let publisher = self.publisher();
+        let initial = publisher.publish(self.learner.policy(), trained)?;
         let initial_checksum = initial.checksum;
         let board = WeightsBoard::new(initial);
-        let policy = self.learner.policy();
         let rollout_setup = RolloutSetup {
-            model_config: policy.config().clone(),
-            device: policy.device().clone(),
-            dtype: policy.dtype(),
             engine: self.config.engine.clone(),
             tokenizer: self.tokenizer.clone(),
             threads: self.config.threads_per_rollout_actor,
@@ -207,7 +233,7 @@ impl Trainer {
         let remote = host
             .as_ref()
             .map_or_else(RemoteWorkers::none, Host::workers);
-        let learner = LearnerThread::spawn(self.learner, learner_tx)?;
+        let learner = LearnerThread::spawn(self.learner, publisher, learner_tx)?;
 
         let coordinator = Coordinator::new(
             &self.config,

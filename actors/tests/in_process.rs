@@ -147,3 +147,26 @@ fn rollouts_sample_with_the_learners_rollout_settings() -> Result<()> {
     assert!(step.learner.logprob_drift_max < 1e-3, "{step:?}");
     Ok(())
 }
+
+#[test]
+fn the_rollout_device_reaches_the_publisher() -> Result<()> {
+    use candle_core::Device;
+
+    // Default: the learner's device, one shared copy for the local actors, no bytes.
+    let (plain, _) = trainer(config(1), Arc::new(DigitShare))?;
+    let publisher = plain.publisher();
+    assert!(publisher.rollout_device.as_ref().unwrap().is_cpu());
+    assert!(!publisher.remote);
+    // `--rollout-device`: the shared copy is made on it.
+    let (placed, _) = trainer(config(1), Arc::new(DigitShare))?;
+    let placed = placed.with_rollout_device(Device::Cpu);
+    let device = placed.rollout_device();
+    let publisher = placed.publisher();
+    assert!(publisher.rollout_device.unwrap().same_device(&device));
+    // No local rollout actor: no local copy at all.
+    let mut remote_only = config(1);
+    remote_only.rollout_actors = 0;
+    let (remote, _) = trainer(remote_only, Arc::new(DigitShare))?;
+    assert!(remote.publisher().rollout_device.is_none());
+    Ok(())
+}

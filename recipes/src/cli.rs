@@ -79,6 +79,14 @@ pub struct Cli {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Device of the rollout engines (their one shared copy of the weights and their KV
+    /// caches): cpu, cuda or cuda:N. Default: --device. Recipe qwen25-math-rl.
+    #[arg(long, value_name = "DEVICE")]
+    pub rollout_device: Option<String>,
+    /// Device of the reward model: cpu, cuda or cuda:N. Default: --device. Recipe
+    /// qwen25-math-rl.
+    #[arg(long, value_name = "DEVICE")]
+    pub rm_device: Option<String>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter such as `mathrl=debug`.
     #[arg(long, default_value = "info", global = true)]
     pub log_level: String,

@@ -7,8 +7,9 @@
 //! - [`eval`]: the Qwen2.5-Math evaluation and its reusable runner.
 //!
 //! The rest is what every recipe shares: the command line ([`cli`]), config files ([`config`]),
-//! the start of a recipe ([`driver`]), the run directory ([`run`]), the models' dtypes ([`precision`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and
-//! the embedded default's assets ([`assets`]).
+//! the start of a recipe ([`driver`]), the run directory ([`run`]), the models' dtypes
+//! ([`precision`]), the devices of a run's parts ([`placement`]), the registry ([`registry`]), the
+//! cluster flags ([`cluster`]) and the embedded default's assets ([`assets`]).
 
 pub mod assets;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod eval;
+pub mod placement;
 pub mod precision;
 pub mod registry;
 pub mod run;

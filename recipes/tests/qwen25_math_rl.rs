@@ -84,7 +84,13 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
     let model = tmp.path().join("model");
     tiny_procedural_policy(&model, 2);
     let out = tmp.path().join("run");
-    run_ok(&mut rl(&model, &out));
+    let log = run_ok(&mut rl(&model, &out));
+    // The memory plan came first, and fit.
+    assert!(log.contains("Memory plan: float32 weights"), "{log}");
+    assert!(
+        log.contains("| **total** | cpu |") && log.contains("fits in"),
+        "{log}"
+    );
 
     let s = summary(&out);
     assert_eq!(s["steps"], 2, "{s}");
@@ -138,6 +144,76 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
     assert!(samples
         .iter()
         .all(|(_, t)| t.matches("(reward").count() == 2));
+}
+
+/// The rows of the memory plan table printed on stderr: (component, device, bytes).
+fn plan_rows(stderr: &str) -> Vec<(String, String, u64)> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let bytes = cells.get(3)?.replace(',', "").parse().ok()?;
+            Some((cells[1].to_string(), cells[2].to_string(), bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn a_plan_that_does_not_fit_is_refused_before_the_weights_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 2);
+    let out = tmp.path().join("run");
+    let run = rl(&model, &out)
+        .args(["--rollout-device", "cpu", "--rm-device", "cpu"])
+        .env("MATHRL_MEMORY_AVAILABLE_BYTES", "1000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    // The plan was printed, every item on the CPU.
+    let rows = plan_rows(&stderr);
+    let (biggest, _, biggest_bytes) = rows
+        .iter()
+        .filter(|(name, _, _)| name != "**total**")
+        .max_by_key(|row| row.2)
+        .expect("the plan table is printed")
+        .clone();
+    assert!(
+        rows.iter().all(|(_, device, _)| device == "cpu"),
+        "{stderr}"
+    );
+    assert!(
+        rows.iter().any(|(name, _, _)| name == "rollout KV cache"),
+        "{stderr}"
+    );
+    let total = rows.iter().find(|r| r.0 == "**total**").unwrap().2;
+    assert!(total > biggest_bytes, "{stderr}");
+    // The refusal names the device, the biggest item and the shortfall.
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("does not fit on cpu"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the biggest item there is {biggest} (")),
+        "{biggest}: {stderr}"
+    );
+    assert!(
+        stderr.contains("1000 B is free") && stderr.contains("short"),
+        "{stderr}"
+    );
+    // Refused before training: no held-out evaluation, no checkpoint.
+    assert!(!stderr.contains("greedy held-out accuracy"), "{stderr}");
+    assert!(!out.join("checkpoints").exists());
+
+    // `memory_plan.check = false` starts anyway (here: only up to the config print).
+    let printed = rl(&model, &out)
+        .args(["--set", "memory_plan.check=false", "--print-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("[memory_plan]") && text.contains("check = false"),
+        "{text}"
+    );
 }
 
 #[test]

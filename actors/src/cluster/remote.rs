@@ -245,7 +245,13 @@ impl RemoteWorkers {
     ) -> Result<RolloutResult, String> {
         let latest = target.link.board.latest();
         if target.loaded != Some((latest.version, latest.checksum)) {
-            push_weights(&target.actor, &latest, target.link.chunk_bytes)
+            let wire = latest.wire.as_ref().ok_or_else(|| {
+                format!(
+                    "weights version {} were published without bytes for remote workers",
+                    latest.version
+                )
+            })?;
+            push_weights(&target.actor, wire, target.link.chunk_bytes)
                 .await
                 .map_err(|e| format!("sending weights version {}: {e}", latest.version))?;
             self.set_loaded(worker, latest.version, latest.checksum);

@@ -210,7 +210,7 @@ mod tests {
     use crate::prompt::PromptStream;
     use crate::stop::StopHandle;
     use crate::supervision::Slots;
-    use crate::weights::{WeightsBoard, WeightsSnapshot};
+    use crate::weights::{Publisher, WeightsBoard};
     use mathrl::data::QaRecord;
 
     const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
@@ -230,7 +230,11 @@ mod tests {
     #[test]
     fn groups_older_than_the_lag_are_dropped_counted_and_regenerated() -> Result<()> {
         let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes)?;
-        let snapshot = WeightsSnapshot::of_policy(&policy, 3)?;
+        let publisher = Publisher {
+            rollout_device: Some(Device::Cpu),
+            remote: false,
+        };
+        let snapshot = publisher.publish(&policy, 3)?;
         let checksum = snapshot.checksum;
         let learner = GrpoLearner::new(policy, None, GrpoConfig::default(), Metrics::null())?;
         let config = TrainerConfig {
@@ -256,7 +260,7 @@ mod tests {
             rollout: Slots::new(1),
             reward: Slots::new(1),
             events: events_rx,
-            learner: LearnerThread::spawn(learner, learner_tx)?,
+            learner: LearnerThread::spawn(learner, publisher, learner_tx)?,
             learner_events: learner_rx,
             board: WeightsBoard::new(snapshot),
             remote: RemoteWorkers::none(),

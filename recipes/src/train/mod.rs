@@ -1,6 +1,7 @@
 //! The training recipes, each a short file, and the helpers only they use.
 
 pub mod accuracy;
+pub mod memory_plan;
 pub mod pipeline;
 pub mod query_filter;
 pub mod qwen25_math_rl;

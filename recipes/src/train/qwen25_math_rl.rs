@@ -20,7 +20,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use mathrl::data::procedural::Split;
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::model::Trainable;
+use mathrl::memory::MemoryPlan;
+use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::{Policy, Tokenizer};
 use mathrl_actors::{Trainer, TrainerConfig};
 use mathrl_learners::{AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule};
@@ -32,9 +33,13 @@ use crate::assets::{
 };
 use crate::cli::Cli;
 use crate::driver::prepare_with;
+use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::memory_plan::{
+    grpo_plan_input, longest_prompt_tokens, print_and_check, MemoryPlanConfig,
+};
 use crate::train::query_filter::{filter_queries, QueryFilterConfig};
 
 /// How the reward is made.
@@ -99,6 +104,8 @@ pub struct RlConfig {
     /// Dtype of `final/` and the checkpoints' models: auto (the loaded files' dtype) or a dtype
     /// (`f32` keeps a bf16 run's full precision).
     pub save_dtype: DtypeSetting,
+    /// The memory plan printed (and checked) before the weights load.
+    pub memory_plan: MemoryPlanConfig,
 }
 
 /// New tokens per answer in the Qwen2.5-Math evaluation: the report-scale rollout length and the
@@ -127,6 +134,7 @@ impl Default for RlConfig {
             eval_max_new_tokens: QWEN25_MATH_EVAL_MAX_NEW_TOKENS,
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
+            memory_plan: MemoryPlanConfig::default(),
         }
     }
 }
@@ -178,12 +186,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     require_dir(&model_dir, "model")?;
     let run = recipe.start()?;
+    let placement = Placement::from_cli(cli, &run.device)?;
     // Checked before the model loads, so a bad --listen fails at once.
     crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
-    let policy = Policy::load(&model_dir, &run.device, precision.compute, Trainable::Yes)?
-        .with_save_dtype(precision.save);
 
     // Prompts and the held-out questions.
     let (prompts, held_out) = match &cli.data {
@@ -201,9 +208,31 @@ pub fn run(cli: &Cli) -> Result<()> {
     if let Some(dir) = &rm_dir {
         require_dir(dir, "reward model")?;
     }
+
+    // The memory plan, from the config.json files, before any weight is loaded.
+    let prompt_tokens = match config.memory_plan.prompt_tokens {
+        0 => longest_prompt_tokens(&tokenizer, prompts.iter().map(|p| p.question.as_str()))?,
+        n => n,
+    };
+    let plan = MemoryPlan::new(&grpo_plan_input(
+        Qwen2Config::from_model_dir(&model_dir)?,
+        rm_dir
+            .as_deref()
+            .map(Qwen2Config::from_model_dir)
+            .transpose()?,
+        precision.compute,
+        &config.grpo,
+        &config.trainer,
+        prompt_tokens,
+        &placement,
+    ));
+    print_and_check(&plan, &placement, config.memory_plan.check)?;
+
+    let policy = Policy::load(&model_dir, &run.device, precision.compute, Trainable::Yes)?
+        .with_save_dtype(precision.save);
     let reward = reward_spec.build(&RewardResources {
         rm_dir: rm_dir.as_deref(),
-        device: &run.device,
+        device: &placement.reward_model,
         dtype: precision.compute,
     })?;
     let verifier = crate::train::verifier::default_verifier();
@@ -251,7 +280,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         reward,
         run.metrics.clone(),
     )?
-    .with_checkpoint_dir(run.path("checkpoints"));
+    .with_checkpoint_dir(run.path("checkpoints"))
+    .with_rollout_device(placement.rollout.clone());
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);
     }
