@@ -127,8 +127,9 @@ impl RolloutShape {
 pub struct LearnerShape {
     /// Completions per micro-batch (GRPO's `micro_batch_size`). Default 8.
     pub micro_batch_sequences: usize,
-    /// Tokens per micro-batch; `None`: `micro_batch_sequences` sequences padded to the longest
-    /// (prompt + max new tokens). Default `None`.
+    /// Token budget of a micro-batch (GRPO's `micro_batch_tokens`): fewer sequences go in one
+    /// when `micro_batch_sequences` of them would exceed it, but never fewer than one; `None`: no
+    /// budget. Default `None`.
     pub micro_batch_tokens: Option<usize>,
     /// Each decoder layer's activations are recomputed in the backward pass. Default false.
     pub gradient_checkpointing: bool,
@@ -218,12 +219,16 @@ impl PlanInput {
         self.master_weights.unwrap_or(self.dtype != DType::F32)
     }
 
-    /// Tokens of one learner micro-batch.
+    /// Tokens of one learner micro-batch: `micro_batch_sequences` sequences padded to the
+    /// longest (prompt + max new tokens), as many as the token budget allows, at least one.
     pub fn micro_batch_tokens(&self) -> u64 {
-        self.learner
-            .micro_batch_tokens
-            .unwrap_or(self.learner.micro_batch_sequences * self.rollout.sequence_tokens())
-            as u64
+        let sequence = self.rollout.sequence_tokens();
+        let rows = self.learner.micro_batch_sequences.max(1) * sequence;
+        let tokens = match self.learner.micro_batch_tokens {
+            Some(budget) => rows.min(budget.max(sequence)),
+            None => rows,
+        };
+        tokens as u64
     }
 }
 

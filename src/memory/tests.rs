@@ -113,11 +113,17 @@ fn checkpointing_keeps_layer_inputs_and_one_layer() {
         plan.bytes_of(Component::Activations),
         2 * 48 * 64 * 4 + 48 * 1_440 * 4
     );
-    // Explicit micro-batch tokens replace sequences × length.
+    // A token budget below 2 sequences × 24 tokens bounds the micro-batch, but one sequence
+    // (24 tokens) always goes alone.
+    input.learner.micro_batch_tokens = Some(30);
+    assert_eq!(
+        MemoryPlan::new(&input).bytes_of(Component::LmHeadLogits),
+        30 * (512 + 8_192)
+    );
     input.learner.micro_batch_tokens = Some(10);
     assert_eq!(
         MemoryPlan::new(&input).bytes_of(Component::LmHeadLogits),
-        10 * (512 + 8_192)
+        24 * (512 + 8_192)
     );
 }
 

@@ -156,7 +156,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut modes = config
         .modes
         .iter()
-        .map(|m| parse_mode(m, &config, cli.seed))
+        .map(|m| parse_mode(m, config, cli.seed))
         .collect::<Result<Vec<_>>>()?;
     let checker = checker(&config.checker)?;
     let needs_rm = modes

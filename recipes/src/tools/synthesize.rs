@@ -161,18 +161,18 @@ pub fn run(cli: &Cli) -> Result<()> {
         &mut engine,
         &tokenizer,
         &seeds,
-        &config,
+        config,
         run.seed,
         checker.as_ref(),
         &mut funnel,
     )?;
     let seed_texts: Vec<&str> = seeds.iter().map(|s| s.question.as_str()).collect();
-    let unique = deduplicate(candidates, &seed_texts, &config, &mut funnel);
+    let unique = deduplicate(candidates, &seed_texts, config, &mut funnel);
     let kept = filter(
         &mut engine,
         &tokenizer,
         unique,
-        &config,
+        config,
         run.seed,
         checker.as_ref(),
         &mut funnel,

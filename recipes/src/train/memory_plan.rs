@@ -65,8 +65,10 @@ pub fn grpo_plan_input(
         },
         learner: LearnerShape {
             micro_batch_sequences: grpo.micro_batch_size,
-            ..LearnerShape::default()
+            micro_batch_tokens: Some(grpo.micro_batch_tokens),
+            gradient_checkpointing: grpo.gradient_checkpointing,
         },
+        master_weights: Some(grpo.optimizer.master_weights && on(&placement.learner) != DType::F32),
         placement: placement.labels(),
         ..PlanInput::new(policy)
     }

@@ -54,7 +54,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = &recipe.config;
-    let stages = selected_stages(&config)?;
+    let stages = selected_stages(config)?;
     for stage in config.sets.keys() {
         if !STAGES.contains(&stage.as_str()) {
             bail!(
@@ -91,7 +91,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             continue;
         }
         tracing::info!(stage, output = %dir.display(), "pipeline stage");
-        let stage_cli = stage_cli(cli, stage, &dir, &products, qa, &config);
+        let stage_cli = stage_cli(cli, stage, &dir, &products, qa, config);
         let recipe = crate::registry::find_recipe(stage_recipe(stage))?;
         (recipe.run)(&stage_cli).with_context(|| format!("pipeline stage `{stage}`"))?;
         products = handed_on(stage, &dir, products);

@@ -320,7 +320,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &tokenizer,
         &conversations,
         &qa_items(stop_set),
-        &config,
+        config,
         &run,
     )?;
     let worked_accuracy = greedy_accuracy(
