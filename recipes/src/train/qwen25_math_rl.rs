@@ -120,6 +120,9 @@ impl Default for RlConfig {
         let mut grpo = GrpoConfig::default();
         grpo.rollout.group_size = 32;
         grpo.rollout.max_new_tokens = QWEN25_MATH_EVAL_MAX_NEW_TOKENS;
+        // Recomputing the decoder layers' activations is what fits a 1.5B policy on one 80 GB GPU
+        // at these lengths (BENCHMARKS.md, memory plans): 178 GiB planned without, 68 GiB with.
+        grpo.gradient_checkpointing = true;
         Self {
             steps: 1000,
             grpo,
@@ -162,6 +165,8 @@ impl RlConfig {
         config.grpo.rollout.group_size = 8;
         config.trainer.checkpoint_every = 10;
         config.grpo.rollout.max_new_tokens = 160;
+        // A 1.7M-parameter policy's activations are small: nothing to recompute.
+        config.grpo.gradient_checkpointing = false;
         config.eval_max_new_tokens = 160;
         config
     }
