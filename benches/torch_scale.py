@@ -214,7 +214,7 @@ def cpu_proof(args):
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     line = {"impl": "torch", "phase": args.phase, "dtype": args.dtype, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "rss_at_start_mib": status_mib("VmRSS")}
 
     def load(weights_dtype):
         return Qwen2ForCausalLM.from_pretrained(args.model_dir, dtype=weights_dtype)

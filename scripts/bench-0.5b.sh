@@ -148,12 +148,14 @@ for phase, dtype in keys:
         label += " (mathrl: bf16 weights + f32 masters; PyTorch: autocast over f32 weights)"
     print(f"| {label} | {' | '.join(cell(m))} | {' | '.join(cell(t))} | {ratio(m, t, 'seconds')} | {ratio(m, t, 'peak_rss_mib')} |")
 print()
-print("Per run: CPU seconds / process seconds (2.0 = both cores busy all along), load average before → after:")
+print("Per run: CPU seconds / process seconds (2.0 = both cores busy all along), load average before → after,")
+print("resident memory at the process's start (before any model; PyTorch's holds torch and transformers):")
 for r in rows:
     cores = r["cpu_seconds"] / r["process_seconds"] if r.get("process_seconds") else float("nan")
     print(f"- {r['impl']}:{r['dtype']}:{r['phase']}: {r.get('cpu_seconds', float('nan')):.0f} / "
           f"{r.get('process_seconds', float('nan')):.0f} s ({cores:.2f} cores), "
-          f"load {r['load_average'][0]} → {r['load_average'][1]}")
+          f"load {r['load_average'][0]} → {r['load_average'][1]}, "
+          f"{r.get('rss_at_start_mib') or float('nan'):,.0f} MiB at start")
 sums = {}
 for r in rows:
     if "ids_checksum" in r:

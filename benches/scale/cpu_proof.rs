@@ -75,6 +75,7 @@ struct Settings {
 }
 
 pub fn run() -> Result<()> {
+    let rss_at_start = status_mib("VmRSS");
     let s = settings()?;
     let mut line = match s.phase.as_str() {
         "prepare" => prepare(&s)?,
@@ -90,6 +91,7 @@ pub fn run() -> Result<()> {
     line["dtype"] = format!("{:?}", s.dtype).to_lowercase().into();
     line["layers"] = s.config.num_hidden_layers.into();
     line["vocab"] = s.config.vocab_size.into();
+    line["rss_at_start_mib"] = rss_at_start.into();
     line["peak_rss_mib"] = status_mib("VmHWM").into();
     println!("{line}");
     Ok(())
