@@ -34,7 +34,7 @@ BETA, EPS = 1e-3, 0.2
 
 
 def shape(name):
-    # Must match `shape()` in benches/scale.rs.
+    # Must match `shape()` in benches/scale/gpu_check.rs.
     vocab, hidden, layers, heads, kv, inter = {
         "1.5b": (151936, 1536, 28, 12, 2, 8960),
         "0.5b": (151936, 896, 24, 14, 2, 4864),
