@@ -1,14 +1,13 @@
-//! Generation tokens/s and one GRPO step at a real model's shape on one device: the GPU part of
-//! `scripts/gpu-check.sh`, which runs it next to `benches/torch_scale.py` (transformers
-//! `generate` and a PyTorch GRPO step, same shape, batch and lengths) and records the GPU's peak
-//! memory around each with nvidia-smi.
+//! The `gpu-check` scenario: generation tokens/s and one GRPO step at a real model's shape on one
+//! device, the GPU part of `scripts/gpu-check.sh`, which runs it next to `benches/torch_scale.py`
+//! (transformers `generate` and a PyTorch GRPO step, same shape, batch and lengths) and records the
+//! GPU's peak memory around each with nvidia-smi.
 //!
 //! `MATHRL_BENCH_DEVICE=cuda MATHRL_BENCH_SHAPE=1.5b cargo bench --features mathrl/cuda --bench scale`
 //! (defaults: `cpu` and the `tiny` shape, which checks the bench's logic in seconds).
-//! Weights are random, in the device's compute dtype (bf16 on a GPU) or `MATHRL_BENCH_DTYPE`. Prints one JSON line per
-//! measurement, each tagged `"phase"` so the script can pair it with its memory reading.
-
-mod common;
+//! Weights are random, in the device's compute dtype (bf16 on a GPU) or `MATHRL_BENCH_DTYPE`. Prints
+//! one JSON line per measurement, each tagged `"phase"` so the script can pair it with its memory
+//! reading.
 
 use std::time::Instant;
 
@@ -34,7 +33,7 @@ const STEPS: usize = 3;
 
 /// Qwen2.5-1.5B's shape (vocab 151,936, hidden 1,536, 28 layers, 12 heads / 2 KV, intermediate
 /// 8,960, tied embeddings), or a tiny one of the same form.
-fn shape(name: &str) -> Qwen2Config {
+pub fn shape(name: &str) -> Qwen2Config {
     let (vocab, hidden, layers, heads, kv, inter) = match name {
         "1.5b" => (151_936, 1536, 28, 12, 2, 8960),
         "0.5b" => (151_936, 896, 24, 14, 2, 4864),
@@ -97,8 +96,7 @@ fn sync(device: &Device) {
     device.synchronize().expect("device synchronises");
 }
 
-fn main() {
-    mathrl::device::pin_cpu_threads();
+pub fn run() {
     let device_name = std::env::var("MATHRL_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let shape_name = std::env::var("MATHRL_BENCH_SHAPE").unwrap_or_else(|_| "tiny".into());
     let device = parse_device(&device_name).expect("MATHRL_BENCH_DEVICE is a device");
