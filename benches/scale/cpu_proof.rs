@@ -37,6 +37,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use mathrl::device::parse_dtype;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::memory::{LearnerShape, MemoryPlan, PlanInput, RolloutShape};
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
 use mathrl::{Metrics, Policy, Tokenizer};
@@ -270,6 +271,28 @@ fn grpo(s: &Settings) -> Result<Value> {
     config.micro_batch_size = GROUP_SIZE;
     config.log_entropy = false; // PyTorch's step computes none
     config.train_step.schedule = LrSchedule::constant(1e-5);
+    // What the memory plan (`mathrl::memory`, as `qwen25-math-rl` prints it) expects this step to
+    // hold, next to the peak it measures: the learner side only, no rollout actors.
+    let plan = MemoryPlan::new(&PlanInput {
+        dtype: s.dtype,
+        master_weights: Some(config.optimizer.master_weights && s.dtype != DType::F32),
+        reference_model: true,
+        rollout: RolloutShape {
+            actors: 0,
+            group_size: GROUP_SIZE,
+            prompt_tokens: PROMPT_TOKENS,
+            max_new_tokens: COMPLETION_TOKENS,
+            ..RolloutShape::default()
+        },
+        learner: LearnerShape {
+            micro_batch_sequences: GROUP_SIZE,
+            micro_batch_tokens: Some(config.micro_batch_tokens),
+            gradient_checkpointing: config.gradient_checkpointing,
+        },
+        ..PlanInput::new(s.config.clone())
+    });
+    eprintln!("{}", plan.table(None));
+    let planned_mib = plan.total_on("cpu") as f64 / (1024.0 * 1024.0);
     let mut learner = GrpoLearner::new(policy, None, config, Metrics::null())?;
     ensure!(learner.reference().is_some(), "β > 0 keeps a reference");
     let rss_before_step = status_mib("VmRSS");
@@ -308,6 +331,7 @@ fn grpo(s: &Settings) -> Result<Value> {
         json!({"seconds": seconds, "loss": report.loss, "kl": report.kl,
               "grad_norm": report.grad_norm, "sequences": GROUP_SIZE,
               "tokens": GROUP_SIZE * (PROMPT_TOKENS + COMPLETION_TOKENS),
-              "rss_before_step_mib": rss_before_step, "ids_checksum": ids_checksum}),
+              "rss_before_step_mib": rss_before_step, "ids_checksum": ids_checksum,
+              "planned_mib": planned_mib}),
     )
 }
