@@ -8,8 +8,9 @@
 //!
 //! The rest is what every recipe shares: the command line ([`cli`]), config files ([`config`]),
 //! the start of a recipe ([`driver`]), the run directory ([`run`]), the models' dtypes
-//! ([`precision`]), the devices of a run's parts ([`placement`]), the registry ([`registry`]), the
-//! cluster flags ([`cluster`]) and the embedded default's assets ([`assets`]).
+//! ([`precision`]), the devices of a run's parts ([`placement`]), tool outputs written whole or not
+//! at all ([`output`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and the
+//! embedded default's assets ([`assets`]).
 
 pub mod assets;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod eval;
+pub mod output;
 pub mod placement;
 pub mod precision;
 pub mod registry;

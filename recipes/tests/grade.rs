@@ -74,3 +74,34 @@ fn a_malformed_line_names_the_file_and_line() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown checker profile"));
 }
+
+#[test]
+fn a_bad_line_leaves_the_previous_output_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&out, "the previous output\n").unwrap();
+    // Two good rows, then a bad third line: the old file used to be truncated to two rows.
+    std::fs::write(
+        &inp,
+        "{\"pred\": \"1\", \"gold\": \"1\"}\n{\"pred\": \"2\", \"gold\": \"2\"}\n{\"gold\": \"3\"}\n",
+    )
+    .unwrap();
+    let o = mathrl()
+        .args(["--recipe", "grade", "--checker", "strict", "--input"])
+        .arg(&inp)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in.jsonl:3"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "the previous output\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+}

@@ -10,7 +10,7 @@
 //! a list of `{"text", "token_ids", "logprobs", "finish_reason"}` (with `tir`, also `"tool_mask"`
 //! and `"tool_calls"`; tool-output tokens have a `null` log-prob).
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::eval::prompts::TIR_SYSTEM;
+use crate::output::OutputFile;
 use crate::run::progress_bar;
 
 /// Settings of the `generate` recipe.
@@ -142,9 +143,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             sandbox,
         ))));
     }
-    let file =
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let mut out = BufWriter::new(file);
+    let mut out = OutputFile::create(output)?;
     let bar = progress_bar(prompts.len() as u64, "generate");
     let mut tokens = 0usize;
     let batch = config.prompts_per_batch.max(1);
@@ -173,7 +172,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             bar.inc(1);
         }
     }
-    out.flush()?;
+    out.commit()?;
     bar.finish_and_clear();
     tracing::info!(prompts = prompts.len(), tokens, output = %output.display(), "wrote completions");
     Ok(())

@@ -6,7 +6,7 @@
 //! the input and adds `"extracted"`, `"correct"`, and `"reason"` when unparseable. A summary
 //! (count, accuracy, unparseable, checks/s) goes to stderr.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,7 @@ use mathrl_rewards::{Checker, CheckerProfile, Outcome};
 use serde_json::Value;
 
 use crate::cli::Cli;
+use crate::output::OutputFile;
 
 /// Runs the recipe: `--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict]`.
 pub fn run(cli: &Cli) -> Result<()> {
@@ -29,9 +30,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let profile: CheckerProfile = cli.checker.parse().context("--checker")?;
     let checker = Checker::new(profile);
     let rows = read_jsonl_numbered::<Value>(input)?;
-    let file =
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let mut out = BufWriter::new(file);
+    let mut out = OutputFile::create(output)?;
     let (mut correct, mut unparseable) = (0usize, 0usize);
     let start = Instant::now();
     for (line, mut row) in rows.iter().cloned() {
@@ -71,8 +70,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             .with_context(|| format!("writing {}", output.display()))?;
         out.write_all(b"\n")?;
     }
-    out.flush()
-        .with_context(|| format!("writing {}", output.display()))?;
+    out.commit()?;
     let seconds = start.elapsed().as_secs_f64();
     let count = rows.len();
     eprintln!(

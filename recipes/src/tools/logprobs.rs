@@ -15,6 +15,7 @@ use mathrl::Policy;
 use serde::Deserialize;
 
 use crate::cli::Cli;
+use crate::output::write_output;
 
 /// Rows scored per forward pass, bounding memory on long inputs.
 const ROWS_PER_BATCH: usize = 8;
@@ -42,8 +43,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let (ids, mask) = read_input(input, policy.config().vocab_size)?;
     let logprobs = score(&policy, &ids, &mask)?;
     let json = serde_json::json!({ "logprobs": logprobs });
-    std::fs::write(output, json.to_string())
-        .with_context(|| format!("writing {}", output.display()))?;
+    write_output(output, json.to_string().as_bytes())?;
     tracing::info!(rows = ids.len(), output = %output.display(), "wrote log-probs");
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! `{"rewards": [...]}`) or JSONL lines with `"question"` and `"response"` (OUT repeats each line
 //! with `"reward"` added).
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +17,7 @@ use mathrl_rewards::RewardModel;
 use serde_json::Value;
 
 use crate::cli::Cli;
+use crate::output::{write_output, OutputFile};
 
 /// Sequences scored per forward pass.
 const BATCH: usize = 8;
@@ -96,11 +97,12 @@ fn score_token_file(rm: &RewardModel, v: &Value, input: &Path, output: &Path) ->
         );
         rewards.extend(rm.forward(&i, &m)?.to_vec1::<f32>()?);
     }
-    std::fs::write(
+    write_output(
         output,
-        serde_json::json!({ "rewards": rewards }).to_string(),
-    )
-    .with_context(|| format!("writing {}", output.display()))?;
+        serde_json::json!({ "rewards": rewards })
+            .to_string()
+            .as_bytes(),
+    )?;
     Ok(rewards.len())
 }
 
@@ -121,9 +123,7 @@ fn score_pairs_file(
         let (q, r) = (field("question")?, field("response")?);
         lines.push((v, q, r));
     }
-    let file =
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let mut out = BufWriter::new(file);
+    let mut out = OutputFile::create(output)?;
     for chunk in lines.chunks(BATCH) {
         let pairs: Vec<(&str, &str)> = chunk
             .iter()
@@ -136,6 +136,6 @@ fn score_pairs_file(
             writeln!(out, "{v}")?;
         }
     }
-    out.flush()?;
+    out.commit()?;
     Ok(lines.len())
 }

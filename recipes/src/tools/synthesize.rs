@@ -11,9 +11,9 @@
 //! `{"question", "solution", "answer", "kind", "seed_line", "check", "agreement"}`.
 
 use std::collections::HashSet;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
@@ -26,6 +26,7 @@ use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::majority_vote;
+use crate::output::OutputFile;
 use crate::run::print_summary;
 use crate::tools::minhash::MinHashIndex;
 
@@ -179,16 +180,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     )?;
 
     let path = run.path("synthesized.jsonl");
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = BufWriter::new(file);
+    let mut out = OutputFile::create(&path)?;
     for (candidate, check, agreement) in &kept {
         let mut line = serde_json::to_value(candidate)?;
         line["check"] = (*check).into();
         line["agreement"] = (*agreement).into();
         writeln!(out, "{line}")?;
     }
-    out.flush()?;
+    out.commit()?;
     for (tag, value) in [
         ("synthesize/generated", funnel.generated),
         ("synthesize/parsed", funnel.parsed),
