@@ -5,9 +5,15 @@
 //! - `optimizer.safetensors`: the AdamW moments and step counts ([`Optimizer::state_tensors`]);
 //! - `trainer_state.json`: everything else a resumed run needs ([`TrainerState`]).
 //!
+//! - `manifest.json`, written last: every file's size and XXH3 ([`crate::checkpoint_manifest`]).
+//!
 //! A checkpoint is written into `step-000123.tmp/`, every file and the directory are fsynced, and
 //! only then is the directory renamed: a crash at any point leaves either the complete checkpoint
-//! or a `.tmp` directory that [`latest_checkpoint`] ignores (and the next write removes).
+//! or a `.tmp` directory that [`latest_checkpoint`] ignores (and the next write removes). A step
+//! written again (a resumed run repeating it) moves the old copy aside to `step-000123.old/`
+//! first and deletes it only once the new one is in place, so there is always one copy on disk.
+//! [`latest_checkpoint`] checks the manifest and falls back to the newest checkpoint that is
+//! whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,6 +22,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint_manifest::{verify, write_manifest};
 use crate::optim::Optimizer;
 use crate::train_step::TrainStep;
 use crate::{Error, Result};
@@ -128,7 +135,13 @@ fn step_of(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Complete checkpoints under `root`, by step (ascending).
+/// The step of a checkpoint moved aside while its step was written again (`step-000123.old`).
+fn aside_step_of(name: &str) -> Option<u64> {
+    name.strip_suffix(".old").and_then(step_of)
+}
+
+/// Complete checkpoints under `root`, by step (ascending): `step-N/` directories, and a
+/// `step-N.old/` where a crash came between moving it aside and renaming its replacement in.
 fn complete_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     if !root.is_dir() {
         return Ok(Vec::new());
@@ -137,23 +150,35 @@ fn complete_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
         let entry = entry.map_err(|e| Error::io(root, e))?;
         let path = entry.path();
-        let step = entry.file_name().to_str().and_then(step_of);
-        if let Some(step) = step {
-            if path.join(TRAINER_STATE_FILE).is_file() {
-                found.push((step, path));
-            }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let step = match (step_of(&name), aside_step_of(&name)) {
+            (Some(step), _) => step,
+            (None, Some(step)) if !root.join(checkpoint_name(step)).exists() => step,
+            _ => continue,
+        };
+        if path.join(TRAINER_STATE_FILE).is_file() {
+            found.push((step, path));
         }
     }
     found.sort();
     Ok(found)
 }
 
-/// The most recent complete checkpoint under `root` (`None` when there is none); incomplete
-/// `.tmp` directories are ignored.
+/// The most recent complete checkpoint under `root` (`None` when there is none). Incomplete
+/// `.tmp` directories are ignored; one whose files do not match its manifest is skipped with a
+/// warning naming the damage, for the one before it.
 pub fn latest_checkpoint(root: impl AsRef<Path>) -> Result<Option<PathBuf>> {
-    Ok(complete_checkpoints(root.as_ref())?
-        .pop()
-        .map(|(_, path)| path))
+    for (_, path) in complete_checkpoints(root.as_ref())?.into_iter().rev() {
+        match verify(&path) {
+            Ok(_) => return Ok(Some(path)),
+            Err(e) => {
+                tracing::warn!("skipping a damaged checkpoint, resuming from an older one: {e}")
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Flushes a file or directory to disk.
@@ -199,6 +224,7 @@ pub fn write_checkpoint<O: Optimizer>(
     let json = serde_json::to_vec_pretty(state).expect("the trainer state always serialises");
     let state_path = tmp.join(TRAINER_STATE_FILE);
     std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+    write_manifest(&tmp)?;
 
     for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
         let path = entry.map_err(|e| Error::io(&tmp, e))?.path();
@@ -207,20 +233,29 @@ pub fn write_checkpoint<O: Optimizer>(
         }
     }
     fsync(&tmp)?;
-    // A checkpoint of the same step can exist when a resumed run repeats a step; the older
-    // copy goes only once the new one is complete on disk.
+    // A checkpoint of the same step can exist when a resumed run repeats a step: it is moved
+    // aside, not deleted, until the new one is in place (a crash in between leaves it to resume
+    // from).
+    let aside = root.join(format!("{name}.old"));
     if done.exists() {
-        std::fs::remove_dir_all(&done).map_err(|e| Error::io(&done, e))?;
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+        }
+        std::fs::rename(&done, &aside).map_err(|e| Error::io(&aside, e))?;
+        fsync(root)?;
     }
     std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
     fsync(root)?;
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+    }
     prune(root, config.keep_last)?;
     tracing::info!(checkpoint = %done.display(), "checkpoint written");
     Ok(done)
 }
 
-/// Deletes all but the last `keep_last` complete checkpoints and any leftover `.tmp`
-/// directories of crashed writes.
+/// Deletes all but the last `keep_last` complete checkpoints, any leftover `.tmp` directories of
+/// crashed writes and any `.old` copy whose replacement is in place.
 fn prune(root: &Path, keep_last: usize) -> Result<()> {
     for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
         let entry = entry.map_err(|e| Error::io(root, e))?;
@@ -230,7 +265,11 @@ fn prune(root: &Path, keep_last: usize) -> Result<()> {
             .and_then(|n| n.strip_suffix(".tmp"))
             .and_then(step_of)
             .is_some();
-        if is_stale_tmp && entry.path().is_dir() {
+        let is_replaced_old = name
+            .to_str()
+            .and_then(aside_step_of)
+            .is_some_and(|step| root.join(checkpoint_name(step)).is_dir());
+        if (is_stale_tmp || is_replaced_old) && entry.path().is_dir() {
             std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }
     }
@@ -370,6 +409,61 @@ mod tests {
             Some(root.path().join("step-000005"))
         );
         assert_eq!(latest_checkpoint(root.path().join("absent")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_falls_back_to_the_one_before() {
+        let root = tempfile::tempdir().unwrap();
+        let config = CheckpointConfig::new(root.path(), 1, 0);
+        for step in [1, 2] {
+            write_checkpoint(&config, step, write_model, &optimizer(), &state(step)).unwrap();
+        }
+        let newest = root.path().join("step-000002");
+        assert_eq!(
+            latest_checkpoint(root.path()).unwrap(),
+            Some(newest.clone())
+        );
+        // A flipped byte in the optimiser state (a bad copy, a disk error).
+        let file = newest.join(OPTIMIZER_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        assert_eq!(
+            latest_checkpoint(root.path()).unwrap(),
+            Some(root.path().join("step-000001"))
+        );
+        // Checkpoints from before manifests existed are taken as they are.
+        std::fs::remove_file(newest.join(crate::checkpoint_manifest::MANIFEST_FILE)).unwrap();
+        assert_eq!(latest_checkpoint(root.path()).unwrap(), Some(newest));
+    }
+
+    #[test]
+    fn a_crash_while_replacing_a_step_leaves_the_old_copy_to_resume_from() {
+        let root = tempfile::tempdir().unwrap();
+        let config = CheckpointConfig::new(root.path(), 1, 2);
+        write_checkpoint(&config, 2, write_model, &optimizer(), &state(2)).unwrap();
+        // Killed after moving step 2 aside and before renaming its replacement in.
+        let (done, aside) = (
+            root.path().join("step-000002"),
+            root.path().join("step-000002.old"),
+        );
+        std::fs::rename(&done, &aside).unwrap();
+        std::fs::create_dir(root.path().join("step-000002.tmp")).unwrap();
+        assert_eq!(latest_checkpoint(root.path()).unwrap(), Some(aside.clone()));
+        let back = read_checkpoint(&aside, &Device::Cpu).unwrap();
+        assert_eq!(back.state.step, 2);
+        // The resumed run writes step 2 again: one copy in place, nothing left aside.
+        write_checkpoint(&config, 2, write_model, &optimizer(), &state(2)).unwrap();
+        assert_eq!(latest_checkpoint(root.path()).unwrap(), Some(done.clone()));
+        assert!(!aside.exists() && !root.path().join("step-000002.tmp").exists());
+        // A replacement that completes leaves no `.old` either.
+        write_checkpoint(&config, 2, write_model, &optimizer(), &state(2)).unwrap();
+        let names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["step-000002"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod advantage;
 pub mod checkpoint;
+pub mod checkpoint_manifest;
 pub mod entropy;
 pub mod error;
 pub mod grpo;
