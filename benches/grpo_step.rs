@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use common::{config_60m, mib, peak_bytes_of, python_baseline, CountingAlloc};
 use mathrl::model::Trainable;
-use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
+use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule, RolloutBatch, ScoredGroup};
 use rand::{Rng, SeedableRng};
@@ -37,16 +37,7 @@ fn batch(vocab: usize, seed: u64) -> RolloutBatch {
         .map(|g| {
             let prompt_ids = ids(PROMPT);
             let completions = (0..GROUP_SIZE)
-                .map(|i| Completion {
-                    sample_index: i,
-                    token_ids: ids(COMPLETION),
-                    logprobs: vec![Some(-3.0); COMPLETION],
-                    tool_mask: vec![false; COMPLETION],
-                    finish_reason: FinishReason::Length,
-                    tool_calls: 0,
-                    text: None,
-                    timing: CompletionTiming::default(),
-                })
+                .map(|i| Completion::sampled(i, ids(COMPLETION), -3.0, FinishReason::Length))
                 .collect();
             let rewards = (0..GROUP_SIZE).map(|i| (i % 2) as f32).collect();
             ScoredGroup {

@@ -20,7 +20,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use common::{config_60m, mib, peak_bytes_of, process_cpu_ms, CountingAlloc};
 use mathrl::model::Trainable;
-use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
+use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule, RolloutBatch, ScoredGroup};
 
@@ -128,16 +128,7 @@ fn batch(vocab: usize, n: usize, length: usize, seed: u64) -> RolloutBatch {
     };
     let prompt_ids = ids(PROMPT);
     let completions = (0..n)
-        .map(|i| Completion {
-            sample_index: i,
-            token_ids: ids(length),
-            logprobs: vec![Some(-3.0); length],
-            tool_mask: vec![false; length],
-            finish_reason: FinishReason::Length,
-            tool_calls: 0,
-            text: None,
-            timing: CompletionTiming::default(),
-        })
+        .map(|i| Completion::sampled(i, ids(length), -3.0, FinishReason::Length))
         .collect();
     RolloutBatch {
         groups: vec![ScoredGroup {

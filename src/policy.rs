@@ -141,38 +141,31 @@ impl Policy {
     /// A frozen copy (as [`Policy::frozen_copy`]) whose weights live on `device`: the rollout
     /// copy that the learner publishes once per version for every rollout actor of that device.
     pub fn frozen_copy_on(&self, device: &Device) -> Result<Self> {
-        if device.same_device(&self.device) {
-            return self.frozen_copy();
-        }
+        let same_device = device.same_device(&self.device);
         let tensors = self
             .named_tensors()
             .into_iter()
-            .map(|(n, t)| Ok((n, t.to_device(device)?.detach())))
+            .map(|(n, t)| {
+                // `to_device` onto the same device shares the storage the optimiser updates.
+                let t = if same_device {
+                    t.copy()?
+                } else {
+                    t.to_device(device)?
+                };
+                Ok((n, t.detach()))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut copy =
             Self::from_tensors(self.config(), tensors, device, self.dtype, Trainable::No)?;
         copy.source = self.source.clone();
+        copy.save_dtype = self.save_dtype;
         Ok(copy)
     }
 
     /// A copy of this model whose weights are detached snapshots: it tracks no gradient and does
     /// not change when the optimiser updates this one (a reference model, or a rollout copy).
     pub fn frozen_copy(&self) -> Result<Self> {
-        let tensors = self
-            .named_tensors()
-            .into_iter()
-            .map(|(n, t)| Ok((n, t.copy()?.detach())))
-            .collect::<Result<Vec<_>>>()?;
-        let mut copy = Self::from_tensors(
-            self.config(),
-            tensors,
-            &self.device,
-            self.dtype,
-            Trainable::No,
-        )?;
-        copy.source = self.source.clone();
-        copy.save_dtype = self.save_dtype;
-        Ok(copy)
+        self.frozen_copy_on(&self.device)
     }
 
     /// The compute dtype.

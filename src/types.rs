@@ -74,6 +74,26 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// A completion of sampled tokens only, each with behaviour log-prob `logprob`, that ended
+    /// for `finish_reason`: what benchmarks and tests hand a learner without generating.
+    pub fn sampled(
+        sample_index: usize,
+        token_ids: Vec<u32>,
+        logprob: f32,
+        finish_reason: FinishReason,
+    ) -> Self {
+        Self {
+            sample_index,
+            logprobs: vec![Some(logprob); token_ids.len()],
+            tool_mask: vec![false; token_ids.len()],
+            token_ids,
+            finish_reason,
+            tool_calls: 0,
+            text: None,
+            timing: CompletionTiming::default(),
+        }
+    }
+
     /// Number of tokens the policy sampled (tool-output tokens excluded).
     pub fn num_sampled_tokens(&self) -> usize {
         self.tool_mask.iter().filter(|&&tool| !tool).count()

@@ -4,31 +4,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use common::fixture;
+use common::{fixture, padded_batch};
 use mathrl::model::{next_token_logprobs, LogprobOptions, Trainable};
 use mathrl::Policy;
-
-/// A fixed left- and right-padded batch over the fixture's vocabulary.
-fn fixed_batch() -> (Tensor, Tensor) {
-    let ids = vec![
-        vec![11u32, 250, 3, 77, 500, 12, 9, 640, 31, 2, 700, 45],
-        vec![0, 0, 0, 88, 19, 402, 7, 615, 44, 301, 5, 66],
-        vec![13, 14, 15, 16, 17, 18, 19, 20, 21, 0, 0, 0],
-    ];
-    let mask: Vec<Vec<u32>> = ids
-        .iter()
-        .enumerate()
-        .map(|(r, row)| {
-            (0..row.len())
-                .map(|t| u32::from(!((r == 1 && t < 3) || (r == 2 && t >= 9))))
-                .collect()
-        })
-        .collect();
-    (
-        Tensor::new(ids, &Device::Cpu).unwrap(),
-        Tensor::new(mask, &Device::Cpu).unwrap(),
-    )
-}
 
 /// Mean next-token cross-entropy over positions whose target is a real token.
 fn loss(policy: &Policy, ids: &Tensor, mask: &Tensor) -> Tensor {
@@ -57,7 +35,7 @@ fn every_weight_gets_a_finite_nonzero_gradient() {
             Trainable::Yes,
         )
         .unwrap();
-        let (ids, mask) = fixed_batch();
+        let (ids, mask) = padded_batch();
         let ids = ids
             .clamp(0u32, policy.config().vocab_size as u32 - 1)
             .unwrap();
@@ -82,7 +60,7 @@ fn every_weight_gets_a_finite_nonzero_gradient() {
 }
 
 #[test]
-fn thirty_adamw_steps_halve_the_loss_on_a_fixed_batch() {
+fn thirty_adamw_steps_halve_the_loss_on_a_padded_batch() {
     let policy = Policy::load(
         fixture("tiny-qwen2"),
         &Device::Cpu,
@@ -90,7 +68,7 @@ fn thirty_adamw_steps_halve_the_loss_on_a_fixed_batch() {
         Trainable::Yes,
     )
     .unwrap();
-    let (ids, mask) = fixed_batch();
+    let (ids, mask) = padded_batch();
     let vars = policy.vars().into_iter().map(|(_, v)| v).collect();
     let params = ParamsAdamW {
         lr: 3e-3,
@@ -123,7 +101,7 @@ fn frozen_copy_does_not_follow_optimiser_updates() {
     )
     .unwrap();
     let frozen = policy.frozen_copy().unwrap();
-    let (ids, mask) = fixed_batch();
+    let (ids, mask) = padded_batch();
     let before = frozen.model().forward(&ids, &mask).unwrap().logits;
     let vars = policy.vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = AdamW::new(

@@ -4,10 +4,10 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::{fixture, max_abs_diff};
+use candle_core::{DType, Device};
+use common::{fixture, max_abs_diff, padded_batch};
 use mathrl::model::{loss_and_gradients, token_logprobs, Activations, LogprobOptions, Trainable};
-use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
+use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{
     GrpoConfig, GrpoLearner, LossAggregation, LrSchedule, RolloutBatch, ScoredGroup, SftConfig,
@@ -22,28 +22,6 @@ fn tiny(name: &str) -> Policy {
         Trainable::Yes,
     )
     .unwrap()
-}
-
-/// A left- and right-padded batch (ids up to 700; the untied fixture's vocabulary is smaller).
-fn padded_batch() -> (Tensor, Tensor) {
-    let ids = vec![
-        vec![11u32, 250, 3, 77, 500, 12, 9, 640, 31, 2, 700, 45],
-        vec![0, 0, 0, 88, 19, 402, 7, 615, 44, 301, 5, 66],
-        vec![13, 14, 15, 16, 17, 18, 19, 20, 21, 0, 0, 0],
-    ];
-    let mask: Vec<Vec<u32>> = ids
-        .iter()
-        .enumerate()
-        .map(|(r, row)| {
-            (0..row.len())
-                .map(|t| u32::from(!((r == 1 && t < 3) || (r == 2 && t >= 9))))
-                .collect()
-        })
-        .collect();
-    (
-        Tensor::new(ids, &Device::Cpu).unwrap(),
-        Tensor::new(mask, &Device::Cpu).unwrap(),
-    )
 }
 
 /// Per-parameter gradients `(name, values)` of the masked next-token NLL of the batch.
@@ -106,16 +84,7 @@ fn recomputed_gradients_equal_the_stored_ones() {
 }
 
 fn completion(ids: &[u32]) -> Completion {
-    Completion {
-        sample_index: 0,
-        token_ids: ids.to_vec(),
-        logprobs: vec![Some(-3.0); ids.len()],
-        tool_mask: vec![false; ids.len()],
-        finish_reason: FinishReason::StopToken,
-        tool_calls: 0,
-        text: None,
-        timing: CompletionTiming::default(),
-    }
+    Completion::sampled(0, ids.to_vec(), -3.0, FinishReason::StopToken)
 }
 
 /// Two groups of four completions of different lengths, with spread-out rewards.
@@ -194,16 +163,8 @@ fn a_grpo_step_with_checkpointing_gives_the_same_weights() {
     let ((a, learner_a), (b, learner_b)) = (&policies[0], &policies[1]);
     assert_eq!(a.loss, b.loss);
     assert!(a.kl.is_some() && a.kl == b.kl && a.entropy == b.entropy);
-    let (norm_a, norm_b) = (a.grad_norm.unwrap(), b.grad_norm.unwrap());
-    assert!(
-        (norm_a - norm_b).abs() <= 1e-6 * norm_a,
-        "{norm_a} vs {norm_b}"
-    );
-    let (param, diff) = largest_weight_difference(learner_a.policy(), learner_b.policy());
-    assert!(diff <= 1e-7, "{param} differs by {diff}");
-    // The step moved the weights (the comparison is not of two untouched models).
-    let (_, moved) = largest_weight_difference(learner_a.policy(), &tiny("tiny-qwen2"));
-    assert!(moved > 1e-5, "the step moved the weights by {moved}");
+    let norms = (a.grad_norm.unwrap(), b.grad_norm.unwrap());
+    assert_same_step(norms, learner_a.policy(), learner_b.policy());
 }
 
 #[test]
@@ -240,13 +201,20 @@ fn an_sft_step_with_checkpointing_gives_the_same_weights() {
     let ((a, learner_a), (b, learner_b)) = (&learners[0], &learners[1]);
     assert_eq!(a.loss, b.loss);
     assert_eq!(a.rows, 3);
-    let (norm_a, norm_b) = (a.update.grad_norm.unwrap(), b.update.grad_norm.unwrap());
+    let norms = (a.update.grad_norm.unwrap(), b.update.grad_norm.unwrap());
+    assert_same_step(norms, learner_a.policy(), learner_b.policy());
+}
+
+/// Two learner steps from the tiny policy, without and with recomputation, had the same gradient
+/// norm and left the same weights, and those weights moved (the comparison is not of two
+/// untouched models).
+fn assert_same_step((norm_a, norm_b): (f64, f64), a: &Policy, b: &Policy) {
     assert!(
         (norm_a - norm_b).abs() <= 1e-6 * norm_a,
         "{norm_a} vs {norm_b}"
     );
-    let (param, diff) = largest_weight_difference(learner_a.policy(), learner_b.policy());
+    let (param, diff) = largest_weight_difference(a, b);
     assert!(diff <= 1e-7, "{param} differs by {diff}");
-    let (_, moved) = largest_weight_difference(learner_a.policy(), &tiny("tiny-qwen2"));
+    let (_, moved) = largest_weight_difference(a, &tiny("tiny-qwen2"));
     assert!(moved > 1e-5, "the step moved the weights by {moved}");
 }

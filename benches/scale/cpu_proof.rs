@@ -39,7 +39,7 @@ use mathrl::device::parse_dtype;
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::memory::{LearnerShape, MemoryPlan, PlanInput, RolloutShape};
 use mathrl::model::{Qwen2Config, Trainable};
-use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
+use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy, Tokenizer};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule, RolloutBatch, ScoredGroup};
 use serde_json::{json, Value};
@@ -303,16 +303,7 @@ fn grpo(s: &Settings) -> Result<Value> {
         completions: completions
             .into_iter()
             .enumerate()
-            .map(|(i, token_ids)| Completion {
-                sample_index: i,
-                logprobs: vec![Some(-3.0); token_ids.len()],
-                tool_mask: vec![false; token_ids.len()],
-                token_ids,
-                finish_reason: FinishReason::Length,
-                tool_calls: 0,
-                text: None,
-                timing: CompletionTiming::default(),
-            })
+            .map(|(i, token_ids)| Completion::sampled(i, token_ids, -3.0, FinishReason::Length))
             .collect(),
         policy_version: 0,
     };

@@ -15,7 +15,7 @@ use candle_core::Device;
 use mathrl::device::{default_dtype, parse_device, parse_dtype};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::{Qwen2Config, Trainable};
-use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
+use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule, RolloutBatch, ScoredGroup};
 use rand::{Rng, SeedableRng};
@@ -71,15 +71,9 @@ fn batch(vocab: usize, seed: u64) -> RolloutBatch {
                 prompt_index: g,
                 prompt_ids: random_ids(&mut rng, vocab, PROMPT),
                 completions: (0..GROUP_SIZE)
-                    .map(|i| Completion {
-                        sample_index: i,
-                        token_ids: random_ids(&mut rng, vocab, TRAIN_COMPLETION),
-                        logprobs: vec![Some(-3.0); TRAIN_COMPLETION],
-                        tool_mask: vec![false; TRAIN_COMPLETION],
-                        finish_reason: FinishReason::Length,
-                        tool_calls: 0,
-                        text: None,
-                        timing: CompletionTiming::default(),
+                    .map(|i| {
+                        let ids = random_ids(&mut rng, vocab, TRAIN_COMPLETION);
+                        Completion::sampled(i, ids, -3.0, FinishReason::Length)
                     })
                     .collect(),
                 policy_version: 0,

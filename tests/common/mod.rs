@@ -90,3 +90,26 @@ pub fn training_logprobs(
         .unwrap();
     lp[group.prompt_ids.len() - 1..].to_vec()
 }
+
+/// A fixed left- and right-padded batch of 3 rows × 12 tokens (ids up to 700, within both tiny
+/// fixtures' vocabularies) and its attention mask.
+pub fn padded_batch() -> (Tensor, Tensor) {
+    let ids = vec![
+        vec![11u32, 250, 3, 77, 500, 12, 9, 640, 31, 2, 700, 45],
+        vec![0, 0, 0, 88, 19, 402, 7, 615, 44, 301, 5, 66],
+        vec![13, 14, 15, 16, 17, 18, 19, 20, 21, 0, 0, 0],
+    ];
+    let mask: Vec<Vec<u32>> = ids
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            (0..row.len())
+                .map(|t| u32::from(!((r == 1 && t < 3) || (r == 2 && t >= 9))))
+                .collect()
+        })
+        .collect();
+    (
+        Tensor::new(ids, &candle_core::Device::Cpu).unwrap(),
+        Tensor::new(mask, &candle_core::Device::Cpu).unwrap(),
+    )
+}
