@@ -185,6 +185,7 @@ fn an_sft_step_with_checkpointing_gives_the_same_weights() {
             train_step: mathrl_learners::TrainStepConfig {
                 schedule: LrSchedule::constant(1e-3),
                 max_grad_norm: Some(1.0),
+                ..Default::default()
             },
             optimizer: mathrl_learners::AdamWConfig {
                 eps: 1.0,

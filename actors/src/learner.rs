@@ -22,7 +22,7 @@ pub enum LearnerMsg {
     /// One GRPO step on `batch`, then publish the new weights.
     Train(RolloutBatch),
     /// Write a checkpoint of the current state with the coordinator's `run` state.
-    Checkpoint(CheckpointConfig, RunState),
+    Checkpoint(CheckpointConfig, Box<RunState>),
 }
 
 /// What the learner thread reports.
@@ -36,6 +36,8 @@ pub enum LearnerEvent {
         snapshot: PublishedWeights,
         /// Wall time of the step (publication included).
         elapsed: Duration,
+        /// Set when too many updates in a row were skipped: the run must checkpoint and end.
+        diverged: Option<String>,
     },
     /// A checkpoint was written.
     Checkpointed(PathBuf),
@@ -73,13 +75,16 @@ impl LearnerThread {
                                     let policy_version = learner.step_count();
                                     let snapshot =
                                         publisher.publish(learner.policy(), policy_version)?;
-                                    Ok::<_, Error>((report, snapshot))
+                                    let diverged =
+                                        learner.check_diverged().err().map(|e| e.to_string());
+                                    Ok::<_, Error>((report, snapshot, diverged))
                                 }));
                             match outcome {
-                                Ok(Ok((report, snapshot))) => LearnerEvent::Stepped {
+                                Ok(Ok((report, snapshot, diverged))) => LearnerEvent::Stepped {
                                     report: Box::new(report),
                                     snapshot,
                                     elapsed: start.elapsed(),
+                                    diverged,
                                 },
                                 Ok(Err(e)) => LearnerEvent::Failed(e.to_string()),
                                 Err(panic) => LearnerEvent::Failed(format!(

@@ -30,7 +30,9 @@ use candle_core::Device;
 use crossbeam::channel::bounded;
 use mathrl::data::QaRecord;
 use mathrl::{Metrics, Tokenizer};
-use mathrl_learners::{latest_checkpoint, CheckpointConfig, GrpoLearner};
+use mathrl_learners::{
+    latest_checkpoint, CheckpointConfig, GrpoLearner, ResumeConfig, RunIdentity,
+};
 use mathrl_rewards::RewardFunction;
 use ractor::{Actor, ActorRef};
 
@@ -61,6 +63,15 @@ pub struct Trainer {
     stop: StopHandle,
     cluster: Option<ClusterConfig>,
     rollout_device: Option<Device>,
+    identity: IdentitySource,
+}
+
+/// What the run's identity is made of besides its seed and prompts ([`Trainer::with_identity`]).
+#[derive(Debug, Clone, Default)]
+struct IdentitySource {
+    config: serde_json::Value,
+    data_file: Option<PathBuf>,
+    resume: ResumeConfig,
 }
 
 impl Trainer {
@@ -87,6 +98,7 @@ impl Trainer {
             stop: StopHandle::new(),
             cluster: None,
             rollout_device: None,
+            identity: IdentitySource::default(),
         })
     }
 
@@ -128,6 +140,23 @@ impl Trainer {
         self
     }
 
+    /// Records `config` (the recipe's settings less those a resume may change) and `data_file`
+    /// in every checkpoint with the seed and a hash of the prompts; a resume whose seed, prompts
+    /// or settings differ is refused unless `resume.allow_changed` (see [`RunIdentity`]).
+    pub fn with_identity(
+        mut self,
+        config: serde_json::Value,
+        data_file: Option<PathBuf>,
+        resume: ResumeConfig,
+    ) -> Self {
+        self.identity = IdentitySource {
+            config,
+            data_file,
+            resume,
+        };
+        self
+    }
+
     /// Uses `stop` for stop requests (so a handle made before the trainer, e.g. one a timer
     /// or another component holds, can stop it).
     pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
@@ -151,6 +180,7 @@ impl Trainer {
         if prompts.is_empty() {
             return Err(Error::Input("Trainer::run: no prompts".into()));
         }
+        let identity = self.run_identity(&prompts)?;
         let encoded = self.encode(prompts)?;
         let mut stream = PromptStream::new(encoded.len(), self.config.seed);
         let checkpoints = self.checkpoint_dir.as_ref().map(|dir| {
@@ -162,7 +192,7 @@ impl Trainer {
         });
         if let Some(dir) = &self.checkpoint_dir {
             if let Some(latest) = latest_checkpoint(dir)? {
-                self.resume(&latest, &mut stream)?;
+                self.resume(&latest, &mut stream, &identity)?;
             }
         }
 
@@ -253,7 +283,8 @@ impl Trainer {
             },
             trained,
             initial_checksum,
-        );
+        )
+        .with_identity(identity);
         let outcome = coordinator.run();
 
         if let Some(host) = host {
@@ -268,8 +299,20 @@ impl Trainer {
             tracing::warn!("flushing metrics: {e}");
         }
         let (ending, learner, mut tally) = outcome?;
-        if let Ending::Abandoned = ending {
-            return Err(Error::Stopped);
+        match ending {
+            Ending::Abandoned => return Err(Error::Stopped),
+            Ending::Diverged(message) => {
+                drop(learner.finish());
+                let checkpoint = tally
+                    .checkpoints
+                    .last()
+                    .map_or_else(|| "none".into(), |d| d.display().to_string());
+                return Err(Error::Runtime(format!(
+                    "step {}: {message} (last checkpoint: {checkpoint})",
+                    tally.steps
+                )));
+            }
+            Ending::Finished => {}
         }
         let learner = learner.finish()?;
         tally.steps = learner.step_count();
@@ -281,6 +324,21 @@ impl Trainer {
         );
         report.remote_workers = remote.roster();
         Ok(report)
+    }
+
+    /// The seed, a hash of `prompts` and the settings given to [`Trainer::with_identity`].
+    fn run_identity(&self, prompts: &[QaRecord]) -> Result<RunIdentity> {
+        let items = prompts
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Input(format!("serialising a prompt: {e}")))?;
+        Ok(RunIdentity::new(
+            self.config.seed,
+            self.identity.data_file.as_deref(),
+            items,
+            self.identity.config.clone(),
+        ))
     }
 
     /// Formats and encodes every prompt; the error names the prompt.
@@ -306,7 +364,14 @@ impl Trainer {
 
     /// Restores the learner (weights, optimiser, counters) from the checkpoint in `dir` and
     /// moves the prompt stream to where the checkpoint left it.
-    fn resume(&mut self, dir: &std::path::Path, stream: &mut PromptStream) -> Result<()> {
+    fn resume(
+        &mut self,
+        dir: &std::path::Path,
+        stream: &mut PromptStream,
+        identity: &RunIdentity,
+    ) -> Result<()> {
+        let recorded = mathrl_learners::read_trainer_state(dir)?.run.identity;
+        identity.check_resume(recorded.as_ref(), dir, self.identity.resume)?;
         let run = self.learner.restore(dir)?;
         if let Some(cursor) = run.data_cursor {
             stream.seek(cursor);

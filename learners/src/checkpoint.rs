@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint_manifest::{verify, write_manifest};
 use crate::optim::Optimizer;
+use crate::run_identity::RunIdentity;
 use crate::train_step::TrainStep;
 use crate::{Error, Result};
 
@@ -84,6 +85,9 @@ pub struct RunState {
     pub data_cursor: Option<DataCursor>,
     /// Free-form state of the caller.
     pub extra: serde_json::Value,
+    /// The run's seed, data and settings, checked on resume ([`RunIdentity::check_resume`]);
+    /// `None` in checkpoints written before it was recorded.
+    pub identity: Option<RunIdentity>,
 }
 
 /// `trainer_state.json`: the training state that is not a tensor.
@@ -198,6 +202,38 @@ pub fn write_checkpoint<O: Optimizer>(
     optimizer: &O,
     state: &TrainerState,
 ) -> Result<PathBuf> {
+    write_checkpoint_in_stages(config, step, save_model, optimizer, state, &mut |_| Ok(()))
+}
+
+/// The points of a checkpoint write after which a crash leaves something different on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteStage {
+    /// `step-N.tmp/` exists, empty.
+    TmpCreated,
+    /// The model files are in `.tmp`.
+    ModelWritten,
+    /// The optimiser state and `trainer_state.json` are in `.tmp`, the manifest is not.
+    StateWritten,
+    /// Everything, the manifest included, is in `.tmp` and synced.
+    TmpComplete,
+    /// A previous `step-N/` was moved aside to `step-N.old/`.
+    OldMovedAside,
+    /// `.tmp` was renamed to `step-N/`.
+    Renamed,
+    /// The `.old` copy is gone; old checkpoints are pruned next.
+    OldRemoved,
+}
+
+/// [`write_checkpoint`], calling `after` at each [`WriteStage`]; an error from it stops the write
+/// there, as a crash would (the tests of every stage use it).
+fn write_checkpoint_in_stages<O: Optimizer>(
+    config: &CheckpointConfig,
+    step: u64,
+    save_model: impl FnOnce(&Path) -> Result<()>,
+    optimizer: &O,
+    state: &TrainerState,
+    after: &mut dyn FnMut(WriteStage) -> Result<()>,
+) -> Result<PathBuf> {
     let root = &config.dir;
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let name = checkpoint_name(step);
@@ -207,8 +243,10 @@ pub fn write_checkpoint<O: Optimizer>(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    after(WriteStage::TmpCreated)?;
 
     save_model(&tmp)?;
+    after(WriteStage::ModelWritten)?;
     let optimizer_state: HashMap<String, Tensor> = optimizer
         .state_tensors()?
         .into_iter()
@@ -224,6 +262,7 @@ pub fn write_checkpoint<O: Optimizer>(
     let json = serde_json::to_vec_pretty(state).expect("the trainer state always serialises");
     let state_path = tmp.join(TRAINER_STATE_FILE);
     std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+    after(WriteStage::StateWritten)?;
     write_manifest(&tmp)?;
 
     for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
@@ -233,6 +272,7 @@ pub fn write_checkpoint<O: Optimizer>(
         }
     }
     fsync(&tmp)?;
+    after(WriteStage::TmpComplete)?;
     // A checkpoint of the same step can exist when a resumed run repeats a step: it is moved
     // aside, not deleted, until the new one is in place (a crash in between leaves it to resume
     // from).
@@ -243,12 +283,15 @@ pub fn write_checkpoint<O: Optimizer>(
         }
         std::fs::rename(&done, &aside).map_err(|e| Error::io(&aside, e))?;
         fsync(root)?;
+        after(WriteStage::OldMovedAside)?;
     }
     std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
     fsync(root)?;
+    after(WriteStage::Renamed)?;
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
     }
+    after(WriteStage::OldRemoved)?;
     prune(root, config.keep_last)?;
     tracing::info!(checkpoint = %done.display(), "checkpoint written");
     Ok(done)
@@ -284,8 +327,8 @@ fn prune(root: &Path, keep_last: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads the checkpoint in `dir`; optimiser tensors are placed on `device`.
-pub fn read_checkpoint(dir: impl AsRef<Path>, device: &Device) -> Result<Checkpoint> {
+/// Reads `trainer_state.json` of the checkpoint in `dir` (not its tensors).
+pub fn read_trainer_state(dir: impl AsRef<Path>) -> Result<TrainerState> {
     let dir = dir.as_ref();
     let state_path = dir.join(TRAINER_STATE_FILE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
@@ -302,6 +345,13 @@ pub fn read_checkpoint(dir: impl AsRef<Path>, device: &Device) -> Result<Checkpo
             ),
         });
     }
+    Ok(state)
+}
+
+/// Reads the checkpoint in `dir`; optimiser tensors are placed on `device`.
+pub fn read_checkpoint(dir: impl AsRef<Path>, device: &Device) -> Result<Checkpoint> {
+    let dir = dir.as_ref();
+    let state = read_trainer_state(dir)?;
     let optimizer_path = dir.join(OPTIMIZER_FILE);
     let optimizer =
         candle_core::safetensors::load(&optimizer_path, device).map_err(|e| Error::Checkpoint {
@@ -464,6 +514,69 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["step-000002"]);
+    }
+
+    #[test]
+    fn a_crash_at_any_stage_of_a_write_leaves_a_checkpoint_to_resume_from() {
+        use WriteStage::*;
+        let stages = [
+            TmpCreated,
+            ModelWritten,
+            StateWritten,
+            TmpComplete,
+            OldMovedAside,
+            Renamed,
+            OldRemoved,
+        ];
+        let crash = || Error::Input("killed".into());
+        // Step 2 rewritten (a resumed run repeating it), or a new step 3 written after it.
+        for (step, replaces) in [(2, true), (3, false)] {
+            for &stage in &stages {
+                let root = tempfile::tempdir().unwrap();
+                let config = CheckpointConfig::new(root.path(), 1, 2);
+                for s in [1, 2] {
+                    write_checkpoint(&config, s, write_model, &optimizer(), &state(s)).unwrap();
+                }
+                let mut new_state = state(step);
+                new_state.learning_rate = 1.0; // tells the new copy from the old
+                let err = write_checkpoint_in_stages(
+                    &config,
+                    step,
+                    write_model,
+                    &optimizer(),
+                    &new_state,
+                    &mut |at| if at == stage { Err(crash()) } else { Ok(()) },
+                );
+                if stage == OldMovedAside && !replaces {
+                    // No old copy to move aside: the write never stops there.
+                    err.unwrap();
+                    continue;
+                }
+                assert!(err.is_err(), "{stage:?}");
+                let latest = latest_checkpoint(root.path()).unwrap().expect("a checkpoint");
+                let back = read_checkpoint(&latest, &Device::Cpu).unwrap();
+                let renamed = matches!(stage, Renamed | OldRemoved);
+                let (want_step, want_new) = if renamed { (step, true) } else { (2, false) };
+                assert_eq!(back.state.step, want_step, "{step} crashed at {stage:?}");
+                assert_eq!(back.state.learning_rate == 1.0, want_new, "{stage:?}");
+
+                // The resumed run writes the step again: one clean copy of each kept step.
+                write_checkpoint(&config, step, write_model, &optimizer(), &new_state).unwrap();
+                let mut names: Vec<String> = std::fs::read_dir(root.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                let want: &[&str] = if replaces {
+                    &["step-000001", "step-000002"]
+                } else {
+                    &["step-000002", "step-000003"]
+                };
+                assert_eq!(names, want, "{step} crashed at {stage:?}");
+                let latest = latest_checkpoint(root.path()).unwrap().unwrap();
+                assert_eq!(read_checkpoint(&latest, &Device::Cpu).unwrap().state, new_state);
+            }
+        }
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Too many optimiser updates in a row were skipped for a non-finite loss or gradient.
+    #[error(
+        "training diverged: {consecutive} updates in a row were skipped for a non-finite loss or \
+         gradient ({skipped} in all); lower the learning rate or check the data, then resume from \
+         the last checkpoint (train_step.max_consecutive_skips sets the bound)"
+    )]
+    Diverged {
+        /// Updates skipped in a row.
+        consecutive: u64,
+        /// Updates skipped in the whole run.
+        skipped: u64,
+    },
     /// A checkpoint directory is incomplete or inconsistent with the learner restoring it.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

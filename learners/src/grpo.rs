@@ -106,6 +106,7 @@ impl Default for GrpoConfig {
             train_step: TrainStepConfig {
                 schedule: LrSchedule::constant(1e-5),
                 max_grad_norm: Some(1.0),
+                ..TrainStepConfig::default()
             },
             num_iterations: 1,
             micro_batch_size: 8,
@@ -271,6 +272,12 @@ impl GrpoLearner {
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
         self.core.step_count()
+    }
+
+    /// An error once too many updates in a row were skipped (see
+    /// [`crate::TrainStepConfig::max_consecutive_skips`]); callers checkpoint, then stop.
+    pub fn check_diverged(&self) -> Result<()> {
+        self.core.check_diverged()
     }
 
     /// Version of the policy weights: learner steps completed (rollout actors tag their groups

@@ -164,6 +164,11 @@ impl<M: TrainableModel> LearnerCore<M> {
         self.train_step.skipped_steps()
     }
 
+    /// An error once too many updates in a row were skipped ([`TrainStep::check_diverged`]).
+    pub fn check_diverged(&self) -> Result<()> {
+        self.train_step.check_diverged()
+    }
+
     /// Writes the checkpoint of the current step: the model, the optimiser, the step, the
     /// learner's `counters` and `config` (for the record) and the caller's `run` state.
     pub fn save_checkpoint(

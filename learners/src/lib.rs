@@ -22,6 +22,7 @@ pub mod rm_loss;
 pub mod rng;
 pub mod rollout;
 pub mod rollout_settings;
+pub mod run_identity;
 pub mod schedule;
 pub mod sft;
 pub mod sft_data;
@@ -30,7 +31,7 @@ pub mod train_step;
 
 pub use advantage::AdvantageEstimator;
 pub use checkpoint::{
-    latest_checkpoint, read_checkpoint, Checkpoint, CheckpointConfig, DataCursor, RunState,
+    latest_checkpoint, read_checkpoint, read_trainer_state, Checkpoint, CheckpointConfig, DataCursor, RunState,
     TrainerState,
 };
 pub use error::{Error, Result};
@@ -47,6 +48,7 @@ pub use rm_loss::{ranking_loss, RankingLoss};
 pub use rng::SeededRng;
 pub use rollout::{policy_lag, RolloutBatch, ScoredGroup};
 pub use rollout_settings::RolloutSettings;
+pub use run_identity::{without_keys, ResumeConfig, RunIdentity};
 pub use schedule::{Decay, LrSchedule};
 pub use sft::{SftBatch, SftConfig, SftLearner, SftStepReport};
 pub use sft_data::{

@@ -78,6 +78,7 @@ impl Default for RmConfig {
             train_step: TrainStepConfig {
                 schedule: LrSchedule::constant(5e-6),
                 max_grad_norm: Some(1.0),
+                ..TrainStepConfig::default()
             },
             micro_batch_queries: 2,
         }
@@ -154,6 +155,12 @@ impl RmLearner {
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
         self.core.step_count()
+    }
+
+    /// An error once too many updates in a row were skipped (see
+    /// [`crate::TrainStepConfig::max_consecutive_skips`]); callers checkpoint, then stop.
+    pub fn check_diverged(&self) -> Result<()> {
+        self.core.check_diverged()
     }
 
     /// Queries skipped so far (no positive or no negative response).

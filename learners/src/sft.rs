@@ -67,6 +67,7 @@ impl Default for SftConfig {
             train_step: TrainStepConfig {
                 schedule: LrSchedule::constant(1e-5),
                 max_grad_norm: Some(1.0),
+                ..TrainStepConfig::default()
             },
             micro_batch_size: 4,
             micro_batch_tokens: 16_384,
@@ -237,6 +238,12 @@ impl SftLearner {
     /// Learner steps completed.
     pub fn step_count(&self) -> u64 {
         self.core.step_count()
+    }
+
+    /// An error once too many updates in a row were skipped (see
+    /// [`crate::TrainStepConfig::max_consecutive_skips`]); callers checkpoint, then stop.
+    pub fn check_diverged(&self) -> Result<()> {
+        self.core.check_diverged()
     }
 
     /// Micro-batches of `examples` as the learner trains on them (rows packed when configured),

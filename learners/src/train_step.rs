@@ -126,6 +126,10 @@ pub struct TrainStepConfig {
     pub schedule: LrSchedule,
     /// Clip the global gradient norm to this; `None` does not clip.
     pub max_grad_norm: Option<f64>,
+    /// Consecutive skipped updates (non-finite loss or gradient) after which the run has
+    /// diverged: [`TrainStep::check_diverged`] fails, and the recipes write a checkpoint and end
+    /// with an error instead of spinning. Default 10; 0 never ends a run.
+    pub max_consecutive_skips: u64,
 }
 
 impl Default for TrainStepConfig {
@@ -133,6 +137,7 @@ impl Default for TrainStepConfig {
         Self {
             schedule: LrSchedule::default(),
             max_grad_norm: Some(1.0),
+            max_consecutive_skips: 10,
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct StepStats {
     pub skipped: Option<SkipReason>,
     /// Updates skipped so far by this `TrainStep`.
     pub skipped_steps: u64,
+    /// Updates skipped in a row up to this one (0 after an applied update).
+    pub consecutive_skips: u64,
     /// The optimiser's completed updates after this step.
     pub optimizer_step: u64,
 }
@@ -171,6 +178,7 @@ pub struct StepStats {
 pub struct TrainStep {
     config: TrainStepConfig,
     skipped_steps: u64,
+    consecutive_skips: u64,
 }
 
 impl TrainStep {
@@ -188,6 +196,7 @@ impl TrainStep {
         Ok(Self {
             config,
             skipped_steps: 0,
+            consecutive_skips: 0,
         })
     }
 
@@ -204,6 +213,25 @@ impl TrainStep {
     /// Sets the skip count, when resuming from a checkpoint that recorded it.
     pub fn set_skipped_steps(&mut self, skipped: u64) {
         self.skipped_steps = skipped;
+    }
+
+    /// Updates skipped in a row since the last applied one.
+    pub fn consecutive_skips(&self) -> u64 {
+        self.consecutive_skips
+    }
+
+    /// An error once `max_consecutive_skips` updates in a row were skipped: the run has
+    /// diverged (NaN weights, a learning rate far too high, broken data) and more steps would
+    /// only repeat the skip.
+    pub fn check_diverged(&self) -> Result<()> {
+        let max = self.config.max_consecutive_skips;
+        if max > 0 && self.consecutive_skips >= max {
+            return Err(Error::Diverged {
+                consecutive: self.consecutive_skips,
+                skipped: self.skipped_steps,
+            });
+        }
+        Ok(())
     }
 
     /// Accumulates `(loss value, gradients)` of each micro-batch, then applies the update.
@@ -238,6 +266,7 @@ impl TrainStep {
             lr,
             skipped: None,
             skipped_steps: self.skipped_steps,
+            consecutive_skips: self.consecutive_skips,
             optimizer_step: optimizer.step_count(),
         };
         if grads.non_finite_losses > 0 {
@@ -267,19 +296,24 @@ impl TrainStep {
         }
         optimizer.set_learning_rate(lr);
         optimizer.step(&store)?;
+        self.consecutive_skips = 0;
+        stats.consecutive_skips = 0;
         stats.optimizer_step = optimizer.step_count();
         Ok(stats)
     }
 
     fn skip(&mut self, mut stats: StepStats, reason: SkipReason) -> StepStats {
         self.skipped_steps += 1;
+        self.consecutive_skips += 1;
         tracing::warn!(
             ?reason,
             step = stats.optimizer_step,
+            consecutive = self.consecutive_skips,
             "skipping the optimiser update"
         );
         stats.skipped = Some(reason);
         stats.skipped_steps = self.skipped_steps;
+        stats.consecutive_skips = self.consecutive_skips;
         stats
     }
 }
@@ -336,5 +370,42 @@ mod tests {
         let mut opt = crate::AdamW::new(vec![("w".into(), w)], Default::default()).unwrap();
         let mut step = TrainStep::new(TrainStepConfig::default()).unwrap();
         assert!(step.apply_micro_batches(&mut opt, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn consecutive_skips_end_the_run_and_an_applied_update_resets_them() {
+        let w = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let mut opt = crate::AdamW::new(vec![("w".into(), w.clone())], Default::default()).unwrap();
+        let mut step = TrainStep::new(TrainStepConfig {
+            max_consecutive_skips: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut update = |step: &mut TrainStep, loss: f64| {
+            let mut acc = GradAccumulator::new(opt.params());
+            acc.backward(&(w.as_tensor() * loss).unwrap().sum_all().unwrap())
+                .unwrap();
+            step.apply(&mut opt, acc).unwrap()
+        };
+        for i in 1..=2 {
+            let stats = update(&mut step, f64::NAN);
+            assert_eq!(stats.consecutive_skips, i);
+            step.check_diverged().unwrap();
+        }
+        let applied = update(&mut step, 1.0);
+        assert_eq!((applied.skipped, applied.consecutive_skips), (None, 0));
+        for _ in 0..2 {
+            update(&mut step, f64::INFINITY);
+            step.check_diverged().unwrap();
+        }
+        update(&mut step, f64::NAN);
+        let err = step.check_diverged().unwrap_err();
+        assert!(
+            matches!(err, Error::Diverged { consecutive: 3, skipped: 5 }),
+            "{err}"
+        );
+        // 0 turns the bound off.
+        step.config.max_consecutive_skips = 0;
+        step.check_diverged().unwrap();
     }
 }

@@ -101,6 +101,7 @@ impl Reference {
         Ok(TrainStep::new(TrainStepConfig {
             schedule,
             max_grad_norm,
+            ..Default::default()
         })?)
     }
 

@@ -44,6 +44,7 @@ fn train(dtype: DType, master_weights: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         train_step: TrainStepConfig {
             schedule: LrSchedule::constant(LR),
             max_grad_norm: Some(1.0),
+            ..Default::default()
         },
         micro_batch_size: 2,
         max_length: 64,

@@ -41,6 +41,7 @@ fn grpo_steps_raise_the_likelihood_of_rewarded_completions() -> Result<()> {
     let mut step = TrainStep::new(TrainStepConfig {
         schedule: LrSchedule::constant(1e-2),
         max_grad_norm: Some(1.0),
+        ..Default::default()
     })?;
     let config = GrpoLossConfig::default();
     let sequence_logprob = |policy: &Policy| -> Result<Vec<f32>> {

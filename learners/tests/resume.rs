@@ -109,6 +109,7 @@ fn train(dir: &Path, kill_after: Option<u64>, dtype: DType) -> Result<GrpoLearne
                     position: cursor,
                 }),
                 extra: serde_json::Value::Null,
+                identity: None,
             };
             learner.save_checkpoint(&checkpoints, &run)?;
         }

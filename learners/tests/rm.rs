@@ -30,6 +30,7 @@ fn config(lr: f64) -> RmConfig {
         train_step: TrainStepConfig {
             schedule: LrSchedule::constant(lr),
             max_grad_norm: Some(1.0),
+            ..Default::default()
         },
         micro_batch_queries: 3,
         ..RmConfig::default()

@@ -66,6 +66,7 @@ fn test_config() -> SftConfig {
         train_step: mathrl_learners::TrainStepConfig {
             schedule: LrSchedule::constant(1e-2),
             max_grad_norm: Some(1.0),
+            ..Default::default()
         },
         micro_batch_size: 2,
         max_length: 256,
@@ -235,6 +236,7 @@ fn token_micro_batching_does_not_change_the_update() -> Result<()> {
             train_step: mathrl_learners::TrainStepConfig {
                 schedule: LrSchedule::constant(1e-3),
                 max_grad_norm: None,
+                ..Default::default()
             },
             ..SftConfig::default()
         };

@@ -28,6 +28,8 @@ pub struct RunContext {
     pub max_steps: Option<u64>,
     /// Checkpoint directory to resume from, if given.
     pub resume: Option<PathBuf>,
+    /// The `--data` file, recorded with the run's identity in its checkpoints.
+    pub data_file: Option<PathBuf>,
     /// The run's metrics sink (TensorBoard + JSONL).
     pub metrics: Metrics,
     started: Instant,
@@ -56,6 +58,7 @@ impl RunContext {
             seed: cli.seed,
             max_steps: cli.max_steps,
             resume: cli.resume.clone(),
+            data_file: cli.data.clone(),
             metrics,
             started: Instant::now(),
         })

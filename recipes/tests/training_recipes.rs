@@ -85,6 +85,21 @@ fn sft_trains_checkpoints_and_resumes() {
         !out.join("checkpoints/step-000002").exists(),
         "keep_checkpoints=2 keeps only the last two"
     );
+
+    // Another seed or learning rate is another run: refused, naming what changed, unless
+    // resume.allow_changed; the step count may change.
+    let refused = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = refused(sft(6).args(["--seed", "9"]));
+    assert!(err.contains("seed: 0 → 9") && err.contains("step-000005"), "{err}");
+    let err = refused(sft(6).args(["--set", "learner.train_step.schedule.peak_lr=2e-3"]));
+    assert!(err.contains("learner.train_step.schedule.peak_lr: 0.001 → 0.002"), "{err}");
+    assert_eq!(summary(&out)["steps"], 5);
+    run_ok(sft(6).args(["--seed", "9", "--set", "resume.allow_changed=true"]));
+    assert_eq!(summary(&out)["steps"], 6);
 }
 
 #[test]

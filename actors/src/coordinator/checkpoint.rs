@@ -27,9 +27,10 @@ impl Coordinator<'_> {
         let run = RunState {
             data_cursor: Some(self.resume_cursor()),
             extra: serde_json::json!({ "groups_by_worker": self.report.groups_by_worker }),
+            identity: self.identity.clone(),
             ..RunState::default()
         };
-        self.learner.send(LearnerMsg::Checkpoint(config, run))
+        self.learner.send(LearnerMsg::Checkpoint(config, Box::new(run)))
     }
 
     /// Writes the final checkpoint (unless the last step's was already requested) and waits

@@ -29,7 +29,7 @@ use std::time::Instant;
 use crossbeam::channel::Receiver;
 use mathrl::data::QaRecord;
 use mathrl::Metrics;
-use mathrl_learners::CheckpointConfig;
+use mathrl_learners::{CheckpointConfig, RunIdentity};
 
 use crate::cluster::RemoteWorkers;
 use crate::config::TrainerConfig;
@@ -106,6 +106,10 @@ pub struct Coordinator<'a> {
     started: Instant,
     /// Whether the remote workers the run waits for have joined (or none are awaited).
     workers_joined: bool,
+    /// The learner's message once training diverged ([`Ending::Diverged`]).
+    diverged: Option<String>,
+    /// The run's seed, data and settings, recorded in each checkpoint.
+    identity: Option<RunIdentity>,
 }
 
 /// How the loop ended.
@@ -114,6 +118,9 @@ pub enum Ending {
     Finished,
     /// A second stop request: abandoned at once.
     Abandoned,
+    /// Too many updates in a row were skipped: ended after a checkpoint, with the learner's
+    /// message.
+    Diverged(String),
 }
 
 impl<'a> Coordinator<'a> {
@@ -166,7 +173,15 @@ impl<'a> Coordinator<'a> {
             },
             started: Instant::now(),
             workers_joined: false,
+            diverged: None,
+            identity: None,
         }
+    }
+
+    /// Records `identity` in the run's checkpoints (checked when the run resumes).
+    pub fn with_identity(mut self, identity: RunIdentity) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// Runs until `max_steps` or a stop request; returns the learner thread and the report.
@@ -200,6 +215,14 @@ impl<'a> Coordinator<'a> {
                 stop_after = Some(last);
                 self.report.time_limit_reached = true;
                 tracing::info!("max_train_seconds reached: finishing step {last}");
+            }
+            if let Some(message) = self.diverged.clone() {
+                // The learner is idle (its step was just reported): checkpoint what it has, so
+                // that a run resumed with a lower learning rate loses nothing, and end.
+                return match self.finish_with_checkpoint()? {
+                    Ending::Finished => Ok(Ending::Diverged(message)),
+                    other => Ok(other),
+                };
             }
             if self.stop.requests() == 1 && stop_after.is_none() {
                 stop_after = Some(self.trained + 1);

@@ -168,8 +168,13 @@ impl Coordinator<'_> {
                 report,
                 snapshot,
                 elapsed,
+                diverged,
             } => {
                 self.learner_busy = false;
+                if let Some(message) = diverged {
+                    tracing::error!(step = self.trained + 1, "{message}");
+                    self.diverged = Some(message);
+                }
                 let step = self.trained + 1;
                 self.trained = step;
                 let open = self.open.remove(&step).expect("the trained step was open");

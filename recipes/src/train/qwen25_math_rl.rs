@@ -24,7 +24,9 @@ use mathrl::memory::MemoryPlan;
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::{Policy, Tokenizer};
 use mathrl_actors::{Trainer, TrainerConfig};
-use mathrl_learners::{AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule};
+use mathrl_learners::{
+    without_keys, AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule, ResumeConfig,
+};
 use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +108,35 @@ pub struct RlConfig {
     pub save_dtype: DtypeSetting,
     /// The memory plan printed (and checked) before the weights load.
     pub memory_plan: MemoryPlanConfig,
+    /// Resuming: a checkpoint of another seed, data or settings is refused unless
+    /// `resume.allow_changed`.
+    pub resume: ResumeConfig,
 }
+
+/// Settings a resumed RL run may change: they bound, watch or parallelise the run, not what it
+/// computes (`trainer.seed` is replaced by `--seed`, which the identity records itself).
+const RESUMABLE_KEYS: &[&str] = &[
+    "steps",
+    "trainer.max_steps",
+    "trainer.seed",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.max_train_seconds",
+    "trainer.handle_signals",
+    "trainer.sample_text_every",
+    "trainer.sample_text_completions",
+    "trainer.rollout_actors",
+    "trainer.reward_actors",
+    "trainer.threads_per_rollout_actor",
+    "trainer.message_deadline",
+    "trainer.rollout_deadline",
+    "trainer.max_attempts",
+    "eval_questions",
+    "eval_max_new_tokens",
+    "save_dtype",
+    "memory_plan",
+    "resume",
+];
 
 /// New tokens per answer in the Qwen2.5-Math evaluation: the report-scale rollout length and the
 /// length of the before/after evaluation (the `eval` recipe's default too).
@@ -138,6 +168,7 @@ impl Default for RlConfig {
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
             memory_plan: MemoryPlanConfig::default(),
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -184,6 +215,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = recipe.config.clone();
+    let identity_config = without_keys(serde_json::to_value(&config)?, RESUMABLE_KEYS);
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
     if cli.model.is_none() {
@@ -286,7 +318,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         run.metrics.clone(),
     )?
     .with_checkpoint_dir(run.path("checkpoints"))
-    .with_rollout_device(placement.rollout.clone());
+    .with_rollout_device(placement.rollout.clone())
+    .with_identity(identity_config, cli.data.clone(), config.resume);
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);
     }

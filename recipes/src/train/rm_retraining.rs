@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
@@ -244,6 +244,10 @@ pub fn retrain_rm(
             let batch: Vec<RmQuery> = chunk.iter().map(|&i| train[i].clone()).collect();
             let report = learner.step(&batch)?;
             bar.set_position(report.step);
+            // RM retraining keeps no checkpoints: a diverged run ends here, nothing to save.
+            learner
+                .check_diverged()
+                .with_context(|| format!("rm step {}", report.step))?;
         }
     }
     bar.finish_and_clear();

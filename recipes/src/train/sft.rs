@@ -11,7 +11,10 @@ use mathrl_learners::sft::{SftConfig, SftLearner};
 use mathrl_learners::sft_data::{
     load_conversations, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
 };
-use mathrl_learners::{latest_checkpoint, CheckpointConfig, Decay, LrSchedule, RunState};
+use mathrl_learners::{
+    latest_checkpoint, read_trainer_state, without_keys, CheckpointConfig, Decay, LrSchedule,
+    ResumeConfig, RunIdentity, RunState,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
@@ -46,7 +49,21 @@ pub struct SftRecipeConfig {
     pub dtype: DtypeSetting,
     /// Dtype of `final/` and the checkpoints' models: auto (the loaded files' dtype) or a dtype.
     pub save_dtype: DtypeSetting,
+    /// Resuming: a checkpoint of another seed, data or settings is refused unless
+    /// `resume.allow_changed`.
+    pub resume: ResumeConfig,
 }
+
+/// Settings a resumed SFT run may change: they bound or watch the run, not what it computes.
+const RESUMABLE_KEYS: &[&str] = &[
+    "steps",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "checkpoint_dir",
+    "save_dtype",
+    "resume",
+];
 
 impl Default for SftRecipeConfig {
     fn default() -> Self {
@@ -70,6 +87,7 @@ impl Default for SftRecipeConfig {
             learner,
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -145,6 +163,17 @@ pub fn tokenize_all(
         .collect()
 }
 
+/// An example's bytes for the run's data hash: its tokens and mask, so that another template,
+/// tokenizer or `max_length` counts as other data.
+fn example_bytes(example: &SftExample) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(example.input_ids.len() * 5);
+    for id in &example.input_ids {
+        bytes.extend_from_slice(&id.to_le_bytes());
+    }
+    bytes.extend(example.assistant_mask.iter().map(|&m| u8::from(m)));
+    bytes
+}
+
 /// The SFT loop: held-out split, seeded shuffled batches, periodic held-out loss and
 /// checkpoints under `<output>/<checkpoint_dir>`, resuming from the latest checkpoint there, else
 /// from `--resume`.
@@ -172,9 +201,17 @@ pub fn train_sft(
         Some(dir) => Some(dir),
         None => run.resume.clone(),
     };
+    let identity = RunIdentity::new(
+        run.seed,
+        run.data_file.as_deref(),
+        examples.iter().map(example_bytes),
+        without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
+    );
     let mut learner = SftLearner::new(policy, config.learner, run.metrics.clone())?;
     let mut loader = ShuffledLoader::new(train_set.len(), run.seed);
     if let Some(dir) = &resume_from {
+        let recorded = read_trainer_state(dir)?.run.identity;
+        identity.check_resume(recorded.as_ref(), dir, config.resume)?;
         let state = learner
             .restore(dir)
             .with_context(|| format!("resuming from {}", dir.display()))?;
@@ -203,12 +240,15 @@ pub fn train_sft(
             run.metrics.scalar("eval/loss", step, loss);
             tracing::info!(step, train_loss = final_loss, eval_loss = loss, "sft step");
         }
-        if checkpoints.due(step) || step == total {
+        let diverged = learner.check_diverged();
+        if checkpoints.due(step) || step == total || diverged.is_err() {
             let state = RunState {
                 data_cursor: Some(loader.cursor()),
+                identity: Some(identity.clone()),
                 ..RunState::default()
             };
-            learner.save_checkpoint(&checkpoints, &state)?;
+            let dir = learner.save_checkpoint(&checkpoints, &state)?;
+            diverged.with_context(|| format!("sft step {step} (checkpoint {})", dir.display()))?;
         }
     }
     bar.finish_and_clear();
