@@ -64,6 +64,7 @@ pub struct Trainer {
     cluster: Option<ClusterConfig>,
     rollout_device: Option<Device>,
     identity: IdentitySource,
+    resume_from: Option<PathBuf>,
 }
 
 /// What the run's identity is made of besides its seed and prompts ([`Trainer::with_identity`]).
@@ -99,6 +100,7 @@ impl Trainer {
             cluster: None,
             rollout_device: None,
             identity: IdentitySource::default(),
+            resume_from: None,
         })
     }
 
@@ -157,6 +159,13 @@ impl Trainer {
         self
     }
 
+    /// Starts from the checkpoint in `dir` (`--resume`) instead of the newest one in the
+    /// checkpoint directory.
+    pub fn with_resume_from(mut self, dir: Option<PathBuf>) -> Self {
+        self.resume_from = dir;
+        self
+    }
+
     /// Uses `stop` for stop requests (so a handle made before the trainer, e.g. one a timer
     /// or another component holds, can stop it).
     pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
@@ -190,10 +199,13 @@ impl Trainer {
                 self.config.keep_checkpoints,
             )
         });
-        if let Some(dir) = &self.checkpoint_dir {
-            if let Some(latest) = latest_checkpoint(dir)? {
-                self.resume(&latest, &mut stream, &identity)?;
-            }
+        let start = match (&self.resume_from, &self.checkpoint_dir) {
+            (Some(named), _) => Some(named.clone()),
+            (None, Some(dir)) => latest_checkpoint(dir)?,
+            (None, None) => None,
+        };
+        if let Some(checkpoint) = start {
+            self.resume(&checkpoint, &mut stream, &identity)?;
         }
 
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -53,13 +53,19 @@ fn a_diverged_run_ends_with_a_checkpoint_and_an_error() -> Result<()> {
     )?
     .with_checkpoint_dir(dir.path().to_path_buf());
     let err = trainer.run(prompts(8)).unwrap_err().to_string();
-    assert!(err.contains("diverged") && err.contains("2 updates in a row"), "{err}");
+    assert!(
+        err.contains("diverged") && err.contains("2 updates in a row"),
+        "{err}"
+    );
     assert!(err.contains("step-000002"), "{err}");
     // The checkpoint of the last step is there and resumable.
     let latest = latest_checkpoint(dir.path())?.expect("a checkpoint");
     assert!(latest.ends_with("step-000002"), "{}", latest.display());
     let state = read_trainer_state(&latest)?;
-    assert_eq!((state.step, state.skipped_steps, state.optimizer_step), (2, 2, 0));
+    assert_eq!(
+        (state.step, state.skipped_steps, state.optimizer_step),
+        (2, 2, 0)
+    );
 
     // Without the bound the same run goes on to its last step, skipping every update.
     let report = Trainer::new(
@@ -114,13 +120,22 @@ fn a_resume_with_another_seed_data_or_settings_is_refused_unless_allowed() -> Re
         Ok(err.to_string())
     };
     let err = refused(6, settings.clone(), 6)?;
-    assert!(err.contains("seed: 5 → 6") && err.contains("resume.allow_changed"), "{err}");
+    assert!(
+        err.contains("seed: 5 → 6") && err.contains("resume.allow_changed"),
+        "{err}"
+    );
     let err = refused(5, settings.clone(), 7)?;
-    assert!(err.contains("data: train.jsonl (6 items") && err.contains("(7 items"), "{err}");
+    assert!(
+        err.contains("data: train.jsonl (6 items") && err.contains("(7 items"),
+        "{err}"
+    );
     let err = refused(5, json!({ "grpo": { "lr": 2e-3 } }), 6)?;
     assert!(err.contains("grpo.lr: 0.001 → 0.002"), "{err}");
     // Nothing was trained by the refused runs.
-    assert_eq!(read_trainer_state(latest_checkpoint(dir.path())?.unwrap())?.step, 1);
+    assert_eq!(
+        read_trainer_state(latest_checkpoint(dir.path())?.unwrap())?.step,
+        1
+    );
 
     // The same run resumes; a changed one does when allowed.
     let same = trainer(2, 5, settings.clone(), strict, dir.path())?.run(prompts(6))?;

@@ -553,7 +553,9 @@ mod tests {
                     continue;
                 }
                 assert!(err.is_err(), "{stage:?}");
-                let latest = latest_checkpoint(root.path()).unwrap().expect("a checkpoint");
+                let latest = latest_checkpoint(root.path())
+                    .unwrap()
+                    .expect("a checkpoint");
                 let back = read_checkpoint(&latest, &Device::Cpu).unwrap();
                 let renamed = matches!(stage, Renamed | OldRemoved);
                 let (want_step, want_new) = if renamed { (step, true) } else { (2, false) };
@@ -574,7 +576,10 @@ mod tests {
                 };
                 assert_eq!(names, want, "{step} crashed at {stage:?}");
                 let latest = latest_checkpoint(root.path()).unwrap().unwrap();
-                assert_eq!(read_checkpoint(&latest, &Device::Cpu).unwrap().state, new_state);
+                assert_eq!(
+                    read_checkpoint(&latest, &Device::Cpu).unwrap().state,
+                    new_state
+                );
             }
         }
     }

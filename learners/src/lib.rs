@@ -31,8 +31,8 @@ pub mod train_step;
 
 pub use advantage::AdvantageEstimator;
 pub use checkpoint::{
-    latest_checkpoint, read_checkpoint, read_trainer_state, Checkpoint, CheckpointConfig, DataCursor, RunState,
-    TrainerState,
+    latest_checkpoint, read_checkpoint, read_trainer_state, Checkpoint, CheckpointConfig,
+    DataCursor, RunState, TrainerState,
 };
 pub use error::{Error, Result};
 pub use grpo::{GrpoConfig, GrpoLearner, GrpoStepReport, OldLogprobs};

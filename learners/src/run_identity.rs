@@ -219,10 +219,19 @@ mod tests {
             .check_resume(Some(&recorded), dir, ResumeConfig::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("step-000002") && err.contains("seed: 1 → 2"), "{err}");
+        assert!(
+            err.contains("step-000002") && err.contains("seed: 1 → 2"),
+            "{err}"
+        );
         assert!(err.contains("resume.allow_changed"), "{err}");
         changed
-            .check_resume(Some(&recorded), dir, ResumeConfig { allow_changed: true })
+            .check_resume(
+                Some(&recorded),
+                dir,
+                ResumeConfig {
+                    allow_changed: true,
+                },
+            )
             .unwrap();
         // A checkpoint from before identities were recorded is taken as it is.
         changed
@@ -235,7 +244,12 @@ mod tests {
         let a = RunIdentity::new(0, None, ["ab", "c"], Value::Null);
         let b = RunIdentity::new(0, None, ["a", "bc"], Value::Null);
         assert_ne!(a.data_xxh3, b.data_xxh3);
-        let moved = RunIdentity::new(0, Some(Path::new("elsewhere.jsonl")), ["ab", "c"], Value::Null);
+        let moved = RunIdentity::new(
+            0,
+            Some(Path::new("elsewhere.jsonl")),
+            ["ab", "c"],
+            Value::Null,
+        );
         assert!(moved.differences(&a).is_empty());
     }
 
@@ -245,7 +259,12 @@ mod tests {
         let kept = without_keys(config, &["steps", "trainer.max_steps", "absent.key", "x"]);
         assert_eq!(kept, json!({ "trainer": { "seed": 1, "n": 2 } }));
         let mut out = Vec::new();
-        changed_keys(&json!({ "a": 1 }), &json!({ "a": 1, "b": true }), String::new(), &mut out);
+        changed_keys(
+            &json!({ "a": 1 }),
+            &json!({ "a": 1, "b": true }),
+            String::new(),
+            &mut out,
+        );
         assert_eq!(out, ["b: (absent) → true"]);
     }
 }

@@ -401,7 +401,13 @@ mod tests {
         update(&mut step, f64::NAN);
         let err = step.check_diverged().unwrap_err();
         assert!(
-            matches!(err, Error::Diverged { consecutive: 3, skipped: 5 }),
+            matches!(
+                err,
+                Error::Diverged {
+                    consecutive: 3,
+                    skipped: 5
+                }
+            ),
             "{err}"
         );
         // 0 turns the bound off.

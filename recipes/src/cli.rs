@@ -61,7 +61,8 @@ pub struct Cli {
     /// Stop after this many optimisation steps.
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// Resume from this checkpoint directory.
+    /// Resume a training run: a checkpoint directory, or a run directory (its newest
+    /// checkpoint); the run continues in --output, by default the resumed run's directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Answer-checker profile of the `grade` recipe: qwen25-math (the reference grader's

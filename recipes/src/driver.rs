@@ -91,7 +91,8 @@ impl<'a, C: Serialize> Prepared<'a, C> {
     pub fn start_with(&self, cli: &Cli) -> Result<RunContext> {
         let run = RunContext::new(cli, self.recipe)?;
         let path = run.path("config.toml");
-        mathrl::policy::write_atomic(&path, to_toml(&self.config)?.as_bytes())
+        let text = crate::resume::config_header(self.recipe) + &to_toml(&self.config)?;
+        mathrl::policy::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(run)
     }

@@ -22,6 +22,7 @@ pub mod output;
 pub mod placement;
 pub mod precision;
 pub mod registry;
+pub mod resume;
 pub mod run;
 pub mod tools;
 pub mod train;

@@ -26,5 +26,6 @@ fn main() -> Result<()> {
         anyhow::bail!("no recipe given: pass --recipe NAME (see --list-recipes)");
     };
     let recipe = find_recipe(name)?;
+    mathrl_recipes::resume::resolve_resume(&mut cli, recipe.name)?;
     (recipe.run)(&cli)
 }

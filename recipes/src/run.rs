@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mathrl::metrics::{JsonlSink, Metrics, TensorBoardSink};
 
 use crate::cli::Cli;
+use crate::resume::ResumeFrom;
 
 /// The context of one run of a recipe.
 pub struct RunContext {
@@ -26,8 +27,8 @@ pub struct RunContext {
     pub seed: u64,
     /// Bound on optimisation steps, if given.
     pub max_steps: Option<u64>,
-    /// Checkpoint directory to resume from, if given.
-    pub resume: Option<PathBuf>,
+    /// Where `--resume` says the run starts ([`ResumeFrom::start`] picks the checkpoint).
+    pub resume: Option<ResumeFrom>,
     /// The `--data` file, recorded with the run's identity in its checkpoints.
     pub data_file: Option<PathBuf>,
     /// The run's metrics sink (TensorBoard + JSONL).
@@ -57,7 +58,7 @@ impl RunContext {
             device: mathrl::device::parse_device(&cli.device)?,
             seed: cli.seed,
             max_steps: cli.max_steps,
-            resume: cli.resume.clone(),
+            resume: cli.resume.as_deref().map(ResumeFrom::of).transpose()?,
             data_file: cli.data.clone(),
             metrics,
             started: Instant::now(),

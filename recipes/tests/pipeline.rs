@@ -104,6 +104,39 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
             .ends_with("4-rm-retraining/rm"),
         "{summary}"
     );
+
+    // Killed during RL (its checkpoint written, its summary not): `--resume` skips the four
+    // finished stages, resumes RL from its checkpoint and runs the evaluation.
+    std::fs::remove_file(out.join("5-qwen25-math-rl/summary.json")).unwrap();
+    std::fs::remove_dir_all(out.join("6-eval")).unwrap();
+    let sft_final = out.join("1-sft/final/model.safetensors");
+    let sft_written = std::fs::metadata(&sft_final).unwrap().modified().unwrap();
+    let resumed = mathrl()
+        .args(["--recipe", "pipeline", "--model"])
+        .arg(&base)
+        .arg("--data")
+        .arg(&sft)
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-steps", "2", "--datasets", "gsm8k", "--limit", "2"])
+        .arg("--resume")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert_eq!(
+        log.matches("pipeline stage already done").count(),
+        4,
+        "{log}"
+    );
+    assert!(log.contains("resumed from"), "{log}");
+    assert!(out.join("6-eval/eval.json").is_file());
+    let unchanged = std::fs::metadata(&sft_final).unwrap().modified().unwrap();
+    assert_eq!(
+        sft_written, unchanged,
+        "the finished SFT stage was run again"
+    );
 }
 
 #[test]

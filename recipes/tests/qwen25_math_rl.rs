@@ -238,6 +238,74 @@ fn a_second_run_with_the_same_output_resumes_from_its_checkpoint() {
     assert_hf_layout(&out.join("checkpoints/step-000003"));
 }
 
+/// A random reward model over `model`'s backbone, with its tokenizer, saved in `dir`: its
+/// varied scores give non-zero advantages, so every step changes the weights.
+fn random_reward_model(model: &Path, dir: &Path) {
+    let policy = mathrl::Policy::load(
+        model,
+        &candle_core::Device::Cpu,
+        Some(candle_core::DType::F32),
+        mathrl::model::Trainable::No,
+    )
+    .unwrap();
+    let rm = mathrl_rewards::RewardModel::from_policy(
+        &policy,
+        mathrl_rewards::RewardHeadKind::Qwen25MathRm,
+        1,
+        mathrl::model::Trainable::No,
+    )
+    .unwrap();
+    rm.save(dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(model.join(f), dir.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn a_run_resumed_with_resume_equals_an_uninterrupted_one_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 2);
+    let rm = tmp.path().join("rm");
+    random_reward_model(&model, &rm);
+    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(6).collect();
+    let data = tmp.path().join("qa.jsonl");
+    write_question_answer_jsonl(&data, &problems).unwrap();
+    let with_inputs = |cmd: &mut Command| {
+        cmd.arg("--rm").arg(&rm).arg("--data").arg(&data);
+    };
+    let (whole, halves) = (tmp.path().join("whole"), tmp.path().join("halves"));
+    let mut cmd = rl_steps(&model, &whole, 4);
+    with_inputs(&mut cmd);
+    run_ok(&mut cmd);
+    let mut cmd = rl_steps(&model, &halves, 2);
+    with_inputs(&mut cmd);
+    run_ok(&mut cmd);
+    // Resumed by naming the run directory only: the run continues there.
+    let mut cmd = mathrl();
+    cmd.args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--resume")
+        .arg(&halves)
+        .args(["--max-steps", "4"]);
+    for set in SMALL {
+        cmd.args(["--set", set]);
+    }
+    with_inputs(&mut cmd);
+    let log = run_ok(&mut cmd);
+    assert!(log.contains("resumed from"), "{log}");
+    assert_eq!(summary(&halves)["steps"], 4);
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    let trained = weights(&whole.join("final"));
+    assert!(
+        trained == weights(&halves.join("final")),
+        "the resumed run differs"
+    );
+    let after_two = weights(&halves.join("checkpoints/step-000002"));
+    assert!(trained != after_two, "steps 3 and 4 learned nothing");
+}
+
 #[test]
 fn a_data_file_gives_the_prompts() {
     let tmp = tempfile::tempdir().unwrap();

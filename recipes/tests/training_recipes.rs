@@ -94,39 +94,102 @@ fn sft_trains_checkpoints_and_resumes() {
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let err = refused(sft(6).args(["--seed", "9"]));
-    assert!(err.contains("seed: 0 → 9") && err.contains("step-000005"), "{err}");
+    assert!(
+        err.contains("seed: 0 → 9") && err.contains("step-000005"),
+        "{err}"
+    );
     let err = refused(sft(6).args(["--set", "learner.train_step.schedule.peak_lr=2e-3"]));
-    assert!(err.contains("learner.train_step.schedule.peak_lr: 0.001 → 0.002"), "{err}");
+    assert!(
+        err.contains("learner.train_step.schedule.peak_lr: 0.001 → 0.002"),
+        "{err}"
+    );
     assert_eq!(summary(&out)["steps"], 5);
     run_ok(sft(6).args(["--seed", "9", "--set", "resume.allow_changed=true"]));
     assert_eq!(summary(&out)["steps"], 6);
 }
 
 #[test]
-fn rm_retraining_writes_a_reward_model() {
+fn rm_retraining_writes_a_reward_model_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    tiny_procedural_policy(&model, 2);
-    let task = ProceduralTask::new(TaskConfig::default()).unwrap();
-    let problems: Vec<_> = task.problems(Split::Train).take(8).collect();
+    // The shipped policy answers some procedural questions right: queries with both a right and
+    // a wrong response, so every step trains the RM.
+    let model = mathrl_recipes::assets::default_policy_dir();
+    let task = ProceduralTask::new(mathrl_recipes::assets::embedded_task()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(16).collect();
     let data = tmp.path().join("qa.jsonl");
     write_question_answer_jsonl(&data, &problems).unwrap();
-    let out = tmp.path().join("run");
-    run_ok(
+    let rm = |out: &Path| {
+        let mut cmd = mathrl();
+        cmd.args(["--recipe", "rm-retraining", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(out)
+            .args([
+                "--set",
+                "samples_per_query=4",
+                "--set",
+                "max_new_tokens=160",
+            ])
+            .args(["--set", "temperature=1.0", "--set", "top_p=1.0"])
+            .args(["--set", "eval_queries=2", "--set", "queries_per_step=2"])
+            .args(["--set", "epochs=2", "--set", "checkpoint_every=1"])
+            .args(["--set", "keep_checkpoints=0"]);
+        cmd
+    };
+    let whole = tmp.path().join("whole");
+    run_ok(&mut rm(&whole));
+    assert_hf_layout(&whole.join("rm"), "Qwen2ForRewardModel");
+    let s = summary(&whole);
+    assert_eq!(s["samples"], 64);
+    // 14 training queries, 2 per step, 2 epochs.
+    assert_eq!(s["steps"], 14, "{s}");
+    let positives = s["positives"].as_u64().unwrap();
+    assert!(
+        positives > 0 && positives < 64,
+        "some right and some wrong: {s}"
+    );
+
+    // Stopped after step 2, resumed by naming the run: the samples are read back, not drawn
+    // again, and the RM ends where the uninterrupted run's did.
+    let halves = tmp.path().join("halves");
+    run_ok(rm(&halves).args(["--max-steps", "2"]));
+    assert_eq!(summary(&halves)["steps"], 2);
+    let log = run_ok(
         mathrl()
             .args(["--recipe", "rm-retraining", "--model"])
             .arg(&model)
             .arg("--data")
             .arg(&data)
-            .arg("--output")
-            .arg(&out)
-            .args(["--set", "samples_per_query=3", "--set", "max_new_tokens=12"])
-            .args(["--set", "eval_queries=2", "--set", "queries_per_step=2"]),
+            .arg("--resume")
+            .arg(&halves)
+            .args([
+                "--set",
+                "samples_per_query=4",
+                "--set",
+                "max_new_tokens=160",
+            ])
+            .args(["--set", "temperature=1.0", "--set", "top_p=1.0"])
+            .args(["--set", "eval_queries=2", "--set", "queries_per_step=2"])
+            .args(["--set", "epochs=2", "--set", "checkpoint_every=1"])
+            .args(["--set", "keep_checkpoints=0"]),
     );
-    assert_hf_layout(&out.join("rm"), "Qwen2ForRewardModel");
-    let s = summary(&out);
-    assert_eq!(s["samples"], 24);
-    assert!(s["steps"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        log.contains("labelled samples read back") && log.contains("resumed"),
+        "{log}"
+    );
+    assert_eq!(summary(&halves)["steps"], 14);
+    let weights = |dir: &Path| std::fs::read(dir.join("rm/model.safetensors")).unwrap();
+    assert!(
+        weights(&whole) == weights(&halves),
+        "the resumed RM differs"
+    );
+    let after_two = std::fs::read(halves.join("checkpoints/step-000002/model.safetensors"));
+    assert!(
+        after_two.unwrap() != weights(&whole),
+        "steps 3 to 14 learned nothing"
+    );
 }
 
 #[test]
@@ -182,20 +245,35 @@ fn tiny_bootstrap_produces_policy_and_reward_model() {
 }
 
 #[test]
-fn tiny_bootstrap_refuses_resume_and_says_how_to_continue() {
+fn tiny_bootstrap_resumes_only_in_its_own_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let header = mathrl_recipes::resume::config_header("tiny-bootstrap");
+    std::fs::write(run.join("config.toml"), header).unwrap();
     let out = mathrl()
         .args(["--recipe", "tiny-bootstrap", "--resume"])
-        .arg(tmp.path())
+        .arg(&run)
         .arg("--output")
-        .arg(tmp.path().join("run"))
+        .arg(tmp.path().join("elsewhere"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--resume") && stderr.contains("same --output"),
+        stderr.contains("resumes in its own run directory") && stderr.contains("--output"),
         "{stderr}"
     );
-    assert!(!tmp.path().join("run").exists(), "nothing is written");
+    assert!(!tmp.path().join("elsewhere").exists(), "nothing is written");
+    // A tool recipe refuses the flag.
+    let out = mathrl()
+        .args(["--recipe", "grade", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("grade does not resume"),
+        "{stderr}"
+    );
 }

@@ -30,7 +30,8 @@ impl Coordinator<'_> {
             identity: self.identity.clone(),
             ..RunState::default()
         };
-        self.learner.send(LearnerMsg::Checkpoint(config, Box::new(run)))
+        self.learner
+            .send(LearnerMsg::Checkpoint(config, Box::new(run)))
     }
 
     /// Writes the final checkpoint (unless the last step's was already requested) and waits

@@ -5,7 +5,8 @@
 //! `mathrl --recipe pipeline --model BASE --data sft.jsonl --set qa_data=qa.jsonl
 //! [--set 'sets.sft=["steps=100"]'] [--datasets gsm8k,math500 --limit 100] [--output DIR]`
 //!
-//! Stage `k` writes under `DIR/<k>-<stage>/`; a stage's settings are its recipe's (see
+//! Stage `k` writes under `DIR/<k>-<stage>/`; `--resume DIR` skips the stages that finished
+//! (those with a `summary.json`) and resumes the rest from their checkpoints. A stage's settings are its recipe's (see
 //! `mathrl --recipe NAME --print-config`), given as `key=value` lines in `sets.<stage>`.
 
 use std::collections::BTreeMap;
@@ -88,6 +89,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             {
                 products = handed_on(stage, &dir, products);
             }
+            continue;
+        }
+        if cli.resume.is_some() && dir.join("summary.json").is_file() {
+            // Resumed: a stage that wrote its summary finished; only the rest run (the one that
+            // was killed resumes from its own checkpoints).
+            tracing::info!(stage, output = %dir.display(), "pipeline stage already done");
+            products = handed_on(stage, &dir, products);
+            done.push((stage.to_string(), dir.display().to_string()));
             continue;
         }
         tracing::info!(stage, output = %dir.display(), "pipeline stage");

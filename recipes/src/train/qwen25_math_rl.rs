@@ -37,6 +37,7 @@ use crate::cli::Cli;
 use crate::driver::prepare_with;
 use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
+use crate::resume::ResumeFrom;
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
 use crate::train::memory_plan::{
@@ -319,7 +320,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     )?
     .with_checkpoint_dir(run.path("checkpoints"))
     .with_rollout_device(placement.rollout.clone())
-    .with_identity(identity_config, cli.data.clone(), config.resume);
+    .with_identity(identity_config, cli.data.clone(), config.resume)
+    .with_resume_from(ResumeFrom::start(
+        run.resume.as_ref(),
+        &run.path("checkpoints"),
+    )?);
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);
     }

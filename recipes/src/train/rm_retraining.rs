@@ -6,21 +6,27 @@
 //! (`qa.jsonl` lines: `{"question": .., "answer": ..}`; without `--rm` the RM starts from the
 //! policy's backbone with a fresh Qwen2.5-Math-RM head).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
+use mathrl::data::jsonl::{read_jsonl, write_jsonl};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
 use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
-use mathrl_learners::{RmConfig, RmLearner, RmQuery, SeededRng};
+use mathrl_learners::{
+    read_trainer_state, without_keys, CheckpointConfig, ResumeConfig, RmConfig, RmLearner, RmQuery,
+    RunIdentity, RunState, SeededRng,
+};
 use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
+use crate::resume::ResumeFrom;
 use crate::run::{print_summary, require_dir, RunContext};
 
 /// Settings of the `rm-retraining` recipe.
@@ -50,6 +56,34 @@ pub struct RmRetrainingConfig {
     pub dtype: DtypeSetting,
     /// Dtype the retrained RM is saved in: auto (the loaded files' dtype) or a dtype.
     pub save_dtype: DtypeSetting,
+    /// A checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Most recent checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Directory of the checkpoints and of the labelled samples (`samples.jsonl`, reused by a
+    /// resumed run instead of sampling again), under the run's output directory.
+    pub checkpoint_dir: String,
+    /// Resuming: a checkpoint of another seed, data or settings is refused unless
+    /// `resume.allow_changed`.
+    pub resume: ResumeConfig,
+}
+
+/// Settings a resumed RM retraining run may change: they bound or watch it.
+const RESUMABLE_KEYS: &[&str] = &[
+    "epochs",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "checkpoint_dir",
+    "save_dtype",
+    "resume",
+];
+
+/// The labelled samples of one query, as `samples.jsonl` keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LabelledQuery {
+    question: String,
+    /// (response, judged correct by the checker).
+    responses: Vec<(String, bool)>,
 }
 
 impl Default for RmRetrainingConfig {
@@ -66,6 +100,10 @@ impl Default for RmRetrainingConfig {
             learner: RmConfig::default(),
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
+            checkpoint_every: 50,
+            keep_checkpoints: 2,
+            checkpoint_dir: "checkpoints".into(),
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -152,15 +190,15 @@ fn pct(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{:.1}%", 100.0 * v))
 }
 
-/// Samples and labels responses for each item, one [`RmQuery`] per item.
-pub fn label_samples(
+/// Samples responses for each item and labels them with the checker.
+fn label_samples(
     policy: &Policy,
     tokenizer: &Tokenizer,
     items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &RmRetrainingConfig,
     seed: u64,
-) -> Result<(Vec<RmQuery>, (usize, usize))> {
+) -> Result<Vec<LabelledQuery>> {
     let prompts = items
         .iter()
         .map(|item| Ok(tokenizer.encode(&tokenizer.question_prompt(&item.question, None)?)?))
@@ -177,7 +215,6 @@ pub fn label_samples(
         ..SamplingParams::default()
     };
     let out = engine.generate(&prompts, &params)?;
-    let (mut positives, mut total) = (0, 0);
     let mut queries = Vec::with_capacity(items.len());
     for (group, item) in out.groups.iter().zip(items) {
         let mut responses = Vec::with_capacity(group.completions.len());
@@ -186,14 +223,61 @@ pub fn label_samples(
             let correct = verifier
                 .verify(&text, item.gold_or_empty(), None)
                 .is_correct();
-            positives += usize::from(correct);
-            total += 1;
             responses.push((text, correct));
         }
-        let pairs: Vec<(&str, bool)> = responses.iter().map(|(t, c)| (t.as_str(), *c)).collect();
-        queries.push(RmQuery::from_text(tokenizer, &item.question, &pairs)?);
+        queries.push(LabelledQuery {
+            question: item.question.clone(),
+            responses,
+        });
     }
-    Ok((queries, (positives, total)))
+    Ok(queries)
+}
+
+/// The labelled samples a resumed run wrote to `cache`, when there are as many as `items`.
+fn read_back(cache: &Path, items: usize) -> Result<Option<Vec<LabelledQuery>>> {
+    if !cache.is_file() {
+        return Ok(None);
+    }
+    let labelled: Vec<LabelledQuery> = read_jsonl(cache)?;
+    if labelled.len() != items {
+        tracing::warn!(samples = %cache.display(), "labelled samples do not match the data; sampling again");
+        return Ok(None);
+    }
+    tracing::info!(samples = %cache.display(), "resumed: labelled samples read back");
+    Ok(Some(labelled))
+}
+
+/// Samples and labels responses for every item, in seeded chunks of 32.
+fn sample_all(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    items: &[QaRecord],
+    verifier: &dyn Verifier,
+    config: &RmRetrainingConfig,
+    run: &RunContext,
+) -> Result<Vec<LabelledQuery>> {
+    let bar = run.progress(items.len() as u64, "sampling");
+    let mut labelled = Vec::with_capacity(items.len());
+    for (chunk_index, chunk) in items.chunks(32).enumerate() {
+        let seed = run.seed.wrapping_add(chunk_index as u64);
+        labelled.extend(label_samples(
+            policy, tokenizer, chunk, verifier, config, seed,
+        )?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(labelled)
+}
+
+/// Writes the labelled samples to `cache` atomically, for a resumed run to read back.
+fn write_samples(cache: &Path, labelled: &[LabelledQuery]) -> Result<()> {
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let partial = cache.with_extension("jsonl.tmp");
+    write_jsonl(&partial, labelled)?;
+    std::fs::rename(&partial, cache).with_context(|| format!("writing {}", cache.display()))?;
+    Ok(())
 }
 
 /// The loop: label samples, hold out the last `eval_queries`, train for `epochs` in seeded
@@ -213,41 +297,96 @@ pub fn retrain_rm(
         config.max_queries.min(items.len())
     };
     let items = &items[..used];
-    let bar = run.progress(items.len() as u64, "sampling");
-    let mut queries = Vec::with_capacity(items.len());
-    let mut positives = (0, 0);
-    for (chunk_index, chunk) in items.chunks(32).enumerate() {
-        let seed = run.seed.wrapping_add(chunk_index as u64);
-        let (labelled, counts) =
-            label_samples(policy, tokenizer, chunk, verifier.as_ref(), config, seed)?;
-        queries.extend(labelled);
-        positives = (positives.0 + counts.0, positives.1 + counts.1);
-        bar.inc(chunk.len() as u64);
+    let checkpoints = CheckpointConfig::new(
+        run.path(&config.checkpoint_dir),
+        config.checkpoint_every,
+        config.keep_checkpoints,
+    );
+    let resume_from = ResumeFrom::start(run.resume.as_ref(), &checkpoints.dir)?;
+    let identity = RunIdentity::new(
+        run.seed,
+        run.data_file.as_deref(),
+        items
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?,
+        without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
+    );
+    if let Some(dir) = &resume_from {
+        let recorded = read_trainer_state(dir)?.run.identity;
+        identity.check_resume(recorded.as_ref(), dir, config.resume)?;
     }
-    bar.finish_and_clear();
+    // Sampling is most of the run's cost: a resumed run reads its samples back.
+    let cache = checkpoints.dir.join("samples.jsonl");
+    let read = match &resume_from {
+        Some(_) => read_back(&cache, items.len())?,
+        None => None,
+    };
+    let labelled = match read {
+        Some(labelled) => labelled,
+        None => {
+            let labelled = sample_all(policy, tokenizer, items, verifier.as_ref(), config, run)?;
+            write_samples(&cache, &labelled)?;
+            labelled
+        }
+    };
+    let mut queries = Vec::with_capacity(labelled.len());
+    let mut positives = (0, 0);
+    for query in &labelled {
+        let pairs: Vec<(&str, bool)> = query
+            .responses
+            .iter()
+            .map(|(t, c)| (t.as_str(), *c))
+            .collect();
+        queries.push(RmQuery::from_text(tokenizer, &query.question, &pairs)?);
+        positives.0 += pairs.iter().filter(|(_, correct)| *correct).count();
+        positives.1 += pairs.len();
+    }
     let held = config.eval_queries.min(queries.len() / 2);
     let (train, eval) = queries.split_at(queries.len() - held);
     let mut learner = RmLearner::new(rm, config.learner, run.metrics.clone())?;
+    // Before any restore: the accuracy of the RM the run started from.
     let accuracy_before = learner.evaluate(eval)?.pairwise_accuracy;
+    if let Some(dir) = &resume_from {
+        learner
+            .restore(dir)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
+        tracing::info!(step = learner.step_count(), checkpoint = %dir.display(), "resumed");
+    }
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = SeededRng::new(run.seed ^ 0x5eed_4d52);
     let per_step = config.queries_per_step.max(1);
     let total_steps = (config.epochs * train.len()).div_ceil(per_step) as u64;
     let total_steps = run.max_steps.map_or(total_steps, |m| m.min(total_steps));
     let bar = run.progress(total_steps, "rm");
+    bar.set_position(learner.step_count());
+    // Every epoch's shuffle is drawn, resumed or not, so a resumed run walks the same batches
+    // and skips those its checkpoint already trained.
+    let mut walked = 0u64;
     'epochs: for _ in 0..config.epochs {
         rng.shuffle(&mut order);
         for chunk in order.chunks(per_step) {
-            if learner.step_count() >= total_steps {
+            if walked >= total_steps {
                 break 'epochs;
+            }
+            walked += 1;
+            if walked <= learner.step_count() {
+                continue;
             }
             let batch: Vec<RmQuery> = chunk.iter().map(|&i| train[i].clone()).collect();
             let report = learner.step(&batch)?;
             bar.set_position(report.step);
-            // RM retraining keeps no checkpoints: a diverged run ends here, nothing to save.
-            learner
-                .check_diverged()
-                .with_context(|| format!("rm step {}", report.step))?;
+            let diverged = learner.check_diverged();
+            if checkpoints.due(report.step) || report.step == total_steps || diverged.is_err() {
+                let state = RunState {
+                    identity: Some(identity.clone()),
+                    ..RunState::default()
+                };
+                let dir = learner.save_checkpoint(&checkpoints, &state)?;
+                diverged.with_context(|| {
+                    format!("rm step {} (checkpoint {})", report.step, dir.display())
+                })?;
+            }
         }
     }
     bar.finish_and_clear();

@@ -12,14 +12,15 @@ use mathrl_learners::sft_data::{
     load_conversations, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
 };
 use mathrl_learners::{
-    latest_checkpoint, read_trainer_state, without_keys, CheckpointConfig, Decay, LrSchedule,
-    ResumeConfig, RunIdentity, RunState,
+    read_trainer_state, without_keys, CheckpointConfig, Decay, LrSchedule, ResumeConfig,
+    RunIdentity, RunState,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
+use crate::resume::ResumeFrom;
 use crate::run::{print_summary, RunContext};
 
 /// Settings of the `sft` recipe.
@@ -196,11 +197,7 @@ pub fn train_sft(
         config.checkpoint_every,
         config.keep_checkpoints,
     );
-    // The run's own latest checkpoint is newer than the one it was resumed from, if any.
-    let resume_from = match latest_checkpoint(&checkpoints.dir)? {
-        Some(dir) => Some(dir),
-        None => run.resume.clone(),
-    };
+    let resume_from = ResumeFrom::start(run.resume.as_ref(), &checkpoints.dir)?;
     let identity = RunIdentity::new(
         run.seed,
         run.data_file.as_deref(),

@@ -138,6 +138,8 @@ impl Default for TinyBootstrapConfig {
             eval_queries: 64,
             epochs: 2,
             queries_per_step: 16,
+            // The first SFT stage's checkpoints are in `checkpoints/`.
+            checkpoint_dir: "rm-checkpoints".into(),
             ..RmRetrainingConfig::default()
         };
         rm.learner.micro_batch_queries = 16;
@@ -266,15 +268,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = &recipe.config;
-    if cli.resume.is_some() {
-        // Each SFT stage would fall back to the one checkpoint given; rerunning with the same
-        // `--output` resumes each stage from its own checkpoints instead.
-        anyhow::bail!(
-            "tiny-bootstrap does not take --resume: run it again with the same --output to \
-             resume where it stopped"
-        );
-    }
-    let run = recipe.start()?;
+    // `--resume RUN_DIR` has made RUN_DIR the output: each stage resumes from its own
+    // checkpoints there, none from another stage's.
+    let mut own = cli.clone();
+    own.resume = None;
+    let run = recipe.start_with(&own)?;
     let assets = run.path("assets");
     let task = ProceduralTask::new(config.task.clone())?;
     let train: Vec<Problem> = task
