@@ -43,6 +43,7 @@ use crate::config::TrainerConfig;
 use crate::coordinator::{Coordinator, EncodedPrompt, Ending, Wiring};
 use crate::event::{Role, WorkerId};
 use crate::learner::LearnerThread;
+use crate::progress::StepObserver;
 use crate::prompt::PromptStream;
 use crate::report::TrainReport;
 use crate::reward::{RewardActor, RewardSetup};
@@ -65,6 +66,7 @@ pub struct Trainer {
     rollout_device: Option<Device>,
     identity: IdentitySource,
     resume_from: Option<PathBuf>,
+    observer: Option<StepObserver>,
 }
 
 /// What the run's identity is made of besides its seed and prompts ([`Trainer::with_identity`]).
@@ -101,6 +103,7 @@ impl Trainer {
             rollout_device: None,
             identity: IdentitySource::default(),
             resume_from: None,
+            observer: None,
         })
     }
 
@@ -163,6 +166,12 @@ impl Trainer {
     /// checkpoint directory.
     pub fn with_resume_from(mut self, dir: Option<PathBuf>) -> Self {
         self.resume_from = dir;
+        self
+    }
+
+    /// Tells `observer` of every trained step (a progress bar, a line per step).
+    pub fn with_step_observer(mut self, observer: StepObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -296,7 +305,8 @@ impl Trainer {
             trained,
             initial_checksum,
         )
-        .with_identity(identity);
+        .with_identity(identity)
+        .with_observer(self.observer.take());
         let outcome = coordinator.run();
 
         if let Some(host) = host {

@@ -21,6 +21,7 @@ pub mod eval;
 pub mod output;
 pub mod placement;
 pub mod precision;
+pub mod progress;
 pub mod registry;
 pub mod resume;
 pub mod run;

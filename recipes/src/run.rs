@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mathrl::metrics::{JsonlSink, Metrics, TensorBoardSink};
 
 use crate::cli::Cli;
+use crate::progress::StepProgress;
 use crate::resume::ResumeFrom;
 
 /// The context of one run of a recipe.
@@ -33,6 +34,8 @@ pub struct RunContext {
     pub data_file: Option<PathBuf>,
     /// The run's metrics sink (TensorBoard + JSONL).
     pub metrics: Metrics,
+    /// `--log-level` hides progress (warn or quieter).
+    pub quiet: bool,
     started: Instant,
 }
 
@@ -61,6 +64,7 @@ impl RunContext {
             resume: cli.resume.as_deref().map(ResumeFrom::of).transpose()?,
             data_file: cli.data.clone(),
             metrics,
+            quiet: crate::progress::quiet_level(&cli.log_level),
             started: Instant::now(),
         })
     }
@@ -87,6 +91,11 @@ impl RunContext {
     /// A progress bar with rate and ETA on stderr (hidden when stderr is not a terminal).
     pub fn progress(&self, len: u64, label: &str) -> ProgressBar {
         progress_bar(len, label)
+    }
+
+    /// The progress of a training loop of `total` steps: a bar, or a line per step.
+    pub fn step_progress(&self, label: &str, total: u64) -> StepProgress {
+        StepProgress::new(label, total, self.quiet)
     }
 }
 

@@ -91,6 +91,14 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
         log.contains("| **total** | cpu |") && log.contains("fits in"),
         "{log}"
     );
+    // A line per step (stderr is not a terminal here), the last one always.
+    let last = log
+        .lines()
+        .find(|l| l.starts_with("grpo step 2/2 | reward "))
+        .unwrap_or_else(|| panic!("no line for step 2: {log}"));
+    for field in ["| acc ", "| len ", "| tok/s ", "| step "] {
+        assert!(last.contains(field), "{last}");
+    }
 
     let s = summary(&out);
     assert_eq!(s["steps"], 2, "{s}");

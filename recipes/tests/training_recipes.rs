@@ -66,7 +66,8 @@ fn sft_trains_checkpoints_and_resumes() {
             .args(["--set", "learner.train_step.schedule.peak_lr=1e-3"]);
         cmd
     };
-    run_ok(&mut sft(3));
+    let log = run_ok(&mut sft(3));
+    assert!(log.contains("sft step 3/3 | loss "), "{log}");
     assert_eq!(summary(&out)["steps"], 3);
     assert_hf_layout(&out.join("final"), "Qwen2ForCausalLM");
     assert!(out
@@ -104,7 +105,16 @@ fn sft_trains_checkpoints_and_resumes() {
         "{err}"
     );
     assert_eq!(summary(&out)["steps"], 5);
-    run_ok(sft(6).args(["--seed", "9", "--set", "resume.allow_changed=true"]));
+    // `--log-level warn` keeps the warning about the change and silences the progress.
+    let log = run_ok(
+        sft(6)
+            .args(["--seed", "9", "--set", "resume.allow_changed=true"])
+            .args(["--log-level", "warn"]),
+    );
+    assert!(
+        log.contains("resuming a changed run") && !log.contains("sft step"),
+        "{log}"
+    );
     assert_eq!(summary(&out)["steps"], 6);
 }
 

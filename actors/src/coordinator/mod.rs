@@ -35,6 +35,7 @@ use crate::cluster::RemoteWorkers;
 use crate::config::TrainerConfig;
 use crate::event::{Event, WorkerId};
 use crate::learner::{LearnerEvent, LearnerThread};
+use crate::progress::StepObserver;
 use crate::prompt::PromptStream;
 use crate::report::RunTally;
 use crate::reward::RewardMsg;
@@ -110,6 +111,8 @@ pub struct Coordinator<'a> {
     diverged: Option<String>,
     /// The run's seed, data and settings, recorded in each checkpoint.
     identity: Option<RunIdentity>,
+    /// Told of every trained step.
+    observer: Option<StepObserver>,
 }
 
 /// How the loop ended.
@@ -175,7 +178,14 @@ impl<'a> Coordinator<'a> {
             workers_joined: false,
             diverged: None,
             identity: None,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every trained step.
+    pub fn with_observer(mut self, observer: Option<StepObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Records `identity` in the run's checkpoints (checked when the run resumes).

@@ -11,6 +11,7 @@ use mathrl_rewards::RewardOutput;
 use super::Coordinator;
 use crate::event::WorkerId;
 use crate::learner::{LearnerEvent, LearnerMsg};
+use crate::progress::StepSummary;
 use crate::report::UnscoredCompletion;
 use crate::{Error, Result};
 
@@ -183,8 +184,13 @@ impl Coordinator<'_> {
                 let oldest = step.saturating_sub(self.config.sync.max_policy_lag() + 1);
                 self.checksums.retain(|&v, _| v >= oldest);
                 self.board.publish(snapshot);
-                self.log_step(step, &open, elapsed);
+                let (tokens_per_second, seconds) = self.log_step(step, &open, elapsed);
+                let summary =
+                    StepSummary::new(&report, self.config.max_steps, tokens_per_second, seconds);
                 self.record_step(step, open, *report);
+                if let Some(observer) = &mut self.observer {
+                    observer(&summary);
+                }
                 if self.checkpoints.as_ref().is_some_and(|c| c.due(step)) {
                     self.request_checkpoint()?;
                 }

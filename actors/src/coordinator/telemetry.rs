@@ -40,8 +40,14 @@ impl Coordinator<'_> {
         );
     }
 
-    /// The metrics of a trained step; starts the next window.
-    pub(super) fn log_step(&mut self, step: u64, open: &OpenStep, learner_time: Duration) {
+    /// The metrics of a trained step; starts the next window. Returns the step's sampled tokens
+    /// per second and wall seconds.
+    pub(super) fn log_step(
+        &mut self,
+        step: u64,
+        open: &OpenStep,
+        learner_time: Duration,
+    ) -> (f64, f64) {
         let now = Instant::now();
         let wall = now
             .duration_since(self.window_start)
@@ -98,6 +104,7 @@ impl Coordinator<'_> {
         );
         self.window_start = now;
         self.report.rollout_busy_seconds += window.rollout_busy.as_secs_f64();
+        (open.sampled_tokens as f64 / rollout_wall, wall)
     }
 
     /// Keeps the record of a trained step (and every `sample_text_every` steps its sample text).

@@ -37,6 +37,7 @@ use crate::cli::Cli;
 use crate::driver::prepare_with;
 use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
+use crate::progress::grpo_fields;
 use crate::resume::ResumeFrom;
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
@@ -307,7 +308,8 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // GRPO through the actor runtime.
     let mut trainer_config = config.trainer.clone();
-    trainer_config.max_steps = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
+    let max_steps = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
+    trainer_config.max_steps = max_steps;
     trainer_config.seed = run.seed;
     let rollout_actors = trainer_config.rollout_actors;
     let learner = GrpoLearner::new(policy, None, config.grpo, run.metrics.clone())?;
@@ -328,6 +330,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);
     }
+    let mut progress = run.step_progress("grpo", max_steps);
+    trainer = trainer.with_step_observer(Box::new(move |summary| {
+        progress.step(summary.step, &grpo_fields(summary));
+        if summary.step >= summary.max_steps {
+            progress.finish();
+        }
+    }));
     let report = trainer.run(records)?;
     let final_dir = run.path("final");
     report

@@ -358,8 +358,7 @@ pub fn retrain_rm(
     let per_step = config.queries_per_step.max(1);
     let total_steps = (config.epochs * train.len()).div_ceil(per_step) as u64;
     let total_steps = run.max_steps.map_or(total_steps, |m| m.min(total_steps));
-    let bar = run.progress(total_steps, "rm");
-    bar.set_position(learner.step_count());
+    let mut progress = run.step_progress("rm", total_steps);
     // Every epoch's shuffle is drawn, resumed or not, so a resumed run walks the same batches
     // and skips those its checkpoint already trained.
     let mut walked = 0u64;
@@ -375,7 +374,14 @@ pub fn retrain_rm(
             }
             let batch: Vec<RmQuery> = chunk.iter().map(|&i| train[i].clone()).collect();
             let report = learner.step(&batch)?;
-            bar.set_position(report.step);
+            let mut fields = Vec::new();
+            if let Some(loss) = report.eval.loss {
+                fields.push(("loss", format!("{loss:.4}")));
+            }
+            if let Some(accuracy) = report.eval.pairwise_accuracy {
+                fields.push(("pair acc", format!("{:.1}%", 100.0 * accuracy)));
+            }
+            progress.step(report.step, &fields);
             let diverged = learner.check_diverged();
             if checkpoints.due(report.step) || report.step == total_steps || diverged.is_err() {
                 let state = RunState {
@@ -389,7 +395,7 @@ pub fn retrain_rm(
             }
         }
     }
-    bar.finish_and_clear();
+    progress.finish();
     let after = learner.evaluate(eval)?;
     tracing::info!(
         before = ?accuracy_before, after = ?after.pairwise_accuracy, pairs = after.pairs,

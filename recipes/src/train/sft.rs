@@ -218,8 +218,7 @@ pub fn train_sft(
         tracing::info!(step = learner.step_count(), checkpoint = %dir.display(), "resumed");
     }
     let total = run.max_steps.map_or(config.steps, |m| m.min(config.steps));
-    let bar = run.progress(total, "sft");
-    bar.set_position(learner.step_count());
+    let mut progress = run.step_progress("sft", total);
     let mut final_loss = f64::NAN;
     while learner.step_count() < total {
         let batch: Vec<&SftExample> = loader
@@ -230,8 +229,13 @@ pub fn train_sft(
         let report = learner.step(&batch)?;
         final_loss = report.loss;
         let step = report.step;
-        bar.set_position(step);
-        bar.set_message(format!("loss {final_loss:.3}"));
+        progress.step(
+            step,
+            &[
+                ("loss", format!("{final_loss:.4}")),
+                ("lr", format!("{:.2e}", report.update.lr)),
+            ],
+        );
         if config.eval_every > 0 && step % config.eval_every == 0 && !eval_refs.is_empty() {
             let loss = learner.evaluate(&eval_refs)?;
             run.metrics.scalar("eval/loss", step, loss);
@@ -248,7 +252,7 @@ pub fn train_sft(
             diverged.with_context(|| format!("sft step {step} (checkpoint {})", dir.display()))?;
         }
     }
-    bar.finish_and_clear();
+    progress.finish();
     let eval_loss = if eval_refs.is_empty() {
         None
     } else {
