@@ -314,6 +314,87 @@ fn a_run_resumed_with_resume_equals_an_uninterrupted_one_bit_for_bit() {
     assert!(trained != after_two, "steps 3 and 4 learned nothing");
 }
 
+/// `problems` as GSM8K lines (the worked solution ending in `#### N`) and as TRL lines (a
+/// messages prompt and a `\boxed{}` solution).
+fn gsm8k_and_trl_lines(problems: &[mathrl::data::procedural::Problem]) -> (String, String) {
+    let (mut gsm8k, mut trl) = (String::new(), String::new());
+    for p in problems {
+        let worked = format!("{} so that is it.\n#### {}", p.question, p.answer);
+        gsm8k
+            .push_str(&serde_json::json!({ "question": p.question, "answer": worked }).to_string());
+        gsm8k.push('\n');
+        let solution = format!("Working it out gives $\\boxed{{{}}}$.", p.answer);
+        let prompt = serde_json::json!([{ "role": "user", "content": p.question }]);
+        trl.push_str(&serde_json::json!({ "prompt": prompt, "solution": solution }).to_string());
+        trl.push('\n');
+    }
+    (gsm8k, trl)
+}
+
+#[test]
+fn gsm8k_and_trl_lines_train_with_rewards() {
+    // The shipped policy answers some procedural questions right, so a gold read correctly
+    // gives non-zero rewards (a whole worked solution taken as the gold never would).
+    let tmp = tempfile::tempdir().unwrap();
+    let model = mathrl_recipes::assets::default_policy_dir();
+    let task = ProceduralTask::new(mathrl_recipes::assets::embedded_task()).unwrap();
+    let problems: Vec<_> = task.problems(Split::Train).take(8).collect();
+    let (gsm8k, trl) = gsm8k_and_trl_lines(&problems);
+    for (name, lines) in [("gsm8k", gsm8k), ("trl", trl)] {
+        let data = tmp.path().join(format!("{name}.jsonl"));
+        std::fs::write(&data, format!("{lines}{{\"prompt\": \"no gold\"}}\n")).unwrap();
+        let out = tmp.path().join(name);
+        let log = run_ok(
+            mathrl()
+                .args(["--recipe", "qwen25-math-rl", "--model"])
+                .arg(&model)
+                .arg("--data")
+                .arg(&data)
+                .arg("--output")
+                .arg(&out)
+                .args(["--max-steps", "2", "--set", "trainer.prompts_per_step=4"])
+                .args(["--set", "grpo.rollout.group_size=8"])
+                .args(["--set", "grpo.rollout.max_new_tokens=160"]),
+        );
+        assert!(
+            log.contains("read 9 lines: 8 prompts, 1 skipped (line 9: no gold answer), 0 golds"),
+            "{log}"
+        );
+        let rewards = event_scalars(&out, "train/reward_mean");
+        assert_eq!(rewards.len(), 2, "{name}");
+        assert!(rewards.iter().any(|&(_, r)| r > 0.0), "{name}: {rewards:?}");
+    }
+
+    // Worked solutions without a marked final answer: refused before training.
+    let data = tmp.path().join("prose.jsonl");
+    let prose: String = problems
+        .iter()
+        .map(|p| {
+            let answer = format!(
+                "{} and after thinking hard the total comes to {}",
+                p.question, p.answer
+            );
+            serde_json::json!({ "question": p.question, "answer": answer }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&data, prose).unwrap();
+    let out = mathrl()
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(tmp.path().join("refused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("8 golds without a final answer"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("refused").exists(), "nothing is written");
+}
+
 #[test]
 fn a_data_file_gives_the_prompts() {
     let tmp = tempfile::tempdir().unwrap();

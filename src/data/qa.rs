@@ -69,9 +69,23 @@ enum BadLine {
     BadAnswer(Value),
 }
 
-/// Reads QA JSONL: one `{"question"|"problem": .., "answer"|"gold": ..}` object per non-blank
-/// line (strings, or numbers as written); each record keeps its line. Errors name the file and
-/// line.
+/// Keys of the question, in the order they are tried: plain records, MATH, TRL/verl.
+const QUESTION_KEYS: [&str; 3] = ["question", "problem", "prompt"];
+/// Pointers to the gold answer, in the order they are tried: plain records, TRL
+/// (`solution`, `ground_truth`) and verl (`reward_model.ground_truth`).
+const GOLD_POINTERS: [&str; 5] = [
+    "/answer",
+    "/gold",
+    "/solution",
+    "/ground_truth",
+    "/reward_model/ground_truth",
+];
+
+/// Reads QA JSONL: one object per non-blank line with the question in `question`, `problem` or
+/// `prompt` (text, or a chat `messages` list: its last user turn) and the gold answer in
+/// `answer`, `gold`, `solution`, `ground_truth` or `reward_model.ground_truth` (text or a
+/// number), reduced to its final answer ([`final_answer`]); an optional `dataset` picks the
+/// checker's rules. Each record keeps its line. Errors name the file and line.
 pub fn load_qa(path: &Path, gold: GoldAnswers) -> Result<Vec<QaRecord>> {
     read_jsonl_numbered::<Value>(path)?
         .into_iter()
@@ -83,36 +97,188 @@ pub fn load_qa(path: &Path, gold: GoldAnswers) -> Result<Vec<QaRecord>> {
                 (Ok(record), GoldAnswers::Required) if record.gold.is_some() => {
                     Ok(QaRecord { line, ..record })
                 }
-                (_, GoldAnswers::Required) => {
-                    Err(bad("expected string fields `question` and `answer`".into()))
+                (Ok(_), GoldAnswers::Required) => {
+                    Err(bad(format!("no gold answer (looked for {})", gold_keys())))
                 }
-                (Err(BadLine::NoQuestion), GoldAnswers::Optional) => {
-                    Err(bad("missing string field `question`".into()))
-                }
-                (Err(BadLine::BadAnswer(other)), GoldAnswers::Optional) => Err(bad(format!(
-                    "`answer` must be a string or number, found {other}"
+                (Err(BadLine::NoQuestion), _) => Err(bad(format!(
+                    "no question (looked for text or a messages list in {})",
+                    QUESTION_KEYS.join(", ")
+                ))),
+                (Err(BadLine::BadAnswer(other)), _) => Err(bad(format!(
+                    "the gold answer must be a string or number, found {other}"
                 ))),
             }
         })
         .collect()
 }
 
-/// The record of one line: the first of `question`/`problem` that is text, and `answer` (else
-/// `gold`), absent or null meaning no gold.
-fn qa_of(value: &Value) -> std::result::Result<QaRecord, BadLine> {
-    let question = ["question", "problem"]
+/// The gold keys as a user writes them (`reward_model.ground_truth`).
+fn gold_keys() -> String {
+    GOLD_POINTERS
         .iter()
-        .find_map(|key| value.get(*key).and_then(text))
+        .map(|p| p.trim_start_matches('/').replace('/', "."))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a loader kept and skipped of a QA file.
+#[derive(Debug, Clone, Default)]
+pub struct QaLoad {
+    /// The records with a question and a gold answer.
+    pub records: Vec<QaRecord>,
+    /// Non-blank lines read.
+    pub lines: usize,
+    /// Lines skipped: (line, why).
+    pub skipped: Vec<(usize, String)>,
+    /// Lines whose gold has no final answer the loader could find (a worked solution without
+    /// `####` or `\boxed{}`): kept, but no completion is likely to match them.
+    pub unparsed_golds: Vec<usize>,
+}
+
+impl QaLoad {
+    /// `read 120 lines: 118 prompts, 2 skipped (line 3: no question; ...), 0 golds without a
+    /// final answer`.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "read {} lines: {} prompts, {} skipped",
+            self.lines,
+            self.records.len(),
+            self.skipped.len()
+        );
+        if !self.skipped.is_empty() {
+            let first: Vec<String> = self
+                .skipped
+                .iter()
+                .take(3)
+                .map(|(line, why)| format!("line {line}: {why}"))
+                .collect();
+            let more = if self.skipped.len() > 3 { "; ..." } else { "" };
+            text.push_str(&format!(" ({}{more})", first.join("; ")));
+        }
+        text.push_str(&format!(
+            ", {} golds without a final answer",
+            self.unparsed_golds.len()
+        ));
+        if let Some(line) = self.unparsed_golds.first() {
+            text.push_str(&format!(" (first: line {line})"));
+        }
+        text
+    }
+}
+
+/// Reads QA JSONL like [`load_qa`] with gold answers required, but skips (and reports) the
+/// lines that are not records instead of failing on the first; `dataset` is the data set of
+/// lines that name none. A file of nothing but bad lines is an error.
+pub fn load_qa_report(path: &Path, dataset: Option<&str>) -> Result<QaLoad> {
+    let mut load = QaLoad::default();
+    for (line, value) in read_jsonl_numbered::<Value>(path)? {
+        load.lines += 1;
+        match qa_of(&value) {
+            Ok(record) if record.gold.is_some() => {
+                if !has_final_answer(&value) {
+                    load.unparsed_golds.push(line);
+                }
+                let dataset = record.dataset.clone().or(dataset.map(str::to_string));
+                load.records.push(QaRecord {
+                    line,
+                    dataset,
+                    ..record
+                });
+            }
+            Ok(_) => load.skipped.push((line, "no gold answer".into())),
+            Err(BadLine::NoQuestion) => load.skipped.push((line, "no question".into())),
+            Err(BadLine::BadAnswer(v)) => load
+                .skipped
+                .push((line, format!("gold answer {v} is not text"))),
+        }
+    }
+    if load.records.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no line has a question and a gold answer ({})",
+            path.display(),
+            load.describe()
+        )));
+    }
+    Ok(load)
+}
+
+/// The record of one line (see [`load_qa`]); absent or null gold means no gold.
+fn qa_of(value: &Value) -> std::result::Result<QaRecord, BadLine> {
+    let question = QUESTION_KEYS
+        .iter()
+        .find_map(|key| value.get(*key).and_then(question_text))
         .ok_or(BadLine::NoQuestion)?;
-    let gold = match value.get("answer").or_else(|| value.get("gold")) {
+    let gold = match GOLD_POINTERS.iter().find_map(|p| value.pointer(p)) {
         None | Some(Value::Null) => None,
-        Some(v) => Some(text(v).ok_or_else(|| BadLine::BadAnswer(v.clone()))?),
+        Some(v) => Some(final_answer(
+            &text(v).ok_or_else(|| BadLine::BadAnswer(v.clone()))?,
+        )),
     };
+    let dataset = value
+        .get("dataset")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok(QaRecord {
         question,
         gold,
+        dataset,
         ..QaRecord::default()
     })
+}
+
+/// A question: text, or a chat messages list, of which the last user turn is the question.
+fn question_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(messages) => messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Whether the line's gold is a final answer: short, or marked by `####` or `\boxed{}`.
+fn has_final_answer(value: &Value) -> bool {
+    let Some(raw) = GOLD_POINTERS
+        .iter()
+        .find_map(|p| value.pointer(p))
+        .and_then(text)
+    else {
+        return false;
+    };
+    raw.contains("####") || raw.contains("\\boxed") || raw.split_whitespace().count() <= 12
+}
+
+/// The final answer of a stored gold: what follows the last `####` (GSM8K's worked solutions),
+/// else the content of the last `\boxed{...}` (MATH's solutions), else the text as it is.
+pub fn final_answer(gold: &str) -> String {
+    if let Some((_, tail)) = gold.rsplit_once("####") {
+        return tail.trim().to_string();
+    }
+    last_boxed(gold).unwrap_or(gold).to_string()
+}
+
+/// The content of the last `\boxed{...}` of `text`, braces matched.
+fn last_boxed(text: &str) -> Option<&str> {
+    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
+    let mut depth = 1usize;
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&text[start..start + i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A string, or a number as JSON writes it.
@@ -160,7 +326,7 @@ mod tests {
             .expect_err("line 4 has no answer")
             .to_string();
         assert!(
-            message.ends_with("qa.jsonl:4: expected string fields `question` and `answer`"),
+            message.ends_with("qa.jsonl:4: no gold answer (looked for answer, gold, solution, ground_truth, reward_model.ground_truth)"),
             "{message}"
         );
     }
@@ -172,7 +338,9 @@ mod tests {
             .expect_err("no question")
             .to_string();
         assert!(
-            message.ends_with("qa.jsonl:1: missing string field `question`"),
+            message.ends_with(
+                "qa.jsonl:1: no question (looked for text or a messages list in question, problem, prompt)"
+            ),
             "{message}"
         );
         let (_dir, path) = file("{\"question\": \"q\"}\n{\"question\": \"q\", \"answer\": [1]}\n");
@@ -180,7 +348,7 @@ mod tests {
             .expect_err("a list is no answer")
             .to_string();
         assert!(
-            message.ends_with("qa.jsonl:2: `answer` must be a string or number, found [1]"),
+            message.ends_with("qa.jsonl:2: the gold answer must be a string or number, found [1]"),
             "{message}"
         );
     }
@@ -195,5 +363,74 @@ mod tests {
         assert_eq!(json, r#"{"question":"q","answer":"1"}"#);
         let back: QaRecord = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, QaRecord::new("q", "1"));
+    }
+
+    #[test]
+    fn trl_verl_gsm8k_and_math_lines_give_final_answers() {
+        let (_dir, path) = file(concat!(
+            r##"{"question": "Ann has 3 apples and buys 4. How many?", "answer": "She has 3 + 4 = <<3+4=7>>7.\n#### 7"}"##,
+            "\n",
+            r##"{"problem": "Find x.", "solution": "So $x = \\frac{1}{2}$, i.e. $\\boxed{\\frac{1}{2}}$."}"##,
+            "\n",
+            r##"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "reward_model": {"style": "rule", "ground_truth": "4"}, "dataset": "gsm8k"}"##,
+            "\n",
+            r##"{"prompt": "3+3?", "ground_truth": 6}"##,
+            "\n",
+            r##"{"prompt": "no gold"}"##,
+            "\n",
+            r##"{"text": "no question", "answer": "1"}"##,
+            "\n",
+            r##"{"question": "Why?", "answer": "Because the sum of the two numbers is what we were asked to find and it is large"}"##,
+            "\n",
+        ));
+        let load = load_qa_report(&path, Some("math")).unwrap();
+        let got: Vec<(usize, &str, &str, Option<&str>)> = load
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.question.as_str(),
+                    r.gold_or_empty(),
+                    r.dataset.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "Ann has 3 apples and buys 4. How many?", "7", Some("math")),
+                (2, "Find x.", "\\frac{1}{2}", Some("math")),
+                (3, "2+2?", "4", Some("gsm8k")),
+                (4, "3+3?", "6", Some("math")),
+                (7, "Why?", "Because the sum of the two numbers is what we were asked to find and it is large", Some("math")),
+            ]
+        );
+        assert_eq!(load.lines, 7);
+        assert_eq!(
+            load.skipped,
+            vec![
+                (5, "no gold answer".to_string()),
+                (6, "no question".to_string())
+            ]
+        );
+        assert_eq!(load.unparsed_golds, vec![7]);
+        assert_eq!(
+            load.describe(),
+            "read 7 lines: 5 prompts, 2 skipped (line 5: no gold answer; line 6: no question), \
+             1 golds without a final answer (first: line 7)"
+        );
+        // Nested braces and no closing brace.
+        assert_eq!(final_answer("x \\boxed{\\frac{a}{b}} y"), "\\frac{a}{b}");
+        assert_eq!(
+            final_answer("\\boxed{1} then \\boxed{2"),
+            "\\boxed{1} then \\boxed{2"
+        );
+        let (_dir, empty) = file("{\"text\": \"x\"}\n");
+        let err = load_qa_report(&empty, None).unwrap_err().to_string();
+        assert!(
+            err.contains("no line has a question and a gold answer"),
+            "{err}"
+        );
     }
 }

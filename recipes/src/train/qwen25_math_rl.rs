@@ -19,7 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use mathrl::data::procedural::Split;
-use mathrl::data::{load_qa, GoldAnswers, QaRecord};
+use mathrl::data::{load_qa_report, QaRecord};
 use mathrl::memory::MemoryPlan;
 use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::{Policy, Tokenizer};
@@ -113,6 +113,18 @@ pub struct RlConfig {
     /// Resuming: a checkpoint of another seed, data or settings is refused unless
     /// `resume.allow_changed`.
     pub resume: ResumeConfig,
+    /// How `--data` is read.
+    pub data: RlDataConfig,
+}
+
+/// How the RL prompts of `--data` are read (JSONL: `question`/`problem`/`prompt`, gold in
+/// `answer`/`gold`/`solution`/`ground_truth`/`reward_model.ground_truth`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlDataConfig {
+    /// The data set of lines that name none in a `dataset` field (`gsm8k`, `math`, ...): it
+    /// picks the checker's answer extraction. Default none (the MATH rules).
+    pub dataset: Option<String>,
 }
 
 /// Settings a resumed RL run may change: they bound, watch or parallelise the run, not what it
@@ -171,6 +183,7 @@ impl Default for RlConfig {
             save_dtype: DtypeSetting::Auto,
             memory_plan: MemoryPlanConfig::default(),
             resume: ResumeConfig::default(),
+            data: RlDataConfig::default(),
         }
     }
 }
@@ -224,21 +237,25 @@ pub fn run(cli: &Cli) -> Result<()> {
         require_embedded_assets(&model_dir, rm_dir.as_deref().filter(|_| cli.rm.is_none()))?;
     }
     require_dir(&model_dir, "model")?;
+    // Prompts and the held-out questions, before the run directory exists: a bad data file
+    // leaves nothing behind.
+    let (prompts, held_out) = match &cli.data {
+        Some(path) => (
+            load_prompts(path, config.data.dataset.as_deref())?,
+            Vec::new(),
+        ),
+        None => (
+            procedural_items(Split::Train, BOOTSTRAP_TRAIN_PROBLEMS, 20_000)?,
+            procedural_items(Split::HeldOut, 0, config.eval_questions)?,
+        ),
+    };
+
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
     // Checked before the model loads, so a bad --listen fails at once.
     crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
-
-    // Prompts and the held-out questions.
-    let (prompts, held_out) = match &cli.data {
-        Some(path) => (load_qa(path, GoldAnswers::Required)?, Vec::new()),
-        None => (
-            procedural_items(Split::Train, BOOTSTRAP_TRAIN_PROBLEMS, 20_000)?,
-            procedural_items(Split::HeldOut, 0, config.eval_questions)?,
-        ),
-    };
 
     // The reward: the strict checker, shaped with the RM when there is one; remote reward
     // workers build theirs from the same spec.
@@ -388,6 +405,22 @@ pub fn run(cli: &Cli) -> Result<()> {
         ],
     );
     Ok(())
+}
+
+/// The RL prompts of `path`, with what was read and skipped printed; a file in which most golds
+/// have no final answer (worked solutions without `####` or `\\boxed{}`) is refused, since
+/// every reward would be 0.
+fn load_prompts(path: &Path, dataset: Option<&str>) -> Result<Vec<QaRecord>> {
+    let load = load_qa_report(path, dataset)?;
+    let described = format!("{}: {}", path.display(), load.describe());
+    if 2 * load.unparsed_golds.len() > load.records.len() {
+        anyhow::bail!(
+            "{described}; more than half the gold answers have no final answer the checker can \
+             use: give the answer alone, after `####`, or in `\\boxed{{}}`"
+        );
+    }
+    eprintln!("{described}");
+    Ok(load.records)
 }
 
 /// The embedded default's policy (and RM, when it is the embedded one) must be present (they
