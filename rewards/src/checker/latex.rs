@@ -3,8 +3,8 @@
 //! a letter before `(` is a function, and only the longest parseable prefix is read (`1,2` → 1).
 //! `Strict` reads the whole input with the usual mathematical meaning of constants.
 
-use super::budget::{Budget, BudgetError, MAX_DEPTH};
-use super::expr::{Constant, Expr, RelOp};
+use super::budget::{Budget, BudgetError, MAX_DEPTH, MAX_TREE_DEPTH};
+use super::expr::{check_depth, Constant, Expr, RelOp};
 use super::rational::Rational;
 
 /// Which reading of LaTeX.
@@ -426,6 +426,14 @@ impl Parser<'_> {
 
     /// The argument of `^` or `_`: a braced expression or one atom.
     fn exponent(&mut self) -> Result<Option<Expr>, ParseError> {
+        // Counted: `^----…1` and `x_x_x…` recurse here without passing through `expr`.
+        self.enter()?;
+        let r = self.exponent_body();
+        self.depth -= 1;
+        r
+    }
+
+    fn exponent_body(&mut self) -> Result<Option<Expr>, ParseError> {
         if self.eat_p('{') {
             let e = self.relation_or_expr()?;
             self.expect_p('}')?;
@@ -770,6 +778,7 @@ pub fn parse_latex(s: &str, dialect: Dialect, budget: &mut Budget) -> Result<Exp
     if dialect == Dialect::Strict && p.pos < p.toks.len() {
         return Err(syntax(format!("unexpected {:?}", p.toks[p.pos])));
     }
+    check_depth(&e, MAX_TREE_DEPTH)?;
     Ok(e)
 }
 
