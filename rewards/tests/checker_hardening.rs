@@ -118,6 +118,64 @@ fn integer_golds_reject_values_that_really_differ() {
 }
 
 #[test]
+fn tiny_shifts_are_not_hidden_by_floating_point_tolerances() {
+    for (pred, gold) in [
+        ("x+10^{-10}", "x"),
+        ("x+\\frac{1}{10^{10}}", "x"),
+        ("3+10^{-10}i", "3"),
+        ("\\cos(10^{-5})", "1"),
+        ("2\\cos(1.0471975512)", "1"),
+        ("\\frac{1999}{40}", "\\frac{1949}{39}"),
+        ("\\sqrt{2}+10^{-12}", "\\sqrt{2}"),
+    ] {
+        let v = strict().check_answer(pred, gold, Some("math"));
+        assert!(!v.is_correct(), "{pred} vs {gold}: {v:?}");
+    }
+    // The same forms without the shift are equal.
+    for (pred, gold) in [
+        ("\\frac{x^2-1}{x-1}", "x+1"),
+        ("2.5x", "\\frac{5x}{2}"),
+        ("\\frac{3}{2\\sqrt{3}}", "\\frac{\\sqrt{3}}{2}"),
+        ("i^2", "-1"),
+    ] {
+        let v = strict().check_answer(pred, gold, Some("math"));
+        assert!(v.is_correct(), "{pred} vs {gold}: {v:?}");
+    }
+}
+
+#[test]
+fn rounded_decimals_count_only_where_no_decimal_is_exact() {
+    let c = strict();
+    // A gold no decimal can write: a correct rounding to six or more significant digits.
+    assert!(c
+        .check_answer("0.7407407407", "\\frac{20}{27}", Some("math"))
+        .is_correct());
+    assert!(c
+        .check_answer("2.2360679775", "\\sqrt{5}", Some("math"))
+        .is_correct());
+    assert!(!c
+        .check_answer("0.740740", "\\frac{20}{27}", Some("math"))
+        .is_correct());
+    assert!(!c
+        .check_answer("0.7407", "\\frac{20}{27}", Some("math"))
+        .is_correct());
+    // A gold a decimal can write must be written exactly.
+    assert!(!c
+        .check_answer("0.375001", "\\frac{3}{8}", Some("math"))
+        .is_correct());
+    assert!(c
+        .check_answer("0.375", "\\frac{3}{8}", Some("math"))
+        .is_correct());
+    // A gold written as a decimal may be rounded: irrational answers within 1e-4 relative.
+    assert!(c
+        .check_answer("\\frac{\\pi}{2}", "1.5708", Some("college_math"))
+        .is_correct());
+    assert!(!c
+        .check_answer("\\frac{\\pi}{2}", "1.571", Some("college_math"))
+        .is_correct());
+}
+
+#[test]
 fn four_thousand_minus_signs_do_not_overflow_a_small_stack() {
     let cases: Vec<String> = vec![
         format!("2^{}1", "-".repeat(4_000)),
@@ -255,6 +313,15 @@ fn equal_sets_of_three_hundred_elements_fit_the_budget() {
     let off = format!("\\{{{}\\}}", off.join(","));
     let (v, _) = timed(&c, &off, &forward, "math");
     assert!(!v.is_correct(), "{v:?}");
+    // The reference profile ends within the budget too (its verdict on sets is its own).
+    for (pred, gold) in [(&forward, &backward), (&d, &q)] {
+        let reference = Checker::new(CheckerProfile::Qwen25Math);
+        let (v, dt) = timed(&reference, pred, gold, "math");
+        assert!(
+            !v.reason.as_deref().is_some_and(|r| r.contains("budget")),
+            "{v:?} in {dt:?}"
+        );
+    }
     // Repeats count: {1,1,2} is not {1,2,2}.
     assert!(!c
         .check_answer("\\{1,1,2\\}", "\\{1,2,2\\}", Some("math"))
@@ -301,6 +368,30 @@ fn renderings(n: i64, d: i64) -> Vec<String> {
     out
 }
 
+/// Whether `pred` is a decimal of at least six significant digits within half a unit of its
+/// last place of `num/den`, where `den` has a prime factor other than 2 and 5.
+fn is_documented_rounding(pred: &str, (num, den): (i64, i64)) -> bool {
+    let Some((int, frac)) = pred.trim_start_matches('-').split_once('.') else {
+        return false;
+    };
+    let significant = format!("{int}{frac}").trim_start_matches('0').len();
+    let mut rest = den.abs();
+    for p in [2, 5] {
+        while rest % p == 0 {
+            rest /= p;
+        }
+    }
+    if significant < 6 || rest == 1 {
+        return false;
+    }
+    let scale = 10i128.pow(frac.len() as u32);
+    let digits: i128 = format!("{int}{frac}").parse().expect("a decimal");
+    let value = if pred.starts_with('-') { -digits } else { digits };
+    // |value/scale - num/den| <= 1/(2 scale)  <=>  2 |value den - num scale| <= |den|
+    let gap = (value * den as i128 - num as i128 * scale).abs();
+    2 * gap <= (den as i128).abs()
+}
+
 /// Wrappers a gamed answer might put around a value: none of them equals the bare value.
 fn wrappers(v: &str) -> Vec<String> {
     vec![
@@ -334,6 +425,31 @@ proptest! {
         prop_assert!(!v.is_correct(), "{pred} accepted for {gold}: {v:?}");
     }
 
+    /// Nor one that misses the gold by a hair (relative 1e-10 to 1e-3), which a relative
+    /// tolerance on rationals would accept.
+    #[test]
+    fn strict_never_accepts_a_near_miss(
+        n in -2_000i64..2_000,
+        d in 1i64..41,
+        m in 1_000i64..10_000_000,
+        pick in any::<prop::sample::Index>(),
+        pick_gold in any::<prop::sample::Index>(),
+        swap in any::<bool>(),
+    ) {
+        let c = strict();
+        // n/d + 1/(d m), exactly.
+        let near = renderings(n * m + 1, d * m);
+        let exact = renderings(n, d);
+        let (a, b) = (pick.get(&near), pick_gold.get(&exact));
+        let (pred, gold) = if swap { (b, a) } else { (a, b) };
+        let gold_value = if swap { (n * m + 1, d * m) } else { (n, d) };
+        // The one documented exception (CHECKER.md): a decimal of six or more significant
+        // digits that is the correct rounding of a gold no decimal can write exactly.
+        prop_assume!(!is_documented_rounding(pred, gold_value));
+        let v = c.check_answer(pred, gold, Some("math"));
+        prop_assert!(!v.is_correct(), "{pred} accepted for {gold}: {v:?}");
+    }
+
     /// Every rendering of a value equals every other rendering of it, and no wrapper of it
     /// (`x+v`, `v+C`, a tuple) equals it.
     #[test]
@@ -349,7 +465,11 @@ proptest! {
         let (pred, gold) = (pick.get(&forms), pick_gold.get(&forms));
         let v = c.check_answer(pred, gold, Some("math"));
         prop_assert!(v.is_correct(), "{pred} rejected for {gold}: {v:?}");
-        let wrapped = wrappers(pred);
+        // 0·x and 0·π are 0: the multiplying wrappers only differ from a non-zero value.
+        let wrapped: Vec<String> = wrappers(pred)
+            .into_iter()
+            .filter(|w| n != 0 || !(w.ends_with('x') || w.ends_with("\\pi")))
+            .collect();
         let w = pick_wrapper.get(&wrapped);
         let v = c.check_answer(w, gold, Some("math"));
         prop_assert!(!v.is_correct(), "{w} accepted for {gold}: {v:?}");

@@ -11,7 +11,7 @@ use super::extract::choice_letters;
 use super::latex::{parse_latex, Dialect, ParseError};
 use super::pyexpr::parse_python;
 use super::rational::Rational;
-use super::tolerance::{has_plain_inputs, values_match, written_as_decimal};
+use super::tolerance::{has_plain_inputs, is_correct_rounding, values_match, written_as_decimal};
 
 /// Splits on `sep` outside any brackets.
 pub fn split_top_level<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
@@ -288,13 +288,17 @@ impl StrictGrader<'_> {
         {
             return Ok(false);
         }
-        if let (Some(a), Some(b)) = (
+        let (pred_exact, gold_exact) = (
             eval_rational(&x, self.budget)?,
             eval_rational(&y, self.budget)?,
-        ) {
-            return Ok(a == b);
+        );
+        if let (Some(a), Some(b)) = (pred_exact, gold_exact) {
+            return Ok(a == b || is_correct_rounding(p, b));
         }
-        let exact_gold = !written_as_decimal(g);
+        // A gold written as a decimal may be rounded, and a rational answer for an irrational
+        // gold (`2.2360679775` for `\sqrt{5}`) can only be a rounding: both are compared as
+        // approximations. Otherwise the gold is exact and so must the answer's value be.
+        let exact_gold = !written_as_decimal(g) && !(pred_exact.is_some() && gold_exact.is_none());
         if !has_free_symbols(&x) && !has_free_symbols(&y) {
             let (Some(a), Some(b)) = (
                 eval_complex(&x, 0, self.budget)?,

@@ -22,6 +22,10 @@ pub const EXACT_GOLD_MAGNITUDE_LIMIT: f64 = 1e6;
 /// Relative tolerance for a gold written as a decimal, which may be rounded.
 pub const DECIMAL_GOLD_RELATIVE_TOLERANCE: f64 = 1e-4;
 
+/// Fewest significant digits of a decimal answer accepted as a rounding of a fraction whose
+/// expansion does not terminate (`0.7407407407` for `\frac{20}{27}`).
+pub const MIN_ROUNDED_SIGNIFICANT_DIGITS: usize = 6;
+
 /// Largest numerator of an exact input in an answer that may be compared with a tolerance.
 const PLAIN_MAX_NUMERATOR: u128 = 1_000_000_000;
 /// Largest denominator of such an input (`0.0001`, `\frac{1}{10^4}`; not 1.0471975512).
@@ -37,6 +41,47 @@ pub fn written_as_decimal(gold: &str) -> bool {
             && (b.get(k + 1).is_some_and(u8::is_ascii_digit)
                 || (k > 0 && b[k - 1].is_ascii_digit()))
     })
+}
+
+/// Whether `pred` is a plain decimal of at least [`MIN_ROUNDED_SIGNIFICANT_DIGITS`] significant
+/// digits that is `gold` correctly rounded (within half a unit of its last place), `gold` being
+/// a fraction no decimal can write exactly. A gold that a decimal can write (`\frac{3}{8}`) must
+/// be written exactly: `0.37` or `0.376` for it is a different value.
+pub fn is_correct_rounding(pred: &str, gold: Rational) -> bool {
+    let digits = pred.trim_start_matches('-');
+    let Some((int, frac)) = digits.split_once('.') else {
+        return false;
+    };
+    if frac.is_empty() || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let significant = format!("{int}{frac}").trim_start_matches('0').len();
+    if significant < MIN_ROUNDED_SIGNIFICANT_DIGITS || terminates(gold) {
+        return false;
+    }
+    let (Some(value), Ok(places)) = (Rational::parse_decimal(pred), u32::try_from(frac.len()))
+    else {
+        return false;
+    };
+    // |value - gold| * 2 * 10^places <= 1, exactly; an overflow means "no".
+    let bound = || {
+        let scale = Rational::int(2).mul(Rational::int(10).pow(i128::from(places))?)?;
+        let diff = value.add(gold.neg()?)?;
+        let scaled = diff.mul(scale)?;
+        Some(scaled.num.unsigned_abs() <= scaled.den.unsigned_abs())
+    };
+    bound().unwrap_or(false)
+}
+
+/// Whether the decimal expansion of `r` terminates (its denominator is 2^a 5^b).
+fn terminates(r: Rational) -> bool {
+    let mut d = r.den;
+    for p in [2, 5] {
+        while d % p == 0 {
+            d /= p;
+        }
+    }
+    d == 1
 }
 
 /// A rational an answer may be built from when it is compared with a tolerance: zero, or at
@@ -105,6 +150,23 @@ mod tests {
         assert!(!written_as_decimal("\\frac{\\sqrt{3}}{2}"));
         assert!(!written_as_decimal("1,2,3"));
         assert!(!written_as_decimal("\\ldots"));
+    }
+
+    #[test]
+    fn roundings_count_only_for_fractions_no_decimal_writes() {
+        let r = |n, d| Rational::new(n, d).unwrap();
+        assert!(is_correct_rounding("0.7407407407", r(20, 27)));
+        assert!(is_correct_rounding("-0.333333", r(-1, 3)));
+        assert!(is_correct_rounding("2.33333", r(7, 3)));
+        assert!(!is_correct_rounding("2.33334", r(7, 3)));
+        assert!(
+            !is_correct_rounding("0.33333", r(1, 3)),
+            "five significant digits"
+        );
+        assert!(!is_correct_rounding("0.333333", r(-1, 3)), "sign");
+        assert!(!is_correct_rounding("0.3750001", r(3, 8)), "3/8 terminates");
+        assert!(!is_correct_rounding("1/3", r(1, 3)));
+        assert!(!is_correct_rounding("0.333333e0", r(1, 3)));
     }
 
     #[test]
