@@ -322,6 +322,17 @@ fn equal_sets_of_three_hundred_elements_fit_the_budget() {
             "{v:?} in {dt:?}"
         );
     }
+    // Python-syntax sets (the reference reads them with `parse_expr`) in reverse order.
+    let ints: Vec<String> = (1..=300).map(|k| k.to_string()).collect();
+    let ints_reversed: Vec<String> = ints.iter().rev().cloned().collect();
+    let (a, b) = (
+        format!("{{{}}}", ints.join(", ")),
+        format!("{{{}}}", ints_reversed.join(", ")),
+    );
+    for c in both() {
+        let (v, dt) = timed(&c, &a, &b, "math");
+        assert!(v.is_correct(), "{}: {v:?} in {dt:?}", c.profile());
+    }
     // Repeats count: {1,1,2} is not {1,2,2}.
     assert!(!c
         .check_answer("\\{1,1,2\\}", "\\{1,2,2\\}", Some("math"))
@@ -386,7 +397,11 @@ fn is_documented_rounding(pred: &str, (num, den): (i64, i64)) -> bool {
     }
     let scale = 10i128.pow(frac.len() as u32);
     let digits: i128 = format!("{int}{frac}").parse().expect("a decimal");
-    let value = if pred.starts_with('-') { -digits } else { digits };
+    let value = if pred.starts_with('-') {
+        -digits
+    } else {
+        digits
+    };
     // |value/scale - num/den| <= 1/(2 scale)  <=>  2 |value den - num scale| <= |den|
     let gap = (value * den as i128 - num as i128 * scale).abs();
     2 * gap <= (den as i128).abs()
