@@ -270,6 +270,10 @@ impl StrictGrader<'_> {
             if xo != yo {
                 return Ok(false);
             }
+            // As for expressions below: `y=2x+1+10^{-10}` must not pass for `y=2x+1`.
+            if !written_as_decimal(g) && !has_plain_inputs(&x, self.budget)? {
+                return Ok(false);
+            }
             // Same equation up to a non-zero constant factor: (xl-xr)/(yl-yr) is constant.
             let dx = Expr::Add(vec![(**xl).clone(), Expr::Neg(xr.clone())]);
             let dy = Expr::Add(vec![(**yl).clone(), Expr::Neg(yr.clone())]);
@@ -298,7 +302,8 @@ impl StrictGrader<'_> {
         // A gold written as a decimal may be rounded, and a rational answer for an irrational
         // gold (`2.2360679775` for `\sqrt{5}`) can only be a rounding: both are compared as
         // approximations. Otherwise the gold is exact and so must the answer's value be.
-        let exact_gold = !written_as_decimal(g) && !(pred_exact.is_some() && gold_exact.is_none());
+        let approximate = written_as_decimal(g) || (pred_exact.is_some() && gold_exact.is_none());
+        let exact_gold = !approximate;
         if !has_free_symbols(&x) && !has_free_symbols(&y) {
             let (Some(a), Some(b)) = (
                 eval_complex(&x, 0, self.budget)?,
