@@ -28,12 +28,10 @@ impl Rational {
         if den == 0 {
             return None;
         }
-        // The gcd is 2^127 only when both are i128::MIN: then the fraction is 1.
-        let g = i128::try_from(gcd(num, den).max(1)).unwrap_or(i128::MIN);
-        let (mut n, mut d) = if g == i128::MIN {
-            (1, 1)
-        } else {
-            (num / g, den / g)
+        let (mut n, mut d) = match i128::try_from(gcd(num, den).max(1)) {
+            Ok(g) => (num / g, den / g),
+            // A gcd of 2^127 (no i128) needs den = i128::MIN and num 0 or i128::MIN.
+            Err(_) => (i128::from(num != 0), 1),
         };
         if d < 0 {
             n = n.checked_neg()?;
@@ -159,6 +157,7 @@ mod tests {
         assert_eq!(R::int(1).pow(i128::MIN), None);
         assert_eq!(R::int(2).pow(-i128::MAX), None);
         assert_eq!(R::new(i128::MIN, i128::MIN), R::new(1, 1));
+        assert_eq!(R::new(0, i128::MIN), Some(R::int(0)));
         assert_eq!(
             R::new(i128::MIN, 2),
             Some(R {
