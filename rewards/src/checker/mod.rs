@@ -7,6 +7,7 @@ mod budget;
 mod expr;
 mod extract;
 mod latex;
+mod latex_lexer;
 mod normalize;
 mod number;
 mod pyexpr;
