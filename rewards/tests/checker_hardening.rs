@@ -247,6 +247,8 @@ fn a_megabyte_gold_is_answered_quickly_by_every_profile() {
     let big_number = "7".repeat(1 << 20);
     let big_text = "the answer is x and a meter ".repeat((1 << 20) / 28);
     let big_solution = format!("{} so \\boxed{{3}}", "We compute. ".repeat((1 << 20) / 12));
+    // Just under the 64 KiB gold cap: read, but neither normalised nor parsed past 4 KiB.
+    let under_cap = "the answer is x and a meter ".repeat(60 * 1024 / 28);
     for c in both() {
         for dataset in [
             "math",
@@ -256,7 +258,7 @@ fn a_megabyte_gold_is_answered_quickly_by_every_profile() {
             "mmlu_stem",
             "other",
         ] {
-            for gold in [&big_number, &big_text] {
+            for gold in [&big_number, &big_text, &under_cap] {
                 let (v, dt) = timed(&c, "7", gold, dataset);
                 assert!(!v.is_correct(), "{}/{dataset}: {v:?}", c.profile());
                 assert!(
@@ -288,6 +290,8 @@ fn a_long_gold_under_the_cap_still_grades() {
     }
 }
 
+/// A `Correct` verdict proves the comparison ended inside the default 50 ms budget: an overrun
+/// ends `Unparseable` ("over the time budget"). The old pairwise search overran on reversed sets.
 #[test]
 fn equal_sets_of_three_hundred_elements_fit_the_budget() {
     let items: Vec<String> = (1..=300).map(|k| format!("\\frac{{{k}}}{{7}}")).collect();
