@@ -30,6 +30,9 @@ const ROWS: &[(&str, &str, &str, bool, bool)] = &[
         true,
     ),
     ("RESPONSE:We need \\boxed{7", "7", "math", true, false),
+    ("x+C", "C", "math", true, false),
+    ("\\frac{1999}{40}", "\\frac{1949}{39}", "math", true, false),
+    ("0.3333", "\\frac{1}{3}", "math", true, false),
 ];
 
 fn grade(profile: CheckerProfile, what: &str, gold: &str, dataset: &str) -> bool {

@@ -66,6 +66,69 @@ pub enum Expr {
     Set(Vec<Expr>),
 }
 
+impl Expr {
+    /// Moves this node's children onto `out`, leaving it a leaf.
+    fn take_children(&mut self, out: &mut Vec<Expr>) {
+        let leaf = || Expr::Num(Rational::int(0));
+        match self {
+            Expr::Add(xs) | Expr::Mul(xs) | Expr::Func(_, xs) | Expr::Tuple(xs) | Expr::Set(xs) => {
+                out.append(xs)
+            }
+            Expr::Div(a, b) | Expr::Pow(a, b) | Expr::Rel(_, a, b) => {
+                out.push(std::mem::replace(&mut **a, leaf()));
+                out.push(std::mem::replace(&mut **b, leaf()));
+            }
+            Expr::Neg(a) => out.push(std::mem::replace(&mut **a, leaf())),
+            Expr::Num(_) | Expr::Float(_) | Expr::Sym(_) | Expr::Const(_) => {}
+        }
+    }
+}
+
+impl Drop for Expr {
+    /// Iterative: the derived drop recurses once per level, and a tree as deep as the parser
+    /// can build before its depth check (chains such as `1!!!…!`) would overflow a small stack.
+    fn drop(&mut self) {
+        if matches!(
+            self,
+            Expr::Num(_) | Expr::Float(_) | Expr::Sym(_) | Expr::Const(_)
+        ) {
+            return;
+        }
+        let mut pending = Vec::new();
+        self.take_children(&mut pending);
+        while let Some(mut node) = pending.pop() {
+            node.take_children(&mut pending);
+        }
+    }
+}
+
+/// Fails when the tree is deeper than `limit`. The walk recurses at most `limit` levels, so it
+/// is safe on any tree; every other walk (evaluation, comparison, clone) runs only on trees that
+/// passed it.
+pub fn check_depth(e: &Expr, limit: usize) -> Result<(), BudgetError> {
+    fn deeper_than(e: &Expr, left: usize) -> bool {
+        let Some(left) = left.checked_sub(1) else {
+            return true;
+        };
+        match e {
+            Expr::Add(xs) | Expr::Mul(xs) | Expr::Func(_, xs) | Expr::Tuple(xs) | Expr::Set(xs) => {
+                xs.iter().any(|x| deeper_than(x, left))
+            }
+            Expr::Div(a, b) | Expr::Pow(a, b) | Expr::Rel(_, a, b) => {
+                deeper_than(a, left) || deeper_than(b, left)
+            }
+            Expr::Neg(a) => deeper_than(a, left),
+            Expr::Num(_) | Expr::Float(_) | Expr::Sym(_) | Expr::Const(_) => false,
+        }
+    }
+    if deeper_than(e, limit) {
+        return Err(BudgetError::Limit(format!(
+            "expression nested deeper than {limit}"
+        )));
+    }
+    Ok(())
+}
+
 /// A complex number, enough for evaluation at random points.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct C {

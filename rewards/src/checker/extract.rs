@@ -2,10 +2,11 @@
 //! Qwen2.5-Math evaluation does them (`extract_answer`, `parse_ground_truth`), plus the strict
 //! profile's box finder (`\boxed`/`\fbox` as commands, balanced braces, no prose "boxed").
 
+use super::budget::MAX_ANSWER_BYTES;
 use super::normalize::{strip_string, NormalizeOptions};
 
 /// Data sets whose answers are multiple-choice letters.
-fn is_choice_set(dataset: &str) -> bool {
+pub fn is_choice_set(dataset: &str) -> bool {
     matches!(dataset, "mmlu_stem" | "sat_math" | "aqua" | "gaokao2023") || dataset.contains("mmlu")
 }
 
@@ -268,7 +269,7 @@ pub fn extract_normalized(response: &str, dataset: &str, mode: ExtractMode) -> O
     let strict = mode == ExtractMode::Strict;
     let opts = normalize_options(dataset, strict);
     let raw = extract_raw(response, dataset, mode)?;
-    if raw.len() > super::budget::MAX_ANSWER_BYTES {
+    if raw.len() > MAX_ANSWER_BYTES {
         // Normalisation is linear per unit word; bound it by refusing huge answers upstream.
         return Some(raw);
     }
@@ -300,7 +301,7 @@ pub fn parse_gold_with(gold: &str, dataset: &str, strict: bool) -> String {
                 format!("\\boxed{{{gold}}}")
             };
             let inner = extract_raw(&solution, dataset, mode).unwrap_or_default();
-            strip_string(&inner, opts)
+            strip_bounded(&inner, opts)
         }
         "gsm8k" => gold.rsplit("####").next().unwrap_or(gold).to_string(),
         "mmlu_stem" => match gold.trim() {
@@ -316,12 +317,25 @@ pub fn parse_gold_with(gold: &str, dataset: &str, strict: bool) -> String {
         }
         _ => gold.to_string(),
     };
-    if skips_units(dataset) {
+    if raw.len() > MAX_ANSWER_BYTES {
+        // Compared as a string only (see `Checker::compare`): normalising it would cost time
+        // linear in its length per unit word for nothing.
+        raw
+    } else if skips_units(dataset) {
         raw.replace("\\neq", "\\ne")
             .replace("\\leq", "\\le")
             .replace("\\geq", "\\ge")
     } else {
         strip_string(&raw, opts)
+    }
+}
+
+/// `strip_string`, except on answers too long to be parsed, which are left as they are.
+fn strip_bounded(raw: &str, opts: NormalizeOptions) -> String {
+    if raw.len() > MAX_ANSWER_BYTES {
+        raw.to_string()
+    } else {
+        strip_string(raw, opts)
     }
 }
 

@@ -7,12 +7,14 @@ mod budget;
 mod expr;
 mod extract;
 mod latex;
+mod latex_lexer;
 mod normalize;
 mod number;
 mod pyexpr;
 mod rational;
 mod reference;
 mod strict;
+mod tolerance;
 mod units;
 mod words;
 
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use budget::Budget;
 pub use budget::{BudgetError, MAX_ANSWER_BYTES};
-use extract::{extract_normalized, parse_gold_with, ExtractMode};
+use extract::{extract_normalized, is_choice_set, parse_gold_with, ExtractMode};
 
 use crate::shaping::Verifier;
 use crate::verdict::Verdict;
@@ -31,6 +33,10 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_millis(50);
 /// Longest response (bytes) read; longer responses are cut to their last this-many bytes,
 /// which always hold the final answer.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Longest gold (bytes) read; a MATH gold may be a whole solution, so it is as long as the
+/// longest response. A longer gold gets `Unparseable` at once.
+pub const MAX_GOLD_BYTES: usize = MAX_RESPONSE_BYTES;
 
 /// Which verdicts the checker gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +120,13 @@ impl Checker {
     /// Extract from a full response with the data set's rule, normalise, parse the gold, compare.
     pub fn check_response(&self, response: &str, gold: &str, dataset: Option<&str>) -> Verdict {
         let dataset = dataset.unwrap_or("math");
+        if gold.len() > MAX_GOLD_BYTES {
+            // Refused before any work: reading a megabyte gold took seconds (issue 18).
+            return Verdict::unparseable(
+                None,
+                format!("gold answer longer than {MAX_GOLD_BYTES} bytes"),
+            );
+        }
         let response = tail(response, MAX_RESPONSE_BYTES);
         let Some(pred) = extract_normalized(response, dataset, self.mode()) else {
             return Verdict::unparseable(None, "no answer found (unterminated \\boxed)");
@@ -122,7 +135,7 @@ impl Checker {
             return Verdict::unparseable(Some(pred), "no answer found");
         }
         let gold = parse_gold_with(gold, dataset, self.profile == CheckerProfile::Strict);
-        self.compare(pred, &gold)
+        self.compare(pred, &gold, is_choice_set(dataset))
     }
 
     /// Grade a bare final answer (as if the response were `The final answer is $\boxed{pred}$.`).
@@ -151,7 +164,7 @@ impl Checker {
     }
 
     /// Compares two normalised answers.
-    fn compare(&self, pred: String, gold: &str) -> Verdict {
+    fn compare(&self, pred: String, gold: &str, choices: bool) -> Verdict {
         let mut budget = Budget::new(self.budget);
         if pred.len() > MAX_ANSWER_BYTES || gold.len() > MAX_ANSWER_BYTES {
             return if pred == gold {
@@ -170,6 +183,7 @@ impl Checker {
             .math_equal(&pred, gold, 0),
             CheckerProfile::Strict => strict::StrictGrader {
                 budget: &mut budget,
+                choices,
             }
             .equal(&pred, gold, 0),
         };

@@ -1,8 +1,8 @@
 //! The Python-syntax reading of an answer (sympy's `parse_expr`, the reference's second try when
 //! `parse_latex` fails): `x**2 - 1`, `sqrt(5)`, `3*I/5`, and `a, b` as a tuple.
 
-use super::budget::{Budget, BudgetError, MAX_DEPTH};
-use super::expr::{Constant, Expr};
+use super::budget::{Budget, BudgetError, MAX_DEPTH, MAX_TREE_DEPTH};
+use super::expr::{check_depth, Constant, Expr};
 use super::latex::{number, ParseError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,5 +258,6 @@ pub fn parse_python(s: &str, budget: &mut Budget) -> Result<Expr, ParseError> {
     if p.pos < p.toks.len() {
         return Err(ParseError::Syntax("trailing input".into()));
     }
+    check_depth(&e, MAX_TREE_DEPTH)?;
     Ok(e)
 }

@@ -1,7 +1,10 @@
 //! Exact rationals on i128 with overflow checks (an overflow makes the caller fall back to f64).
 
+/// Largest |exponent| of an exact power; larger ones are left to the floating-point evaluator.
+const MAX_EXPONENT: u128 = 256;
+
 /// A reduced fraction with a positive denominator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rational {
     /// Numerator.
     pub num: i128,
@@ -9,9 +12,10 @@ pub struct Rational {
     pub den: i128,
 }
 
-fn gcd(mut a: i128, mut b: i128) -> i128 {
-    a = a.abs();
-    b = b.abs();
+/// The gcd of the magnitudes, in u128 so that `i128::MIN` (whose magnitude has no i128) is read
+/// rather than wrapped by `abs()`.
+fn gcd(a: i128, b: i128) -> u128 {
+    let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
     while b != 0 {
         (a, b) = (b, a % b);
     }
@@ -24,8 +28,11 @@ impl Rational {
         if den == 0 {
             return None;
         }
-        let g = gcd(num, den).max(1);
-        let (mut n, mut d) = (num / g, den / g);
+        let (mut n, mut d) = match i128::try_from(gcd(num, den).max(1)) {
+            Ok(g) => (num / g, den / g),
+            // A gcd of 2^127 (no i128) needs den = i128::MIN and num 0 or i128::MIN.
+            Err(_) => (i128::from(num != 0), 1),
+        };
         if d < 0 {
             n = n.checked_neg()?;
             d = d.checked_neg()?;
@@ -94,14 +101,23 @@ impl Rational {
         Self::new(self.num.checked_mul(o.den)?, self.den.checked_mul(o.num)?)
     }
 
-    /// Integer power with |exp| ≤ 256.
+    /// Integer power with |exp| ≤ 256; `None` past that or on overflow.
     pub fn pow(self, exp: i128) -> Option<Self> {
-        if exp.abs() > 256 {
+        // `unsigned_abs`: `abs()` of i128::MIN wraps to itself in release (and panics in
+        // debug), which once made 2^(-2^127) an empty product, i.e. 1.
+        let magnitude = exp.unsigned_abs();
+        if magnitude > MAX_EXPONENT {
             return None;
         }
-        let mut r = Self::int(1);
-        for _ in 0..exp.abs() {
-            r = r.mul(self)?;
+        let (mut base, mut left, mut r) = (self, magnitude, Self::int(1));
+        while left > 0 {
+            if left & 1 == 1 {
+                r = r.mul(base)?;
+            }
+            left >>= 1;
+            if left > 0 {
+                base = base.mul(base)?;
+            }
         }
         if exp < 0 {
             Self::int(1).div(r)
@@ -133,5 +149,28 @@ mod tests {
         assert_eq!(R::int(10).pow(40), None);
         assert_eq!(R::int(2).pow(-2), R::new(1, 4));
         assert_eq!(R::int(1).div(R::int(0)), None);
+    }
+
+    #[test]
+    fn the_i128_minimum_never_wraps() {
+        assert_eq!(R::int(2).pow(i128::MIN), None);
+        assert_eq!(R::int(1).pow(i128::MIN), None);
+        assert_eq!(R::int(2).pow(-i128::MAX), None);
+        assert_eq!(R::new(i128::MIN, i128::MIN), R::new(1, 1));
+        assert_eq!(R::new(0, i128::MIN), Some(R::int(0)));
+        assert_eq!(
+            R::new(i128::MIN, 2),
+            Some(R {
+                num: i128::MIN / 2,
+                den: 1
+            })
+        );
+        // i128::MIN / -1 has no i128: the sign flip must fail, not wrap.
+        assert_eq!(R::new(i128::MIN, -1), None);
+        assert_eq!(R::int(i128::MIN).neg(), None);
+        assert_eq!(R::int(-2).pow(127), Some(R::int(i128::MIN)));
+        assert_eq!(R::int(-2).pow(128), None);
+        assert_eq!(R::int(3).pow(5), Some(R::int(243)));
+        assert_eq!(R::new(2, 3).unwrap().pow(-3), R::new(27, 8));
     }
 }

@@ -2,6 +2,8 @@
 //! commas deleted before number parsing, bracket types ignored, lists split on every comma,
 //! sympy's prefix parse of `parse_latex`).
 
+use std::collections::HashSet;
+
 use super::budget::{Budget, BudgetError, MAX_ANSWER_BYTES};
 use super::expr::{equal_at_random_points, has_free_symbols, real_value, Expr};
 use super::extract::choice_answer_clean;
@@ -247,7 +249,15 @@ impl ReferenceGrader<'_> {
             }
             (Expr::Set(xs), Expr::Set(ys)) => {
                 for (a, b) in [(xs, ys), (ys, xs)] {
+                    // An element with an identical one on the other side needs no search: equal
+                    // sets cost linear time, not one point evaluation per pair.
+                    let identical: HashSet<String> = b.iter().map(|q| format!("{q:?}")).collect();
                     for p in a {
+                        let key = format!("{p:?}");
+                        // NaN is not equal to itself under `==`, which the search below uses.
+                        if !key.contains("NaN") && identical.contains(&key) {
+                            continue;
+                        }
                         let mut found = false;
                         for q in b {
                             if p == q || equal_at_random_points(p, q, self.budget)? {

@@ -1,17 +1,17 @@
-//! Profile `strict`: mathematically right verdicts. Numbers compare exactly when the gold is an
-//! integer and within a relative 1e-4 otherwise; tuples and intervals in order with their bracket
+//! Profile `strict`: mathematically right verdicts. Rational values compare exactly; values known
+//! only in floating point within the tolerances of `tolerance.rs`; tuples and intervals in order with their bracket
 //! types; sets and bare answer lists order-free with every element compared; matrices
 //! element-wise; equations up to a non-zero factor; expressions at seeded random points.
 
+use std::collections::HashMap;
+
 use super::budget::{Budget, BudgetError};
-use super::expr::{equal_at_random_points, eval_rational, real_value, Expr};
+use super::expr::{equal_at_random_points, eval_complex, eval_rational, has_free_symbols, Expr};
 use super::extract::choice_letters;
 use super::latex::{parse_latex, Dialect, ParseError};
-use super::number::is_close;
 use super::pyexpr::parse_python;
-
-/// Relative tolerance for non-integer golds.
-pub const STRICT_RELATIVE_TOLERANCE: f64 = 1e-4;
+use super::rational::Rational;
+use super::tolerance::{has_plain_inputs, is_correct_rounding, values_match, written_as_decimal};
 
 /// Splits on `sep` outside any brackets.
 pub fn split_top_level<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
@@ -64,6 +64,9 @@ fn enclosed(s: &str) -> Option<(char, &str, char)> {
 pub struct StrictGrader<'a> {
     /// The budget of this check.
     pub budget: &'a mut Budget,
+    /// Whether the data set is multiple choice, where a letter gold is matched by the answer's
+    /// last choice letter. Elsewhere a letter is a symbol like any other: `x+C` is not `C`.
+    pub choices: bool,
 }
 
 impl StrictGrader<'_> {
@@ -80,7 +83,7 @@ impl StrictGrader<'_> {
         if p.to_lowercase() == g.to_lowercase() {
             return Ok(true);
         }
-        if matches!(g, "A" | "B" | "C" | "D" | "E") {
+        if self.choices && matches!(g, "A" | "B" | "C" | "D" | "E") {
             return Ok(choice_letters(p).last().map(|c| c.to_string()).as_deref() == Some(g));
         }
         // Unions of intervals, in order.
@@ -141,14 +144,38 @@ impl StrictGrader<'_> {
         Ok(true)
     }
 
+    /// Order-free comparison with repeats counted. Identical elements (as `equal` reads them:
+    /// trimmed, case-insensitive) are paired through a hash map, then scalars of the same exact
+    /// rational value; only what is left is compared pairwise, so equal sets written alike or
+    /// with rational elements cost linear time rather than quadratic.
     fn same_multiset(&mut self, p: &[&str], g: &[&str], depth: usize) -> Result<bool, BudgetError> {
         if p.len() != g.len() {
             return Ok(false);
         }
-        let mut used = vec![false; g.len()];
+        let key = |s: &str| s.trim().to_lowercase();
+        let mut by_text: HashMap<String, usize> = HashMap::new();
+        for b in g {
+            *by_text.entry(key(b)).or_default() += 1;
+        }
+        let mut p_left = Vec::new();
         for a in p {
+            match by_text.get_mut(&key(a)) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => p_left.push(*a),
+            }
+        }
+        let mut g_left = Vec::new();
+        for b in g {
+            if let Some(n) = by_text.get_mut(&key(b)).filter(|n| **n > 0) {
+                *n -= 1;
+                g_left.push(*b);
+            }
+        }
+        let (p_left, g_left) = self.pair_by_rational_value(p_left, g_left)?;
+        let mut used = vec![false; g_left.len()];
+        for a in &p_left {
             let mut found = false;
-            for (k, b) in g.iter().enumerate() {
+            for (k, b) in g_left.iter().enumerate() {
                 if !used[k] && self.equal(a, b, depth + 1)? {
                     used[k] = true;
                     found = true;
@@ -160,6 +187,57 @@ impl StrictGrader<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// Removes the pairs of scalar elements with the same exact rational value (which `equal`
+    /// would call equal), returning the elements left on each side.
+    fn pair_by_rational_value<'s>(
+        &mut self,
+        p: Vec<&'s str>,
+        g: Vec<&'s str>,
+    ) -> Result<(Vec<&'s str>, Vec<&'s str>), BudgetError> {
+        let mut g_by_value: HashMap<Rational, Vec<usize>> = HashMap::new();
+        let mut g_taken = vec![false; g.len()];
+        for (k, b) in g.iter().enumerate() {
+            if let Some(v) = self.scalar_rational(b)? {
+                g_by_value.entry(v).or_default().push(k);
+            }
+        }
+        let mut p_left = Vec::new();
+        for a in p {
+            let slot = match self.scalar_rational(a)? {
+                Some(v) => g_by_value.get_mut(&v).and_then(Vec::pop),
+                None => None,
+            };
+            match slot {
+                Some(k) => g_taken[k] = true,
+                None => p_left.push(a),
+            }
+        }
+        let g_left = g
+            .into_iter()
+            .zip(g_taken)
+            .filter_map(|(b, taken)| (!taken).then_some(b))
+            .collect();
+        Ok((p_left, g_left))
+    }
+
+    /// The exact rational value of an element `equal` would compare as a plain scalar.
+    fn scalar_rational(&mut self, s: &str) -> Result<Option<Rational>, BudgetError> {
+        let s = s.trim();
+        let structured = s.is_empty()
+            || enclosed(s).is_some()
+            || matrix_cells(s).is_some()
+            || split_top_level(s, ",").len() > 1
+            || split_top_level(s, "\\cup").len() > 1
+            || (self.choices && matches!(s, "A" | "B" | "C" | "D" | "E"));
+        if structured {
+            return Ok(None);
+        }
+        match self.parse(s)? {
+            Some(e) => eval_rational(&e, self.budget),
+            None => Ok(None),
+        }
     }
 
     fn parse(&mut self, s: &str) -> Result<Option<Expr>, BudgetError> {
@@ -192,6 +270,10 @@ impl StrictGrader<'_> {
             if xo != yo {
                 return Ok(false);
             }
+            // As for expressions below: `y=2x+1+10^{-10}` must not pass for `y=2x+1`.
+            if !written_as_decimal(g) && !has_plain_inputs(&x, self.budget)? {
+                return Ok(false);
+            }
             // Same equation up to a non-zero constant factor: (xl-xr)/(yl-yr) is constant.
             let dx = Expr::Add(vec![(**xl).clone(), Expr::Neg(xr.clone())]);
             let dy = Expr::Add(vec![(**yl).clone(), Expr::Neg(yr.clone())]);
@@ -210,21 +292,34 @@ impl StrictGrader<'_> {
         {
             return Ok(false);
         }
-        if let (Some(a), Some(b)) = (
+        let (pred_exact, gold_exact) = (
             eval_rational(&x, self.budget)?,
             eval_rational(&y, self.budget)?,
-        ) {
-            if b.is_integer() || a == b {
-                return Ok(a == b);
-            }
-            return Ok(is_close(a.to_f64(), b.to_f64(), STRICT_RELATIVE_TOLERANCE));
+        );
+        if let (Some(a), Some(b)) = (pred_exact, gold_exact) {
+            return Ok(a == b || is_correct_rounding(p, b));
         }
-        if let (Some(a), Some(b)) = (real_value(&x, self.budget)?, real_value(&y, self.budget)?) {
-            let gold_integer = eval_rational(&y, self.budget)?.is_some_and(|r| r.is_integer());
-            if gold_integer {
-                return Ok(a == b);
+        // A gold written as a decimal may be rounded, and a rational answer for an irrational
+        // gold (`2.2360679775` for `\sqrt{5}`) can only be a rounding: both are compared as
+        // approximations. Otherwise the gold is exact and so must the answer's value be.
+        let approximate = written_as_decimal(g) || (pred_exact.is_some() && gold_exact.is_none());
+        let exact_gold = !approximate;
+        if !has_free_symbols(&x) && !has_free_symbols(&y) {
+            let (Some(a), Some(b)) = (
+                eval_complex(&x, 0, self.budget)?,
+                eval_complex(&y, 0, self.budget)?,
+            ) else {
+                return Ok(false);
+            };
+            if !(a.is_finite() && b.is_finite()) {
+                return Ok(false);
             }
-            return Ok(is_close(a, b, STRICT_RELATIVE_TOLERANCE));
+            return values_match(&x, a, b, exact_gold, self.budget);
+        }
+        // Point evaluation agrees within 1e-8, which `x+10^{-10}` would pass for `x`: with an
+        // exact gold the answer's numbers must be ones that cannot hide such a shift.
+        if exact_gold && !has_plain_inputs(&x, self.budget)? {
+            return Ok(false);
         }
         equal_at_random_points(&x, &y, self.budget)
     }

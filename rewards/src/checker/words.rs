@@ -51,9 +51,12 @@ fn formation(words: &[&str]) -> Option<u64> {
         0 => return None,
         1 => n[0],
         2 if n.contains(&100) => n[0].checked_mul(n[1])?,
-        2 => n[0] + n[1],
-        3 => n[0].checked_mul(n[1])? + n[2],
-        _ => n[0].checked_mul(n[1])? + n[2] + n[3],
+        2 => n[0].checked_add(n[1])?,
+        3 => n[0].checked_mul(n[1])?.checked_add(n[2])?,
+        _ => n[0]
+            .checked_mul(n[1])?
+            .checked_add(n[2])?
+            .checked_add(n[3])?,
     })
 }
 
@@ -101,11 +104,11 @@ fn word_to_num(text: &str) -> Option<String> {
     } else if !clean.is_empty() {
         let last = clean.len() as i64 - 1;
         if bi > -1 {
-            total += formation(slice(0, bi))?.checked_mul(1_000_000_000)?;
+            total = total.checked_add(formation(slice(0, bi))?.checked_mul(1_000_000_000)?)?;
         }
         if mi > -1 {
             let start = if bi > -1 { bi + 1 } else { 0 };
-            total += formation(slice(start, mi))?.checked_mul(1_000_000)?;
+            total = total.checked_add(formation(slice(start, mi))?.checked_mul(1_000_000)?)?;
         }
         if ti > -1 {
             let start = if mi > -1 {
@@ -115,7 +118,7 @@ fn word_to_num(text: &str) -> Option<String> {
             } else {
                 0
             };
-            total += formation(slice(start, ti))?.checked_mul(1_000)?;
+            total = total.checked_add(formation(slice(start, ti))?.checked_mul(1_000)?)?;
         }
         let n = clean.len() as i64;
         let hundreds = if ti > -1 && ti != last {
@@ -129,7 +132,7 @@ fn word_to_num(text: &str) -> Option<String> {
         } else {
             0
         };
-        total += hundreds;
+        total = total.checked_add(hundreds)?;
     }
     if decimals.is_empty() {
         return Some(total.to_string());
