@@ -106,6 +106,10 @@ pub struct Coordinator<'a> {
     started: Instant,
     /// Whether the remote workers the run waits for have joined (or none are awaited).
     workers_joined: bool,
+    /// Results of each remote worker that failed the coordinator's checks.
+    rejections: HashMap<WorkerId, usize>,
+    /// Workers whose result for a step's slot was rejected (the slot goes to others first).
+    rejected_by: HashMap<(u64, usize), BTreeSet<WorkerId>>,
 }
 
 /// How the loop ended.
@@ -166,6 +170,8 @@ impl<'a> Coordinator<'a> {
             },
             started: Instant::now(),
             workers_joined: false,
+            rejections: HashMap::new(),
+            rejected_by: HashMap::new(),
         }
     }
 

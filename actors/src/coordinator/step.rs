@@ -173,6 +173,7 @@ impl Coordinator<'_> {
                 let step = self.trained + 1;
                 self.trained = step;
                 let open = self.open.remove(&step).expect("the trained step was open");
+                self.rejected_by.retain(|&(s, _), _| s > step);
                 self.checksums.insert(snapshot.version, snapshot.checksum);
                 // Keep the checksums a group could still be stamped with.
                 let oldest = step.saturating_sub(self.config.sync.max_policy_lag() + 1);
