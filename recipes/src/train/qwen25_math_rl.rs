@@ -320,6 +320,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             .collect::<Vec<_>>(),
         "failures": report.failures,
         "disconnects": report.disconnects,
+        "rejected_results": report.rejected_results,
+        "dropped_workers": report.dropped_workers,
         "dropped_stale_groups": report.dropped_stale_groups,
         "unscored": report.unscored,
         "restarts": report.restarts,
