@@ -138,7 +138,7 @@ pub enum ClusterError {
     /// The coordinator closed the connection before authentication completed.
     #[error(
         "the coordinator at {addr} refused this worker: the connection closed during \
-         authentication, so the --cookie does not match the coordinator's (or it refused the peer)"
+         authentication, so the cookie does not match the coordinator's (or it refused the peer)"
     )]
     Refused {
         /// The coordinator's address.

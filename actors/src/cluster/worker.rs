@@ -1,4 +1,4 @@
-//! The worker process: `mathrl worker --connect HOST:PORT --cookie SECRET --role R`.
+//! The worker process: `mathrl worker --connect HOST:PORT --cookie-file PATH --role R`.
 //!
 //! It starts a ractor_cluster node (listening on loopback only: nobody connects to a worker),
 //! connects to the coordinator, and authenticates with the cookie; a refused cookie closes the
