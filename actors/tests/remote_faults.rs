@@ -457,9 +457,10 @@ fn a_well_behaved_worker_is_kept_past_the_handshake_timeout() -> Result<()> {
         stop.request();
         (closed, open_for)
     });
-    let report = trainer.run(prompts(8))?;
-    let (closed, open_for) = stranger.join().unwrap();
+    let report = trainer.run(prompts(8));
     let fake = stdout(&fake.wait_with_output()?);
+    let report = report?;
+    let (closed, open_for) = stranger.join().unwrap();
 
     assert!(closed, "the unauthenticated connection was never closed");
     assert!(
