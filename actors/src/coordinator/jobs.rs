@@ -442,3 +442,92 @@ fn sampling_seed(seed: u64, step: u64, slot: usize) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::super::test_support::{coordinator, prompts};
+    use super::*;
+    use crate::config::TrainerConfig;
+
+    /// A rejected remote result is the worker's fault: its job goes back to the queue, for
+    /// another worker first, without using up the prompt's attempts; the worker is dropped at
+    /// its `max_attempts`-th rejection, and the run goes on.
+    #[test]
+    fn rejections_count_against_the_worker_not_the_prompt() -> Result<()> {
+        let config = TrainerConfig {
+            prompts_per_step: 2,
+            max_attempts: 2,
+            ..TrainerConfig::default()
+        };
+        let prompts = prompts(&["a", "b"]);
+        let mut c = coordinator(&config, &prompts, 0)?;
+        c.open_steps(config.max_steps);
+        c.rollout_queue.clear();
+        let local = WorkerId::local(Role::Rollout, 0);
+        let remote = WorkerId::remote(Role::Rollout, 0);
+        c.alive.extend([local, remote]);
+        let reject = |c: &mut Coordinator<'_>, job_id: u64, work: Work| {
+            c.start(job_id, remote, work, Duration::from_secs(60));
+            c.handle(Event::Rejected {
+                worker: remote,
+                job_id,
+                reason: "completion 0, token 0: id 9999 is outside the vocabulary".into(),
+            })
+        };
+
+        reject(&mut c, 1, Work::Rollout { step: 1, slot: 0 })?;
+        assert_eq!((c.report.rejected_results, c.report.failures), (1, 1));
+        assert_eq!(c.open[&1].rollout_attempts, vec![0, 0]);
+        assert_eq!(c.rollout_queue, VecDeque::from([(1, 0)]));
+        assert!(c.alive.contains(&remote) && !c.busy.contains_key(&remote));
+        // The slot goes to the local actor first; to the remote worker only if it is alone.
+        assert!(c.avoids(remote, 1, 0) && !c.avoids(local, 1, 0));
+        assert!(!c.avoids(remote, 1, 1));
+        c.alive.remove(&local);
+        assert!(!c.avoids(remote, 1, 0));
+        c.alive.insert(local);
+
+        // As many rejections as a prompt's max_attempts: the prompt is fine, the worker dropped.
+        c.rollout_queue.clear(); // as dispatch takes the slot off the queue
+        reject(&mut c, 2, Work::Rollout { step: 1, slot: 0 })?;
+        assert_eq!(c.open[&1].rollout_attempts, vec![0, 0]);
+        assert_eq!(c.rollout_queue, VecDeque::from([(1, 0)]));
+        assert!(!c.alive.contains(&remote) && c.alive.contains(&local));
+        assert_eq!(c.report.dropped_workers, vec![remote.to_string()]);
+        assert_eq!(c.report.rejected_results, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rejected_reward_batch_is_requeued_whole_without_using_up_attempts() -> Result<()> {
+        let config = TrainerConfig {
+            prompts_per_step: 1,
+            ..TrainerConfig::default()
+        };
+        let prompts = prompts(&["a"]);
+        let mut c = coordinator(&config, &prompts, 0)?;
+        c.open_steps(config.max_steps);
+        let remote = WorkerId::remote(Role::Reward, 0);
+        c.alive.insert(remote);
+        c.open.get_mut(&1).unwrap().reward_attempts[0] = vec![0; 3];
+        let work = Work::Reward {
+            step: 1,
+            slot: 0,
+            completions: vec![0, 1, 2],
+        };
+        c.start(7, remote, work, Duration::from_secs(60));
+        c.handle(Event::Rejected {
+            worker: remote,
+            job_id: 7,
+            reason: "completion 1 of the batch: reward NaN is not finite".into(),
+        })?;
+        // A failed batch would be split into single completions, each counting an attempt.
+        assert_eq!(c.reward_queue, VecDeque::from([(1, 0, vec![0, 1, 2])]));
+        assert_eq!(c.open[&1].reward_attempts[0], vec![0, 0, 0]);
+        assert_eq!(c.report.rejected_results, 1);
+        Ok(())
+    }
+}

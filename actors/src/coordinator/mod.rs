@@ -21,6 +21,8 @@ mod checkpoint;
 mod jobs;
 mod step;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
