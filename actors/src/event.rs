@@ -113,6 +113,16 @@ pub enum Event {
         /// Wall time of the scoring.
         busy: Duration,
     },
+    /// A remote worker's result failed the coordinator's checks ([`crate::cluster::validate`]):
+    /// the job failed and the worker is at fault.
+    Rejected {
+        /// Who sent it.
+        worker: WorkerId,
+        /// Which job.
+        job_id: u64,
+        /// What was wrong with it (naming the completion and token at fault).
+        reason: String,
+    },
     /// A worker stopped (panic, kill after a deadline, a remote worker's disconnect); its job
     /// is lost.
     WorkerDown {

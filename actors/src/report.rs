@@ -68,6 +68,10 @@ pub struct RunTally {
     pub disconnects: u64,
     /// Groups dropped for lagging more than `max_policy_lag`.
     pub dropped_stale_groups: u64,
+    /// Remote results that failed the coordinator's checks (also counted in `failures`).
+    pub rejected_results: u64,
+    /// Remote workers dropped after `max_attempts` rejected results, by name.
+    pub dropped_workers: Vec<String>,
     /// Whether a stop request ended the run.
     pub stopped_early: bool,
     /// Whether `max_train_seconds` ended the run.
@@ -110,6 +114,10 @@ pub struct TrainReport {
     pub remote_workers: Vec<(String, Role)>,
     /// Groups dropped because their weights lagged more than `max_policy_lag`.
     pub dropped_stale_groups: u64,
+    /// Remote results that failed the coordinator's checks (also counted in `failures`).
+    pub rejected_results: u64,
+    /// Remote workers dropped after `max_attempts` rejected results, by name.
+    pub dropped_workers: Vec<String>,
     /// Completions scored 0 after `max_attempts` failures (reasons in `step_records`).
     pub unscored: u64,
     /// Whether a stop request ended the run before `max_steps`.
@@ -138,6 +146,8 @@ impl std::fmt::Debug for TrainReport {
             .field("disconnects", &self.disconnects)
             .field("remote_workers", &self.remote_workers)
             .field("dropped_stale_groups", &self.dropped_stale_groups)
+            .field("rejected_results", &self.rejected_results)
+            .field("dropped_workers", &self.dropped_workers)
             .field("unscored", &self.unscored)
             .field("stopped_early", &self.stopped_early)
             .field("time_limit_reached", &self.time_limit_reached)
@@ -167,6 +177,8 @@ impl TrainReport {
             disconnects: tally.disconnects,
             remote_workers: Vec::new(),
             dropped_stale_groups: tally.dropped_stale_groups,
+            rejected_results: tally.rejected_results,
+            dropped_workers: tally.dropped_workers,
             stopped_early: tally.stopped_early,
             time_limit_reached: tally.time_limit_reached,
             checkpoints: tally.checkpoints,

@@ -92,13 +92,22 @@ pub struct Cli {
     #[arg(long, default_value = "info", global = true)]
     pub log_level: String,
     /// Training recipes on the actor runtime: also accept `mathrl worker` processes on
-    /// ADDR:PORT (port 0 picks a free one and logs it). Needs --cookie.
+    /// ADDR:PORT (port 0 picks a free one and logs it). Needs a cookie: --cookie-file,
+    /// MATHRL_COOKIE or --cookie.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
-    /// With --listen: the shared secret workers must present. It authenticates peers; it does
-    /// not encrypt the traffic (see DEPLOYMENT.md).
+    /// With --listen: read the shared secret workers must present from this file (a trailing
+    /// newline is dropped). Wins over MATHRL_COOKIE and --cookie. At least 16 bytes.
+    #[arg(long, value_name = "PATH")]
+    pub cookie_file: Option<PathBuf>,
+    /// With --listen: the shared secret on the command line, where every local user can read it
+    /// (`ps`, /proc/PID/cmdline): prefer --cookie-file or MATHRL_COOKIE. It authenticates
+    /// peers; it does not encrypt the traffic (see DEPLOYMENT.md).
     #[arg(long, value_name = "SECRET")]
     pub cookie: Option<String>,
+    /// With --listen: close a connection that has not authenticated within this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub handshake_timeout: u64,
     /// With --listen: wait for this many workers to join before the first step.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub wait_for_workers: usize,
@@ -151,9 +160,14 @@ pub struct WorkerArgs {
     /// The coordinator's HOST:PORT (its --listen address).
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: String,
-    /// The coordinator's --cookie.
+    /// File holding the coordinator's cookie (a trailing newline is dropped). Wins over
+    /// MATHRL_COOKIE and --cookie.
+    #[arg(long, value_name = "PATH")]
+    pub cookie_file: Option<PathBuf>,
+    /// The coordinator's cookie on the command line, where every local user can read it: prefer
+    /// --cookie-file or MATHRL_COOKIE.
     #[arg(long, value_name = "SECRET")]
-    pub cookie: String,
+    pub cookie: Option<String>,
     /// rollout or reward.
     #[arg(long, value_enum)]
     pub role: WorkerRole,

@@ -1,7 +1,8 @@
 //! Two processes on loopback: a coordinator (the `mathrl` binary, or a `Trainer` in this test
 //! process) and `mathrl worker` processes. Workers do every rollout and scoring of a run; a
 //! worker killed mid-step has its job re-issued so every prompt is still trained once; a
-//! worker with the wrong cookie is refused.
+//! worker with the wrong cookie is refused; a cookie comes from a file or the environment, and a
+//! short one is refused.
 
 mod common;
 
@@ -21,7 +22,7 @@ use mathrl_actors::{ClusterConfig, QaRecord, StopHandle, Trainer, TrainerConfig}
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule};
 use mathrl_rewards::ShapedReward;
 
-const COOKIE: &str = "loopback-secret";
+const COOKIE: &str = "loopback-secret-of-the-tests";
 
 /// ractor's process groups are global to a process, so two coordinators in one process would
 /// both see every worker: the tests that run a coordinator in this process take turns.
@@ -154,8 +155,9 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
         .arg(&model)
         .arg("--output")
         .arg(&out)
-        .args(["--max-steps", "2", "--listen", &addr, "--cookie", COOKIE])
-        .args(["--wait-for-workers", "2"]);
+        .args(["--max-steps", "2", "--listen", &addr])
+        .args(["--wait-for-workers", "2"])
+        .env("MATHRL_COOKIE", COOKIE);
     for set in [
         "trainer.rollout_actors=0",
         "trainer.reward_actors=0",
@@ -169,7 +171,24 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
         coordinator.args(["--set", set]);
     }
     let mut coordinator = Proc::spawn(&mut coordinator);
-    let mut worker = Proc::spawn(&mut worker(&addr, COOKIE, "w1"));
+    // The coordinator's cookie came from the environment; the rollout worker's comes from a
+    // file (with the trailing newline `echo` leaves), the reward worker's from --cookie.
+    let cookie_file = tmp.path().join("cookie");
+    std::fs::write(&cookie_file, format!("{COOKIE}\n")).unwrap();
+    let mut worker = Proc::spawn(
+        mathrl()
+            .args(["worker", "--connect", &addr, "--cookie-file"])
+            .arg(&cookie_file)
+            .args([
+                "--role",
+                "rollout",
+                "--name",
+                "w1",
+                "--connect-timeout",
+                "60",
+            ])
+            .env_remove("MATHRL_COOKIE"),
+    );
     let mut scorer = Proc::spawn(&mut worker_with_role(&addr, COOKIE, "r1", "reward"));
 
     let status = coordinator.wait(Duration::from_secs(120));
@@ -220,6 +239,56 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
     assert!(log.contains("loaded weights version 1"), "{log}");
     assert!(!log.contains("loaded weights version 2"), "{log}");
     assert!(log.contains("4 groups generated"), "{log}");
+    // Only the worker that took its cookie from the command line is warned about it.
+    assert!(!log.contains("--cookie is readable"), "{log}");
+    let log = scorer.log();
+    assert!(log.contains("--cookie is readable by every user"), "{log}");
+}
+
+/// A cookie under 16 bytes is refused before anything connects, naming where it came from.
+#[test]
+fn short_cookies_are_refused_naming_their_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let short_file = tmp.path().join("short");
+    std::fs::write(&short_file, "short\n").unwrap();
+    let connect = ["worker", "--connect", "127.0.0.1:9", "--role", "rollout"];
+    for (args, env, source) in [
+        (vec!["--cookie", "tiny"], None, "--cookie is 4 bytes"),
+        (vec![], Some("fifteen-bytes-x"), "MATHRL_COOKIE is 15 bytes"),
+        (
+            vec!["--cookie-file", short_file.to_str().unwrap()],
+            Some("long-enough-but-the-file-wins"),
+            "--cookie-file",
+        ),
+    ] {
+        let mut cmd = mathrl();
+        cmd.args(connect).args(&args).env_remove("MATHRL_COOKIE");
+        if let Some(value) = env {
+            cmd.env("MATHRL_COOKIE", value);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted:\n{stderr}");
+        assert!(
+            stderr.contains(source) && stderr.contains("at least 16"),
+            "{args:?}:\n{stderr}"
+        );
+    }
+    // A coordinator refuses the same way, before it loads the model.
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 2);
+    let output = mathrl()
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--output")
+        .arg(tmp.path().join("run"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MATHRL_COOKIE", "short")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("MATHRL_COOKIE is 5 bytes"), "{stderr}");
 }
 
 /// The tiny policy saved in `dir`, a learner on it sampling groups of 4 × `max_new_tokens`
@@ -348,7 +417,7 @@ fn a_worker_with_the_wrong_cookie_is_refused() {
     let intruder = std::thread::spawn(move || {
         let mut worker = Proc::spawn(&mut worker(
             &format!("127.0.0.1:{port}"),
-            "not-the-cookie",
+            "not-the-cookie-of-this-run",
             "intruder",
         ));
         let status = worker.wait(Duration::from_secs(60));

@@ -1,5 +1,6 @@
-//! The coordinator's side of the cluster: a `NodeServer` that authenticates workers by cookie,
-//! and the membership actor ([`super::membership`]) that watches the workers' process groups and
+//! The coordinator's side of the cluster: a `NodeServer` that authenticates workers by cookie
+//! (closing connections that do not authenticate in time: `handshake.rs`), and the
+//! membership actor ([`super::membership`]) that watches the workers' process groups and
 //! fills the run's [`RemoteWorkers`] ([`super::remote`]).
 //!
 //! One host per process: ractor's process groups are global to a process, so a second
@@ -12,10 +13,11 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 
+use super::handshake::HandshakeWatchdog;
 use super::membership::{Membership, MembershipMsg, MembershipState};
 use super::protocol::{encode, Setup};
 use super::remote::RemoteWorkers;
-use super::{ClusterConfig, ClusterError, MAX_FRAME_BYTES};
+use super::{check_cookie, ClusterConfig, ClusterError, MAX_FRAME_BYTES};
 use crate::event::Event;
 use crate::weights::WeightsBoard;
 /// The running cluster host of a coordinator.
@@ -37,19 +39,33 @@ impl Host {
         board: WeightsBoard,
         events: Sender<Event>,
     ) -> Result<Self, ClusterError> {
-        if config.cookie.is_empty() {
+        check_cookie(&config.cookie, "the cluster settings")?;
+        if config.handshake_timeout.is_zero() {
             return Err(ClusterError::Config {
-                field: "cookie",
-                message: "an empty cookie would let any peer in; pass --cookie SECRET".into(),
+                field: "handshake_timeout",
+                message: "must be positive".into(),
             });
         }
+        let Setup::Rollout { model_config, .. } = rollout_setup else {
+            return Err(ClusterError::Config {
+                field: "rollout setup",
+                message: "a rollout worker's setup must be `Setup::Rollout`".into(),
+            });
+        };
+        let vocab_size = model_config.vocab_size;
         let address = resolve_port(config.listen)?;
         let rollout_setup = encode(rollout_setup)?;
         let reward_setup = config
             .reward_spec
             .map(|spec| encode(&Setup::Reward { spec }))
             .transpose()?;
-        let workers = RemoteWorkers::new(config, runtime.handle().clone(), events.clone(), board);
+        let workers = RemoteWorkers::new(
+            config,
+            runtime.handle().clone(),
+            events.clone(),
+            board,
+            vocab_size,
+        );
         let listen_error = |message: String| ClusterError::Listen {
             addr: address.to_string(),
             message,
@@ -80,6 +96,14 @@ impl Host {
             let (node, _) = Actor::spawn(None, server, ())
                 .await
                 .map_err(|e| listen_error(e.to_string()))?;
+            node.cast(NodeServerMessage::SubscribeToEvents {
+                id: "mathrl-handshake-watchdog".into(),
+                subscription: Box::new(HandshakeWatchdog::new(
+                    config.handshake_timeout,
+                    runtime.handle().clone(),
+                )),
+            })
+            .map_err(|e| listen_error(format!("watching handshakes: {e}")))?;
             Ok::<_, ClusterError>((membership, node))
         })?;
         tracing::info!("cluster: listening for workers on {address}");

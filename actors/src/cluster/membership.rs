@@ -73,6 +73,18 @@ impl Actor for Membership {
                     let name = cell
                         .get_name()
                         .unwrap_or_else(|| format!("worker-{}", cell.get_id()));
+                    if state.workers.was_dropped(&name) {
+                        tracing::warn!(
+                            "remote worker {name} was dropped earlier in this run; refusing it"
+                        );
+                        let actor = ActorRef::from(cell.clone());
+                        tokio::spawn(async move {
+                            let reason = "this worker's results failed the coordinator's checks \
+                                          earlier in the run; it may not rejoin";
+                            let _ = finish(&actor, Some(reason.into())).await;
+                        });
+                        continue;
+                    }
                     if let Some(worker) = state.workers.register(name.clone(), role, cell) {
                         tracing::info!("remote {} worker {name} joined", role.as_str());
                         let setup = match role {

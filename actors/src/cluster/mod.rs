@@ -15,6 +15,9 @@
 //!   jobs and weights.
 //! - [`worker`]: the worker process.
 //! - [`protocol`]: the messages and their CBOR payloads.
+//! - [`validate`]: the coordinator's checks on a remote worker's results; a worker whose results
+//!   fail them `max_attempts` times is dropped, never the run.
+//! - `handshake.rs`: closes connections that do not authenticate within the handshake timeout.
 //!
 //! Weights travel as the learner's safetensors bytes with their version and XXH3 checksum
 //! ([`crate::WeightsSnapshot`]), in chunks, right before the first job that needs them: a
@@ -23,10 +26,12 @@
 //! and its job is re-issued like a crashed actor's.
 
 mod chunks;
+mod handshake;
 pub mod host;
 mod membership;
 pub mod protocol;
 mod remote;
+pub mod validate;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -43,12 +48,36 @@ pub const MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 /// Default size of one weights chunk.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
+/// Shortest cookie accepted: the handshake's SHA-256 answers let an eavesdropper test guesses
+/// offline, so the cookie must be too long to guess (16 random bytes, or a long passphrase).
+pub const MIN_COOKIE_BYTES: usize = 16;
+
+/// Default for [`ClusterConfig::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a cookie shorter than [`MIN_COOKIE_BYTES`]; `source` (`--cookie-file PATH`,
+/// `MATHRL_COOKIE`, ...) is named in the error.
+pub fn check_cookie(cookie: &str, source: &str) -> Result<(), ClusterError> {
+    if cookie.len() < MIN_COOKIE_BYTES {
+        return Err(ClusterError::Config {
+            field: "cookie",
+            message: format!(
+                "the cookie from {source} is {} bytes; at least {MIN_COOKIE_BYTES} are needed \
+                 (e.g. `openssl rand -hex 32`)",
+                cookie.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The coordinator's side of a cluster run.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Where workers connect (`--listen ADDR:PORT`; port 0 picks a free one, logged at start).
     pub listen: SocketAddr,
-    /// The shared secret every worker must present (`--cookie`).
+    /// The shared secret every worker must present (`--cookie-file`, `MATHRL_COOKIE` or
+    /// `--cookie`); at least [`MIN_COOKIE_BYTES`] bytes.
     pub cookie: String,
     /// What a remote reward worker builds its reward from (handed to the worker binary's
     /// [`RewardBuilder`]); `None` refuses remote reward workers.
@@ -59,6 +88,9 @@ pub struct ClusterConfig {
     pub join_timeout: Duration,
     /// Bytes per weights chunk.
     pub chunk_bytes: usize,
+    /// A connection that has not authenticated within this long is closed
+    /// (`--handshake-timeout`; default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub handshake_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -71,6 +103,7 @@ impl ClusterConfig {
             wait_for_workers: 0,
             join_timeout: Duration::from_secs(600),
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -105,7 +138,7 @@ pub enum ClusterError {
     /// The coordinator closed the connection before authentication completed.
     #[error(
         "the coordinator at {addr} refused this worker: the connection closed during \
-         authentication, so the --cookie does not match the coordinator's (or it refused the peer)"
+         authentication, so the cookie does not match the coordinator's (or it refused the peer)"
     )]
     Refused {
         /// The coordinator's address.

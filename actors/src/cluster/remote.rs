@@ -17,6 +17,7 @@ use ractor::{ActorCell, ActorId, ActorRef, RpcReplyPort};
 use super::protocol::{
     self, decode, encode, GenerateReply, Reply, ScoreReply, ScoreRequest, WeightsChunk, WorkerMsg,
 };
+use super::validate::{check_group, check_scores, Expected, Rejection};
 use super::ClusterConfig;
 use crate::event::{Event, Role, RolloutResult, WorkerId};
 use crate::reward::RewardJob;
@@ -35,6 +36,8 @@ struct Entry {
     actor_id: ActorId,
     actor: ActorRef<WorkerMsg>,
     connected: bool,
+    /// Dropped by the coordinator for sending results that failed its checks.
+    dropped: bool,
     /// Set up and announced to the coordinator.
     ready: bool,
     /// (version, checksum) of the weights it holds.
@@ -48,6 +51,8 @@ struct Link {
     events: Sender<Event>,
     board: WeightsBoard,
     chunk_bytes: usize,
+    /// The policy's vocabulary size, which every token id of a group must be below.
+    vocab_size: usize,
 }
 
 #[derive(Default)]
@@ -69,12 +74,14 @@ impl RemoteWorkers {
     }
 
     /// The workers of a cluster run per `config`: remote jobs run on `runtime`, report on
-    /// `events`, and load weights from `board`.
+    /// `events`, load weights from `board`, and their groups are checked against a policy of
+    /// `vocab_size` tokens.
     pub(super) fn new(
         config: &ClusterConfig,
         runtime: tokio::runtime::Handle,
         events: Sender<Event>,
         board: WeightsBoard,
+        vocab_size: usize,
     ) -> Self {
         Self(Arc::new(Mutex::new(Registry {
             entries: Vec::new(),
@@ -83,6 +90,7 @@ impl RemoteWorkers {
                 events,
                 board,
                 chunk_bytes: config.chunk_bytes.max(1),
+                vocab_size,
             }),
             wait_for: config.wait_for_workers,
             join_timeout: config.join_timeout,
@@ -164,6 +172,7 @@ impl RemoteWorkers {
             actor_id,
             actor: ActorRef::from(cell.clone()),
             connected: true,
+            dropped: false,
             ready: false,
             loaded: None,
         });
@@ -190,6 +199,34 @@ impl RemoteWorkers {
             .find(|e| e.actor_id == actor_id && e.connected)?;
         entry.connected = false;
         entry.ready.then(|| (entry.worker, entry.name.clone()))
+    }
+
+    /// Whether a worker of this name was dropped during the run (it may not join again).
+    pub(super) fn was_dropped(&self, name: &str) -> bool {
+        self.lock()
+            .entries
+            .iter()
+            .any(|e| e.dropped && e.name == name)
+    }
+
+    /// Drops a worker whose results kept failing the coordinator's checks: no job reaches it
+    /// any more, it is not readmitted, and it is told why (its process exits with `reason`).
+    pub fn drop_worker(&self, worker: WorkerId, reason: String) {
+        let (actor, runtime) = {
+            let mut registry = self.lock();
+            let Some(runtime) = registry.link.as_ref().map(|l| l.runtime.clone()) else {
+                return;
+            };
+            let Some(entry) = registry.entries.iter_mut().find(|e| e.worker == worker) else {
+                return;
+            };
+            entry.connected = false;
+            entry.dropped = true;
+            (entry.actor.clone(), runtime)
+        };
+        runtime.spawn(async move {
+            let _ = finish(&actor, Some(reason)).await;
+        });
     }
 
     fn set_loaded(&self, worker: WorkerId, version: u64, checksum: u64) {
@@ -224,15 +261,27 @@ impl RemoteWorkers {
         runtime.spawn(async move {
             let job_id = job.job_id;
             let events = target.link.events.clone();
-            let result = this
-                .run_generate(worker, &target, job)
-                .await
-                .map_err(|e| format!("{}: {e}", target.name));
-            let _ = events.send(Event::Rollout {
-                worker,
-                job_id,
-                result,
-            });
+            let event = match this.run_generate(worker, &target, job).await {
+                Ok(result) => Event::Rollout {
+                    worker,
+                    job_id,
+                    result: Ok(result),
+                },
+                Err(JobError::Failed(e)) => Event::Rollout {
+                    worker,
+                    job_id,
+                    result: Err(format!("{}: {e}", target.name)),
+                },
+                Err(JobError::Rejected { rejection, version }) => Event::Rejected {
+                    worker,
+                    job_id,
+                    reason: match version {
+                        Some(v) => format!("{rejection} (sent policy version {v})"),
+                        None => rejection.to_string(),
+                    },
+                },
+            };
+            let _ = events.send(event);
         });
         true
     }
@@ -242,9 +291,10 @@ impl RemoteWorkers {
         worker: WorkerId,
         target: &Target,
         job: RolloutJob,
-    ) -> Result<RolloutResult, String> {
+    ) -> Result<RolloutResult, JobError> {
         let latest = target.link.board.latest();
-        if target.loaded != Some((latest.version, latest.checksum)) {
+        let mut sent = target.loaded;
+        if sent != Some((latest.version, latest.checksum)) {
             let wire = latest.wire.as_ref().ok_or_else(|| {
                 format!(
                     "weights version {} were published without bytes for remote workers",
@@ -255,7 +305,9 @@ impl RemoteWorkers {
                 .await
                 .map_err(|e| format!("sending weights version {}: {e}", latest.version))?;
             self.set_loaded(worker, latest.version, latest.checksum);
+            sent = Some((latest.version, latest.checksum));
         }
+        let (version, checksum) = sent.ok_or("no weights were sent to the worker")?;
         let payload = protocol::encode_job(&job).map_err(|e| e.to_string())?;
         let bytes = rpc(
             &target.actor,
@@ -266,7 +318,16 @@ impl RemoteWorkers {
         let reply: Reply<GenerateReply> =
             decode("generate reply", &bytes).map_err(|e| e.to_string())?;
         let reply = reply?;
-        check_group(&job, &reply)?;
+        let expected = Expected {
+            job: &job,
+            vocab_size: target.link.vocab_size,
+            version,
+            checksum,
+        };
+        check_group(&expected, &reply).map_err(|rejection| JobError::Rejected {
+            rejection,
+            version: Some(version),
+        })?;
         Ok(RolloutResult {
             group: reply.group,
             weights_checksum: reply.weights_checksum,
@@ -284,28 +345,28 @@ impl RemoteWorkers {
             let job_id = job.job_id;
             let n = job.items.len();
             let started = Instant::now();
-            let outcome = run_score(&target, job).await;
-            let (result, busy) = match outcome {
-                Ok(reply) if reply.outputs.len() == n => (Ok(reply.outputs), reply.busy_seconds),
-                Ok(reply) => (
-                    Err(format!(
-                        "{}: {} outputs for {n} completions",
-                        target.name,
-                        reply.outputs.len()
-                    )),
-                    reply.busy_seconds,
-                ),
-                Err(e) => (
-                    Err(format!("{}: {e}", target.name)),
-                    started.elapsed().as_secs_f64(),
-                ),
+            let event = match run_score(&target, job).await {
+                Ok(reply) => match check_scores(n, &reply.outputs) {
+                    Ok(()) => Event::Reward {
+                        worker,
+                        job_id,
+                        result: Ok(reply.outputs),
+                        busy: seconds(reply.busy_seconds),
+                    },
+                    Err(rejection) => Event::Rejected {
+                        worker,
+                        job_id,
+                        reason: rejection.to_string(),
+                    },
+                },
+                Err(e) => Event::Reward {
+                    worker,
+                    job_id,
+                    result: Err(format!("{}: {e}", target.name)),
+                    busy: started.elapsed(),
+                },
             };
-            let _ = target.link.events.send(Event::Reward {
-                worker,
-                job_id,
-                result,
-                busy: seconds(busy),
-            });
+            let _ = target.link.events.send(event);
         });
         true
     }
@@ -346,31 +407,27 @@ async fn run_score(target: &Target, job: RewardJob) -> Result<ScoreReply, String
     reply
 }
 
-/// A group must answer its job: the prompt, `n` completions, one log-prob and mask entry per
-/// token. Checked here because the coordinator and learner index by these shapes.
-fn check_group(job: &RolloutJob, reply: &GenerateReply) -> Result<(), String> {
-    let group = &reply.group;
-    if group.prompt_ids != job.prompt_ids {
-        return Err("the group's prompt is not the job's".into());
+/// Why a remote job produced no result: it failed (an error, a lost connection: the job's
+/// fault or no one's), or its result failed the coordinator's checks (the worker's fault).
+enum JobError {
+    Failed(String),
+    /// With the policy version of the weights the worker was sent for the job, when known.
+    Rejected {
+        rejection: Rejection,
+        version: Option<u64>,
+    },
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
     }
-    if group.completions.len() != job.params.n {
-        return Err(format!(
-            "{} completions for a group of {}",
-            group.completions.len(),
-            job.params.n
-        ));
+}
+
+impl From<&str> for JobError {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_string())
     }
-    for (i, c) in group.completions.iter().enumerate() {
-        if c.logprobs.len() != c.token_ids.len() || c.tool_mask.len() != c.token_ids.len() {
-            return Err(format!(
-                "completion {i}: {} tokens, {} log-probs, {} mask entries",
-                c.token_ids.len(),
-                c.logprobs.len(),
-                c.tool_mask.len()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A duration from a peer's seconds (negative, NaN or huge values become zero).
@@ -449,7 +506,6 @@ pub(super) async fn finish(
 mod tests {
     use super::*;
     use mathrl::generation::SamplingParams;
-    use mathrl::types::{Completion, CompletionTiming, FinishReason, Group};
 
     fn job(n: usize) -> RolloutJob {
         RolloutJob {
@@ -460,42 +516,6 @@ mod tests {
                 ..SamplingParams::default()
             },
         }
-    }
-
-    fn reply(completions: usize, logprobs: usize) -> GenerateReply {
-        let completion = Completion {
-            sample_index: 0,
-            token_ids: vec![3, 4],
-            logprobs: vec![Some(-1.0); logprobs],
-            tool_mask: vec![false, false],
-            finish_reason: FinishReason::Length,
-            tool_calls: 0,
-            text: None,
-            timing: CompletionTiming::default(),
-        };
-        GenerateReply {
-            group: Group {
-                prompt_index: 0,
-                prompt_ids: vec![1, 2],
-                completions: vec![completion; completions],
-                policy_version: 0,
-            },
-            weights_checksum: 0,
-            busy_seconds: 0.1,
-        }
-    }
-
-    /// A peer's group is checked before the coordinator indexes into it.
-    #[test]
-    fn groups_that_do_not_answer_their_job_are_refused() {
-        assert!(check_group(&job(2), &reply(2, 2)).is_ok());
-        let err = check_group(&job(3), &reply(2, 2)).unwrap_err();
-        assert!(err.contains("2 completions for a group of 3"), "{err}");
-        let err = check_group(&job(2), &reply(2, 1)).unwrap_err();
-        assert!(err.contains("1 log-probs"), "{err}");
-        let mut other = reply(2, 2);
-        other.group.prompt_ids = vec![9];
-        assert!(check_group(&job(2), &other).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The worker process: `mathrl worker --connect HOST:PORT --cookie SECRET --role R`.
+//! The worker process: `mathrl worker --connect HOST:PORT --cookie-file PATH --role R`.
 //!
 //! It starts a ractor_cluster node (listening on loopback only: nobody connects to a worker),
 //! connects to the coordinator, and authenticates with the cookie; a refused cookie closes the
@@ -28,7 +28,7 @@ use super::protocol::{
     decode, encode, group_of, GenerateReply, Reply, ScoreReply, ScoreRequest, Setup, WeightsChunk,
     WorkerMsg,
 };
-use super::{ClusterError, MAX_FRAME_BYTES};
+use super::{check_cookie, ClusterError, MAX_FRAME_BYTES};
 use crate::event::Role;
 use crate::reward::score_items;
 use crate::rollout::{build_engine, generate_group, panic_message, RolloutJob};
@@ -101,12 +101,7 @@ pub fn run_worker(
     options: WorkerOptions,
     rewards: RewardBuilder,
 ) -> Result<WorkerReport, ClusterError> {
-    if options.cookie.is_empty() {
-        return Err(ClusterError::Config {
-            field: "cookie",
-            message: "must not be empty".into(),
-        });
-    }
+    check_cookie(&options.cookie, "the worker's options")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("mathrl-worker")

@@ -49,7 +49,14 @@ impl Coordinator<'_> {
         self.window.max_rollout_queue = self.window.max_rollout_queue.max(self.rollout_queue.len());
         self.window.max_reward_queue = self.window.max_reward_queue.max(self.reward_queue.len());
         for worker in self.idle(Role::Rollout) {
-            let Some((step, slot)) = self.rollout_queue.pop_front() else {
+            let Some(at) = self
+                .rollout_queue
+                .iter()
+                .position(|&(step, slot)| !self.avoids(worker, step, slot))
+            else {
+                continue;
+            };
+            let Some((step, slot)) = self.rollout_queue.remove(at) else {
                 break;
             };
             let job_id = self.job_id();
@@ -75,7 +82,14 @@ impl Coordinator<'_> {
             }
         }
         for worker in self.idle(Role::Reward) {
-            let Some((step, slot, completions)) = self.reward_queue.pop_front() else {
+            let Some(at) = self
+                .reward_queue
+                .iter()
+                .position(|(step, slot, _)| !self.avoids(worker, *step, *slot))
+            else {
+                continue;
+            };
+            let Some((step, slot, completions)) = self.reward_queue.remove(at) else {
                 break;
             };
             let job_id = self.job_id();
@@ -105,6 +119,19 @@ impl Coordinator<'_> {
                 self.reward_queue.push_front((step, slot, completions));
             }
         }
+    }
+
+    /// Whether `worker` should leave a step's slot to another worker: its result for that slot
+    /// was rejected before and a live worker of its role whose result was not is there to take it.
+    fn avoids(&self, worker: WorkerId, step: u64, slot: usize) -> bool {
+        let Some(rejected) = self.rejected_by.get(&(step, slot)) else {
+            return false;
+        };
+        rejected.contains(&worker)
+            && self
+                .alive
+                .iter()
+                .any(|w| w.role == worker.role && !rejected.contains(w))
     }
 
     fn job_id(&mut self) -> u64 {
@@ -162,6 +189,14 @@ impl Coordinator<'_> {
         match event {
             Event::WorkerUp { worker } => {
                 self.alive.insert(worker);
+            }
+            Event::Rejected {
+                worker,
+                job_id,
+                reason,
+            } => {
+                let work = self.finish_job(job_id, worker);
+                self.rejected(worker, work, reason);
             }
             Event::WorkerDown { worker, reason } => {
                 self.workers.count_lost(worker, &mut self.report);
@@ -224,6 +259,81 @@ impl Coordinator<'_> {
     fn readmit(&mut self, worker: WorkerId) {
         if !self.busy.contains_key(&worker) && self.workers.may_readmit(worker) {
             self.alive.insert(worker);
+        }
+    }
+
+    /// A remote worker's result failed the coordinator's checks: the job (if still in flight) is
+    /// re-issued, preferably to another worker, without counting against its prompt or
+    /// completions (they are not at fault); the worker is counted, and dropped at its
+    /// `max_attempts`-th rejection. A bad worker never ends the run.
+    fn rejected(&mut self, worker: WorkerId, work: Option<Work>, reason: String) {
+        self.report.failures += 1;
+        self.report.rejected_results += 1;
+        let label = self.workers.label(worker);
+        let rejections = {
+            let count = self.rejections.entry(worker).or_default();
+            *count += 1;
+            *count
+        };
+        let max_attempts = self.config.max_attempts;
+        let place = match &work {
+            Some(Work::Rollout { step, slot } | Work::Reward { step, slot, .. }) => {
+                let prompt_id = self
+                    .open
+                    .get(step)
+                    .map(|open| self.prompts[open.prompts[*slot]].record.id.as_str())
+                    .unwrap_or("?");
+                format!("step {step}, group {slot} (prompt {prompt_id})")
+            }
+            None => "a job already re-issued".to_string(),
+        };
+        let message = format!(
+            "rejected a result of worker {label} ({worker}, {rejections} of {max_attempts} \
+             allowed): {place}: {reason}"
+        );
+        tracing::warn!("{message}");
+        if let Some(Work::Rollout { step, .. } | Work::Reward { step, .. }) = &work {
+            self.metrics.text("faults/rejected", *step, &message);
+        }
+        let dropped = rejections >= max_attempts;
+        if dropped {
+            self.alive.remove(&worker);
+            self.busy.remove(&worker);
+            tracing::warn!(
+                "dropped worker {label} ({worker}): {rejections} results failed the checks; \
+                 the run goes on without it"
+            );
+            self.workers.drop_worker(
+                worker,
+                format!(
+                    "dropped after {rejections} results failed the coordinator's checks (last: \
+                     {place}: {reason})"
+                ),
+            );
+            self.report.dropped_workers.push(label);
+        }
+        match work {
+            Some(Work::Rollout { step, slot }) => {
+                self.rejected_by
+                    .entry((step, slot))
+                    .or_default()
+                    .insert(worker);
+                self.rollout_queue.push_front((step, slot));
+            }
+            Some(Work::Reward {
+                step,
+                slot,
+                completions,
+            }) => {
+                self.rejected_by
+                    .entry((step, slot))
+                    .or_default()
+                    .insert(worker);
+                self.reward_queue.push_front((step, slot, completions));
+            }
+            // The job was re-issued already (its deadline passed): only the worker is counted.
+            None if !dropped => self.readmit(worker),
+            None => {}
         }
     }
 
@@ -331,4 +441,93 @@ fn sampling_seed(seed: u64, step: u64, slot: usize) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::super::test_support::{coordinator, prompts};
+    use super::*;
+    use crate::config::TrainerConfig;
+
+    /// A rejected remote result is the worker's fault: its job goes back to the queue, for
+    /// another worker first, without using up the prompt's attempts; the worker is dropped at
+    /// its `max_attempts`-th rejection, and the run goes on.
+    #[test]
+    fn rejections_count_against_the_worker_not_the_prompt() -> Result<()> {
+        let config = TrainerConfig {
+            prompts_per_step: 2,
+            max_attempts: 2,
+            ..TrainerConfig::default()
+        };
+        let prompts = prompts(&["a", "b"]);
+        let mut c = coordinator(&config, &prompts, 0)?;
+        c.open_steps(config.max_steps);
+        c.rollout_queue.clear();
+        let local = WorkerId::local(Role::Rollout, 0);
+        let remote = WorkerId::remote(Role::Rollout, 0);
+        c.alive.extend([local, remote]);
+        let reject = |c: &mut Coordinator<'_>, job_id: u64, work: Work| {
+            c.start(job_id, remote, work, Duration::from_secs(60));
+            c.handle(Event::Rejected {
+                worker: remote,
+                job_id,
+                reason: "completion 0, token 0: id 9999 is outside the vocabulary".into(),
+            })
+        };
+
+        reject(&mut c, 1, Work::Rollout { step: 1, slot: 0 })?;
+        assert_eq!((c.report.rejected_results, c.report.failures), (1, 1));
+        assert_eq!(c.open[&1].rollout_attempts, vec![0, 0]);
+        assert_eq!(c.rollout_queue, VecDeque::from([(1, 0)]));
+        assert!(c.alive.contains(&remote) && !c.busy.contains_key(&remote));
+        // The slot goes to the local actor first; to the remote worker only if it is alone.
+        assert!(c.avoids(remote, 1, 0) && !c.avoids(local, 1, 0));
+        assert!(!c.avoids(remote, 1, 1));
+        c.alive.remove(&local);
+        assert!(!c.avoids(remote, 1, 0));
+        c.alive.insert(local);
+
+        // As many rejections as a prompt's max_attempts: the prompt is fine, the worker dropped.
+        c.rollout_queue.clear(); // as dispatch takes the slot off the queue
+        reject(&mut c, 2, Work::Rollout { step: 1, slot: 0 })?;
+        assert_eq!(c.open[&1].rollout_attempts, vec![0, 0]);
+        assert_eq!(c.rollout_queue, VecDeque::from([(1, 0)]));
+        assert!(!c.alive.contains(&remote) && c.alive.contains(&local));
+        assert_eq!(c.report.dropped_workers, vec![remote.to_string()]);
+        assert_eq!(c.report.rejected_results, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rejected_reward_batch_is_requeued_whole_without_using_up_attempts() -> Result<()> {
+        let config = TrainerConfig {
+            prompts_per_step: 1,
+            ..TrainerConfig::default()
+        };
+        let prompts = prompts(&["a"]);
+        let mut c = coordinator(&config, &prompts, 0)?;
+        c.open_steps(config.max_steps);
+        let remote = WorkerId::remote(Role::Reward, 0);
+        c.alive.insert(remote);
+        c.open.get_mut(&1).unwrap().reward_attempts[0] = vec![0; 3];
+        let work = Work::Reward {
+            step: 1,
+            slot: 0,
+            completions: vec![0, 1, 2],
+        };
+        c.start(7, remote, work, Duration::from_secs(60));
+        c.handle(Event::Rejected {
+            worker: remote,
+            job_id: 7,
+            reason: "completion 1 of the batch: reward NaN is not finite".into(),
+        })?;
+        // A failed batch would be split into single completions, each counting an attempt.
+        assert_eq!(c.reward_queue, VecDeque::from([(1, 0, vec![0, 1, 2])]));
+        assert_eq!(c.open[&1].reward_attempts[0], vec![0, 0, 0]);
+        assert_eq!(c.report.rejected_results, 1);
+        Ok(())
+    }
 }

@@ -21,6 +21,8 @@ mod checkpoint;
 mod jobs;
 mod step;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -113,6 +115,10 @@ pub struct Coordinator<'a> {
     identity: Option<RunIdentity>,
     /// Told of every trained step.
     observer: Option<StepObserver>,
+    /// Results of each remote worker that failed the coordinator's checks.
+    rejections: HashMap<WorkerId, usize>,
+    /// Workers whose result for a step's slot was rejected (the slot goes to others first).
+    rejected_by: HashMap<(u64, usize), BTreeSet<WorkerId>>,
 }
 
 /// How the loop ended.
@@ -179,6 +185,8 @@ impl<'a> Coordinator<'a> {
             diverged: None,
             identity: None,
             observer: None,
+            rejections: HashMap::new(),
+            rejected_by: HashMap::new(),
         }
     }
 

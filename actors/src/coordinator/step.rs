@@ -179,6 +179,7 @@ impl Coordinator<'_> {
                 let step = self.trained + 1;
                 self.trained = step;
                 let open = self.open.remove(&step).expect("the trained step was open");
+                self.rejected_by.retain(|&(s, _), _| s > step);
                 self.checksums.insert(snapshot.version, snapshot.checksum);
                 // Keep the checksums a group could still be stamped with.
                 let oldest = step.saturating_sub(self.config.sync.max_policy_lag() + 1);
@@ -205,26 +206,12 @@ mod tests {
     use std::collections::VecDeque;
     use std::time::Duration;
 
-    use candle_core::{DType, Device};
-    use crossbeam::channel::bounded;
-    use mathrl::model::Trainable;
-    use mathrl::{Metrics, Policy};
-    use mathrl_learners::{GrpoConfig, GrpoLearner};
-
     use super::super::jobs::Work;
-    use super::super::{Coordinator, EncodedPrompt, Wiring};
+    use super::super::test_support::{coordinator, prompts};
+    use super::super::Coordinator;
     use super::*;
-    use crate::cluster::RemoteWorkers;
     use crate::config::{SyncMode, TrainerConfig};
     use crate::event::{Event, Role, RolloutResult};
-    use crate::learner::LearnerThread;
-    use crate::prompt::PromptStream;
-    use crate::stop::StopHandle;
-    use crate::supervision::Slots;
-    use crate::weights::{Publisher, WeightsBoard};
-    use mathrl::data::QaRecord;
-
-    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-qwen2");
 
     fn group(policy_version: u64) -> Group {
         Group {
@@ -240,54 +227,15 @@ mod tests {
     /// is tested here by handing the coordinator groups of chosen versions.
     #[test]
     fn groups_older_than_the_lag_are_dropped_counted_and_regenerated() -> Result<()> {
-        let policy = Policy::load(TINY, &Device::Cpu, Some(DType::F32), Trainable::Yes)?;
-        let publisher = Publisher {
-            rollout_device: Some(Device::Cpu),
-            remote: false,
-        };
-        let snapshot = publisher.publish(&policy, 3)?;
-        let checksum = snapshot.checksum;
-        let learner = GrpoLearner::new(policy, None, GrpoConfig::default(), Metrics::null())?;
         let config = TrainerConfig {
             sync: SyncMode::Async { max_policy_lag: 1 },
             prompts_per_step: 2,
             ..TrainerConfig::default()
         };
-        let prompts: Vec<EncodedPrompt> = ["a", "b"]
-            .iter()
-            .map(|id| EncodedPrompt {
-                record: QaRecord {
-                    id: id.to_string(),
-                    question: id.to_string(),
-                    gold: None,
-                    ..QaRecord::default()
-                },
-                ids: vec![1, 2],
-            })
-            .collect();
-        let (_events_tx, events_rx) = bounded(4);
-        let (learner_tx, learner_rx) = bounded(4);
-        let wiring = Wiring {
-            rollout: Slots::new(1),
-            reward: Slots::new(1),
-            events: events_rx,
-            learner: LearnerThread::spawn(learner, publisher, learner_tx)?,
-            learner_events: learner_rx,
-            board: WeightsBoard::new(snapshot),
-            remote: RemoteWorkers::none(),
-        };
+        let prompts = prompts(&["a", "b"]);
         // As after 3 learner steps: with lag 1, steps 4 and 5 may be sampled now.
-        let mut c = Coordinator::new(
-            &config,
-            &prompts,
-            PromptStream::new(prompts.len(), 0),
-            Metrics::null(),
-            StopHandle::new(),
-            None,
-            wiring,
-            3,
-            checksum,
-        );
+        let mut c = coordinator(&config, &prompts, 3)?;
+        let checksum = c.checksums[&3];
         c.open_steps(config.max_steps);
         assert_eq!(c.open.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
         c.rollout_queue.clear();

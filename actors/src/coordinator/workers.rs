@@ -86,6 +86,14 @@ impl Workers {
         worker.place == Place::Remote && self.remote.is_connected(worker)
     }
 
+    /// Drops a worker whose results kept failing the coordinator's checks; it is told `reason`.
+    /// Only remote results are checked, so only a remote worker is ever dropped.
+    pub(super) fn drop_worker(&self, worker: WorkerId, reason: String) {
+        if worker.place == Place::Remote {
+            self.remote.drop_worker(worker, reason);
+        }
+    }
+
     /// Counts a lost worker: a local actor is restarted by its supervisor, a remote worker is
     /// gone until it joins again.
     pub(super) fn count_lost(&self, worker: WorkerId, tally: &mut RunTally) {

@@ -12,7 +12,7 @@
 //! one learner, checkpoints under `<output>/checkpoints` (a second run with the same `--output`
 //! resumes from the latest one), Ctrl-C finishes the current step and checkpoints it (twice:
 //! exits at once), and `trainer.max_train_seconds` bounds the wall time. With `--listen
-//! ADDR:PORT --cookie SECRET` it also accepts `mathrl worker` processes into its pools
+//! ADDR:PORT --cookie-file PATH` it also accepts `mathrl worker` processes into its pools
 //! (DEPLOYMENT.md); `trainer.rollout_actors = 0` then leaves every rollout to them.
 
 use std::path::Path;
@@ -384,6 +384,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             .collect::<Vec<_>>(),
         "failures": report.failures,
         "disconnects": report.disconnects,
+        "rejected_results": report.rejected_results,
+        "dropped_workers": report.dropped_workers,
         "dropped_stale_groups": report.dropped_stale_groups,
         "unscored": report.unscored,
         "restarts": report.restarts,
