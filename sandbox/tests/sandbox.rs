@@ -5,7 +5,6 @@
 //! the unprivileged uid) run only where the sandbox reports them applied (as root on Linux) and
 //! say so on stderr otherwise.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -359,9 +358,11 @@ fn only_allowed_paths_are_visible() {
         eprintln!("skipped: no mount namespace here");
         return;
     }
-    let name = format!("hidden-{}", std::process::id());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::create_dir_all(&dir).expect("test directory");
+    // Readable by every uid (the run's fresh uid as root, or nobody), so only the view hides it.
+    let base = tempfile::tempdir().expect("test directory");
+    let dir = base.path().canonicalize().expect("canonical");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let secret = dir.join("secret.txt");
     std::fs::write(&secret, "s3cret").expect("secret file");
     let read = format!("print(open('{}').read())", secret.display());
@@ -373,7 +374,6 @@ fn only_allowed_paths_are_visible() {
     });
     let control = run(&visible, &read);
     let hidden = run(&sandbox(), &read);
-    std::fs::remove_dir_all(&dir).expect("clean up");
     assert_eq!(
         control.output, "s3cret",
         "the control run, with the directory allowed, can read the file"
