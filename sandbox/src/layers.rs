@@ -41,7 +41,10 @@ fn namespace_reason(isolation: &Isolation, is_root: bool) -> String {
 
 fn mount_reason(isolation: &Isolation, is_root: bool) -> String {
     if !isolation.mount_namespace {
-        return format!("no mount namespace: {}", namespace_reason(isolation, is_root));
+        return format!(
+            "no mount namespace: {}",
+            namespace_reason(isolation, is_root)
+        );
     }
     match isolation.mount_errno {
         0 => "not applied".to_string(),
@@ -85,14 +88,20 @@ pub fn layer_statuses(
             detail: if is_root {
                 "not needed: running as root".to_string()
             } else {
-                ns(isolation.user_namespace, "own uid mapped to itself; no capability after exec")
+                ns(
+                    isolation.user_namespace,
+                    "own uid mapped to itself; no capability after exec",
+                )
             },
         },
         LayerStatus {
             layer: "network namespace",
             active: isolation.network_namespace,
             wanted: namespaces,
-            detail: ns(isolation.network_namespace, "no network: only a down loopback"),
+            detail: ns(
+                isolation.network_namespace,
+                "no network: only a down loopback",
+            ),
         },
         LayerStatus {
             layer: "pid namespace",
@@ -107,7 +116,10 @@ pub fn layer_statuses(
             layer: "ipc/uts namespaces",
             active: isolation.ipc_uts_namespaces,
             wanted: namespaces,
-            detail: ns(isolation.ipc_uts_namespaces, "no SysV IPC or host name shared"),
+            detail: ns(
+                isolation.ipc_uts_namespaces,
+                "no SysV IPC or host name shared",
+            ),
         },
         LayerStatus {
             layer: "allowlist file system",

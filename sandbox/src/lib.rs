@@ -32,6 +32,7 @@ pub mod output;
 mod pipes;
 pub mod sandbox;
 mod seccomp;
+mod uid_pool;
 mod userns;
 
 pub use executor::SandboxExecutor;

@@ -21,7 +21,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Device files the program may open (Python opens /dev/null; numpy and others read urandom).
-const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+const DEVICES: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -139,7 +145,10 @@ impl RootPlan {
         Ok(RootPlan {
             stage: c_path(workdir)?,
             stage_options: CString::from(c"size=1m,nr_inodes=4096,mode=0755"),
-            dirs: dirs.iter().map(|dir| staged(dir)).collect::<io::Result<_>>()?,
+            dirs: dirs
+                .iter()
+                .map(|dir| staged(dir))
+                .collect::<io::Result<_>>()?,
             dev: staged(Path::new("/dev"))?,
             files,
             symlinks,
@@ -189,7 +198,11 @@ impl RootPlan {
             complete = false;
         }
         for file in &self.files {
-            let fd = libc::open(file.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+            let fd = libc::open(
+                file.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
             if fd >= 0 {
                 libc::close(fd);
             }
@@ -202,7 +215,14 @@ impl RootPlan {
         }
         for (source, target) in &self.binds {
             let flags = libc::MS_BIND | libc::MS_REC;
-            if libc::mount(source.as_ptr(), target.as_ptr(), null, flags, std::ptr::null()) != 0 {
+            if libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                null,
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
                 fail(&mut outcome);
                 complete = false;
             }
@@ -245,7 +265,12 @@ impl RootPlan {
             fail(&mut outcome);
         }
         // Mounted after the read-only pass, so it stays writable.
-        if self.mount_tmpfs(&self.workdir, locked | libc::MS_NOEXEC, &self.workdir_options) != 0 {
+        if self.mount_tmpfs(
+            &self.workdir,
+            locked | libc::MS_NOEXEC,
+            &self.workdir_options,
+        ) != 0
+        {
             // The work directory is read-only now: there is nowhere to write.
             return Err(io::Error::last_os_error());
         }
@@ -260,7 +285,13 @@ impl RootPlan {
         options: &std::ffi::CStr,
     ) -> libc::c_int {
         let tmpfs = self.tmpfs.as_ptr();
-        libc::mount(tmpfs, target.as_ptr(), tmpfs, flags, options.as_ptr().cast())
+        libc::mount(
+            tmpfs,
+            target.as_ptr(),
+            tmpfs,
+            flags,
+            options.as_ptr().cast(),
+        )
     }
 }
 
@@ -312,8 +343,13 @@ mod tests {
             .map(|(s, t)| (s.to_string_lossy().into(), t.to_string_lossy().into()))
             .collect();
         // `/usr/lib` lies inside `/usr`, which is bound already; the missing path is skipped.
-        assert_eq!(binds[0], ("/usr".into(), "/tmp/mathrl-sandbox-x/usr".into()));
-        assert!(!binds.iter().any(|(s, _)| s.starts_with("/does") || s == "/usr/lib"));
+        assert_eq!(
+            binds[0],
+            ("/usr".into(), "/tmp/mathrl-sandbox-x/usr".into())
+        );
+        assert!(!binds
+            .iter()
+            .any(|(s, _)| s.starts_with("/does") || s == "/usr/lib"));
         let dirs = strings(&plan.dirs);
         let staged_work = "/tmp/mathrl-sandbox-x/tmp/mathrl-sandbox-x".to_string();
         assert!(dirs.contains(&staged_work), "{dirs:?}");

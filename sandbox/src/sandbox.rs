@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::isolation::{self, ChildPlan, Isolation, Limit, UidLease, RECORD_LEN};
+use super::isolation::{ChildPlan, Isolation, Limit, RECORD_LEN};
 use super::layers;
 use super::mounts::{self, RootPlan};
-use super::seccomp::SeccompFilter;
-use super::userns::IdMaps;
 use super::output::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
 use super::pipes::{Exchange, Stop, REPORT, STDERR, STDOUT};
+use super::seccomp::SeccompFilter;
+use super::uid_pool::{self, UidLease};
+use super::userns::IdMaps;
 
 /// The Python prelude that runs every snippet the way the reference executor does.
 const PRELUDE: &str = include_str!("prelude.py");
@@ -133,10 +134,7 @@ impl Default for SandboxConfig {
             python: "python3".to_string(),
             temp_root: None,
             work_dir_bytes: 64 << 20,
-            readable_paths: DEFAULT_READABLE_PATHS
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            readable_paths: DEFAULT_READABLE_PATHS.iter().map(PathBuf::from).collect(),
             env: one_thread
                 .iter()
                 .map(|name| (name.to_string(), "1".to_string()))
@@ -265,7 +263,9 @@ impl PythonSandbox {
             tracing::warn!(
                 "python sandbox: running with weaker isolation (allow_weaker_isolation): {missing}"
             );
-            sandbox.warned_weaker_isolation.store(true, Ordering::Relaxed);
+            sandbox
+                .warned_weaker_isolation
+                .store(true, Ordering::Relaxed);
         }
         Ok(sandbox)
     }
@@ -426,7 +426,7 @@ impl PythonSandbox {
             }
         };
         if let (Some(uid), false) = (uid, pid_namespace) {
-            isolation::kill_all_of_uid(uid);
+            uid_pool::kill_all_of_uid(uid);
         }
         Ok(Finished {
             stop,
@@ -444,7 +444,11 @@ impl PythonSandbox {
     /// Every isolation layer with its state on this machine and why a missing one is missing.
     pub fn layer_statuses(&self) -> Result<Vec<layers::LayerStatus>, SandboxError> {
         let isolation = self.probe_isolation()?;
-        Ok(layers::layer_statuses(&self.config, self.is_root, &isolation))
+        Ok(layers::layer_statuses(
+            &self.config,
+            self.is_root,
+            &isolation,
+        ))
     }
 
     fn command(&self, workdir: &Path) -> Command {
@@ -743,8 +747,8 @@ mod tests {
     use super::*;
 
     fn report(json: &str) -> Vec<u8> {
-        let mut bytes = vec![0; isolation::RECORD_LEN];
-        bytes[0] = isolation::RECORD_TAG;
+        let mut bytes = vec![0; RECORD_LEN];
+        bytes[0] = crate::isolation::RECORD_TAG;
         bytes.extend_from_slice(json.as_bytes());
         bytes
     }

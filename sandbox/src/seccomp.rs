@@ -26,10 +26,13 @@ const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
 const OFFSET_ARG0_LOW: u32 = 16;
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// `BPF_LD | BPF_W | BPF_ABS` (the first two are 0): load a 32-bit word of `seccomp_data`.
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JEQ | BPF_K`, `... BPF_JGE ...`, `... BPF_JSET ...` (`BPF_K` is 0).
 const BPF_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JGE_K: u16 = 0x05 | 0x30;
 const BPF_JSET_K: u16 = 0x05 | 0x40;
+/// `BPF_RET | BPF_K`: return the constant.
 const BPF_RET_K: u16 = 0x06;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
@@ -215,7 +218,8 @@ mod tests {
     fn the_filter_denies_what_it_lists_and_allows_the_rest() {
         let filter = SeccompFilter::new(true);
         let eperm = RET_ERRNO | libc::EPERM as u32;
-        let call = |nr: libc::c_long, arg0: i32| verdict(&filter, AUDIT_ARCH, nr as u32, arg0 as u32);
+        let call =
+            |nr: libc::c_long, arg0: i32| verdict(&filter, AUDIT_ARCH, nr as u32, arg0 as u32);
         assert_eq!(call(libc::SYS_ptrace, 0), eperm);
         assert_eq!(call(libc::SYS_mount, 0), eperm);
         assert_eq!(call(libc::SYS_unshare, 0), eperm);
@@ -223,7 +227,10 @@ mod tests {
         assert_eq!(call(libc::SYS_socket, libc::AF_PACKET), eperm);
         assert_eq!(call(libc::SYS_socket, libc::AF_UNIX), RET_ALLOW);
         assert_eq!(call(libc::SYS_clone, libc::SIGCHLD), RET_ALLOW);
-        assert_eq!(call(libc::SYS_clone, libc::CLONE_NEWUSER | libc::SIGCHLD), eperm);
+        assert_eq!(
+            call(libc::SYS_clone, libc::CLONE_NEWUSER | libc::SIGCHLD),
+            eperm
+        );
         assert_eq!(call(libc::SYS_clone3, 0), RET_ERRNO | libc::ENOSYS as u32);
         assert_eq!(call(libc::SYS_read, 0), RET_ALLOW);
         // Signals are left to the PID namespace.
@@ -235,7 +242,8 @@ mod tests {
     fn without_a_pid_namespace_only_the_own_group_may_be_signalled() {
         let filter = SeccompFilter::new(false);
         let eperm = RET_ERRNO | libc::EPERM as u32;
-        let call = |nr: libc::c_long, arg0: i32| verdict(&filter, AUDIT_ARCH, nr as u32, arg0 as u32);
+        let call =
+            |nr: libc::c_long, arg0: i32| verdict(&filter, AUDIT_ARCH, nr as u32, arg0 as u32);
         assert_eq!(call(libc::SYS_kill, 0), RET_ALLOW);
         assert_eq!(call(libc::SYS_kill, -1), eperm);
         assert_eq!(call(libc::SYS_kill, 1234), eperm);
