@@ -184,7 +184,10 @@ fn escapes_are_contained(as_nobody: bool) {
     let programs = escape_programs(dir.path(), port);
     let outcome = run_programs(dir.path(), &programs, as_nobody, &[]);
     let (rows, log) = (&outcome.rows, &outcome.log);
-    assert!(log.contains("mathrl-exit=0"), "the trainer died or failed:\n{log}");
+    assert!(
+        log.contains("mathrl-exit=0"),
+        "the trainer died or failed:\n{log}"
+    );
     assert_eq!(rows.len(), programs.len(), "{log}");
     for name in ["ctypes-open", "ctypes-creat", "escape.db", "after-gc"] {
         assert!(
@@ -193,10 +196,16 @@ fn escapes_are_contained(as_nobody: bool) {
         );
     }
     assert_eq!(output(rows, 0), "-1 -1");
-    assert!(output(rows, 1).starts_with("sqlite3.OperationalError"), "{rows:?}");
+    assert!(
+        output(rows, 1).starts_with("sqlite3.OperationalError"),
+        "{rows:?}"
+    );
     // The bypass worked (no "[sandbox]" message): the mounts refused the write.
     let after_gc = output(rows, 2);
-    assert!(after_gc.contains("Errno") && !after_gc.contains("[sandbox]"), "{after_gc}");
+    assert!(
+        after_gc.contains("Errno") && !after_gc.contains("[sandbox]"),
+        "{after_gc}"
+    );
     assert_eq!(
         output(rows, 3),
         "PermissionError: [Errno 1] Operation not permitted"
@@ -247,14 +256,20 @@ fn as_nobody_without_the_kernel_layers_the_escapes_are_real() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a host port");
     let port = listener.local_addr().expect("address").port();
     let all = escape_programs(dir.path(), port);
-    let programs: Vec<String> = [0, 1, 2, 3, 8, 10].iter().map(|&i| all[i].clone()).collect();
+    let programs: Vec<String> = [0, 1, 2, 3, 8, 10]
+        .iter()
+        .map(|&i| all[i].clone())
+        .collect();
     // Layers the config does not ask for are not missing: no refusal, no warning.
     let weak = ["--set tool.namespaces=false", "--set tool.seccomp=false"];
     let outcome = run_programs(dir.path(), &programs, true, &weak);
     let (rows, log) = (&outcome.rows, &outcome.log);
     assert!(log.contains("mathrl-exit=0"), "{log}");
     for name in ["ctypes-open", "ctypes-creat", "escape.db", "after-gc"] {
-        assert!(dir.path().join(name).exists(), "{name} not created: {rows:?}");
+        assert!(
+            dir.path().join(name).exists(),
+            "{name} not created: {rows:?}"
+        );
     }
     assert_eq!(output(rows, 3), "connected");
     assert!(output(rows, 4).contains("'cmdline'"), "{rows:?}");
@@ -285,7 +300,10 @@ fn bad_input_lines_name_the_file_and_line() {
 /// the same): the kernel refuses user namespaces in a chroot, the way a laptop or cluster
 /// node that disables them would.
 fn mathrl_without_user_namespaces(args: &str) -> String {
-    assert!(is_root(), "this test needs root to chroot and drop to nobody");
+    assert!(
+        is_root(),
+        "this test needs root to chroot and drop to nobody"
+    );
     let root = shared_dir();
     let script = format!(
         "mount --rbind / {root} && chroot {root} setpriv --reuid=65534 --regid=65534 \
@@ -339,7 +357,10 @@ fn without_user_namespaces_tir_refuses_to_start_unless_allowed() {
     let allowed =
         mathrl_without_user_namespaces(&format!("{args} --set tool.allow_weaker_isolation=true"));
     assert!(allowed.contains("mathrl-exit=0"), "{allowed}");
-    assert!(allowed.contains("running with weaker isolation"), "{allowed}");
+    assert!(
+        allowed.contains("running with weaker isolation"),
+        "{allowed}"
+    );
     let result = std::fs::read_to_string(&output).expect("results written");
     assert!(result.contains("\"output\":\"42\""), "{result}");
 }

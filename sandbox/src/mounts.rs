@@ -238,15 +238,16 @@ impl RootPlan {
         }
         // `pivot_root(".", ".")` stacks the old root on the new one; detaching it leaves only
         // the new root, with no directory through which the host tree could be reached.
-        if libc::chdir(self.stage.as_ptr()) != 0
-            || libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) != 0
-            || libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH) != 0
-            || libc::chdir(self.slash.as_ptr()) != 0
-        {
+        // Where the pivot is refused (an initramfs root), the host tree stays, read-only below,
+        // and the missing view is recorded rather than failing the run.
+        let entered = libc::chdir(self.stage.as_ptr()) == 0
+            && libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) == 0
+            && libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH) == 0;
+        if !entered {
             fail(&mut outcome);
-            return Err(io::Error::last_os_error());
         }
-        outcome.allowlist_root = complete;
+        libc::chdir(self.slash.as_ptr());
+        outcome.allowlist_root = complete && entered;
         let read_only = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
             attr_clr: 0,
