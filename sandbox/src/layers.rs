@@ -181,10 +181,17 @@ pub fn layer_statuses(
             layer: "RLIMIT_NPROC",
             active: isolation.process_limit,
             wanted: false,
-            detail: if isolation.process_limit {
-                "in force (per run inside a user namespace or with a fresh uid)".to_string()
-            } else {
-                "not applied to root (switch_user = false)".to_string()
+            detail: match (
+                isolation.process_limit,
+                isolation.user_namespace || isolation.uid.is_some(),
+            ) {
+                (true, true) => {
+                    "in force per run (a user namespace or a fresh uid counts apart)".to_string()
+                }
+                (true, false) => {
+                    "in force, but it counts every process of the calling user".to_string()
+                }
+                (false, _) => "not applied to root (switch_user = false)".to_string(),
             },
         },
         LayerStatus {
