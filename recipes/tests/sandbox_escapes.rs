@@ -349,7 +349,7 @@ fn without_user_namespaces_tir_refuses_to_start_unless_allowed() {
     );
     let refused = mathrl_without_user_namespaces(&args);
     assert!(
-        refused.contains("refuses to start: user namespace: unshare")
+        refused.contains("refuses to start: user namespace, network namespace, pid namespace")
             && refused.contains("allow_weaker_isolation"),
         "{refused}"
     );

@@ -145,6 +145,39 @@ pub(crate) struct ChildPlan {
     pub seccomp: Option<[SeccompFilter; 2]>,
     /// Write end of the report pipe, moved to fd 3.
     pub report_fd: RawFd,
+    /// Record bits that must all be set, or the child reports and fails instead of running
+    /// Python with weaker isolation ([`required_bits`]; 0 when weaker isolation is allowed).
+    pub required: u64,
+}
+
+/// The record bits of the layers a config asks for: the same layers as
+/// `layers::missing_layers` checks, so that a child refuses exactly what the parent would.
+pub(crate) fn required_bits(
+    namespaces: bool,
+    user_namespace: bool,
+    seccomp: bool,
+    uid: bool,
+) -> u64 {
+    let mut required = bit::NO_NEW_PRIVS;
+    if namespaces {
+        required |= bit::NETWORK
+            | bit::PID
+            | bit::IPC_UTS
+            | bit::ALLOWLIST_ROOT
+            | bit::READ_ONLY_ROOT
+            | bit::PROC
+            | bit::WORK_DIR_IN_MEMORY;
+        if user_namespace {
+            required |= bit::USER;
+        }
+    }
+    if seccomp {
+        required |= bit::SECCOMP;
+    }
+    if uid {
+        required |= bit::UID;
+    }
+    required
 }
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
@@ -286,6 +319,10 @@ impl ChildPlan {
         }
         if libc::write(3, record.as_ptr().cast(), RECORD_LEN) != RECORD_LEN as isize {
             return Err(io::Error::last_os_error());
+        }
+        if bits & self.required != self.required {
+            // The parent reads the record just written to say which layer is missing.
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         Ok(())
     }

@@ -41,10 +41,7 @@ fn namespace_reason(isolation: &Isolation, is_root: bool) -> String {
 
 fn mount_reason(isolation: &Isolation, is_root: bool) -> String {
     if !isolation.mount_namespace {
-        return format!(
-            "no mount namespace: {}",
-            namespace_reason(isolation, is_root)
-        );
+        return namespace_reason(isolation, is_root);
     }
     match isolation.mount_errno {
         0 => "not applied".to_string(),
@@ -211,12 +208,24 @@ pub fn layer_statuses(
     rows
 }
 
-/// The wanted layers the run did not get, each as "layer: why".
+/// The wanted layers the run did not get, as "layer, layer: why", one entry per reason.
 pub fn missing_layers(config: &SandboxConfig, is_root: bool, isolation: &Isolation) -> Vec<String> {
-    layer_statuses(config, is_root, isolation)
+    let mut by_reason: Vec<(Vec<&'static str>, String)> = Vec::new();
+    for row in layer_statuses(config, is_root, isolation) {
+        if !row.wanted || row.active {
+            continue;
+        }
+        match by_reason
+            .iter_mut()
+            .find(|(_, reason)| *reason == row.detail)
+        {
+            Some((layers, _)) => layers.push(row.layer),
+            None => by_reason.push((vec![row.layer], row.detail)),
+        }
+    }
+    by_reason
         .into_iter()
-        .filter(|row| row.wanted && !row.active)
-        .map(|row| format!("{}: {}", row.layer, row.detail))
+        .map(|(layers, reason)| format!("{}: {reason}", layers.join(", ")))
         .collect()
 }
 
@@ -276,11 +285,15 @@ mod tests {
             ..Isolation::default()
         };
         let missing = missing_layers(&config, false, &isolation);
+        // One reason, every namespace layer named once before it.
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        let layers = "user namespace, network namespace, pid namespace, ipc/uts namespaces, \
+                      allowlist file system, private /proc, work directory in memory: ";
+        let reason = "unshare(CLONE_NEWUSER | ...) failed: Operation not permitted";
         assert!(
-            missing[0].starts_with("user namespace: unshare(CLONE_NEWUSER | ...) failed"),
+            missing[0].starts_with(&format!("{layers}{reason}")),
             "{missing:?}"
         );
-        assert!(missing.iter().any(|m| m.starts_with("pid namespace:")));
         assert!(!missing.iter().any(|m| m.starts_with("seccomp")));
         // Nothing wanted, nothing missing.
         let off = SandboxConfig {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::isolation::{ChildPlan, Isolation, Limit, RECORD_LEN};
+use super::isolation::{self, ChildPlan, Isolation, Limit, RECORD_LEN};
 use super::layers;
 use super::mounts::{self, RootPlan};
 use super::output::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
@@ -308,6 +308,7 @@ impl PythonSandbox {
             .spawn(&workdir_path, uid)
             .map_err(|error| match error {
                 Spawned::WorkDir(source) => workdir_error(source),
+                Spawned::Weaker(missing) => SandboxError::WeakerIsolation { missing },
                 Spawned::Spawn(source) => SandboxError::Spawn {
                     executable: self.interpreter.executable.clone(),
                     source,
@@ -373,11 +374,28 @@ impl PythonSandbox {
             limits: self.limits(),
             seccomp,
             report_fd: report_write.as_raw_fd(),
+            required: if self.config.allow_weaker_isolation {
+                0
+            } else {
+                isolation::required_bits(
+                    self.config.namespaces,
+                    !self.is_root,
+                    self.config.seccomp,
+                    uid.is_some(),
+                )
+            },
         };
         let mut command = self.command(workdir);
         // SAFETY: `apply` makes only async-signal-safe calls on data prepared before the fork.
         unsafe { command.pre_exec(move || plan.apply()) };
-        let child = command.spawn().map_err(Spawned::Spawn)?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                drop(command);
+                drop(report_write);
+                return Err(self.refused_or(error, &report_read, uid));
+            }
+        };
         // `command` (holding the plan) and the write end close here: only the child holds it.
         Ok((child, report_read))
     }
@@ -518,8 +536,34 @@ impl PythonSandbox {
     }
 }
 
+impl PythonSandbox {
+    /// A failed start: the missing layers when the child refused to run with weaker isolation
+    /// (it wrote its record first), or the start's own error.
+    fn refused_or(&self, error: io::Error, report: &OwnedFd, uid: Option<u32>) -> Spawned {
+        let mut record = [0u8; RECORD_LEN];
+        // SAFETY: a non-blocking read into a buffer we own; the child wrote before it exited.
+        let read = unsafe {
+            let fd = report.as_raw_fd();
+            libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+            libc::read(fd, record.as_mut_ptr().cast(), RECORD_LEN)
+        };
+        let isolation = (read == RECORD_LEN as isize)
+            .then(|| Isolation::from_record(&record, uid, self.config.audit_hook))
+            .flatten();
+        if let Some(isolation) = isolation {
+            let missing = layers::missing_layers(&self.config, self.is_root, &isolation);
+            if !missing.is_empty() {
+                return Spawned::Weaker(missing.join("; "));
+            }
+        }
+        Spawned::Spawn(error)
+    }
+}
+
 /// Why a program could not be started.
 enum Spawned {
+    /// A layer the config asks for is missing, and weaker isolation is not allowed.
+    Weaker(String),
     /// Preparing its directory, pipe or mounts failed.
     WorkDir(io::Error),
     /// The spawn itself (or a step of the confinement) failed.

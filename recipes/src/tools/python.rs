@@ -30,8 +30,8 @@ pub struct PythonConfig {
 /// The TIR sandbox of `config`; an error names each missing isolation layer and why.
 pub fn tir_sandbox(config: &SandboxConfig) -> Result<Arc<PythonSandbox>> {
     let sandbox = PythonSandbox::new(config.clone()).context(
-        "the TIR sandbox could not start (needs python3; `mathrl --recipe sandbox-check` lists \
-         the isolation layers of this machine)",
+        "the TIR sandbox could not start (`mathrl --recipe sandbox-check` lists the isolation \
+         layers of this machine)",
     )?;
     Ok(Arc::new(sandbox))
 }
