@@ -38,6 +38,14 @@ pub fn recipes() -> Vec<Recipe> {
         description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
         run: crate::tools::grade::run,
     }, Recipe {
+        name: "python",
+        description: "run {\"code\": ...} lines in the TIR sandbox; writes {output, status, seconds} per line (--input IN.jsonl --output OUT.jsonl [--set tool.KEY=VALUE])",
+        run: crate::tools::python::run,
+    }, Recipe {
+        name: "sandbox-check",
+        description: "print which isolation layers of the TIR sandbox are active here, and why a missing one is missing",
+        run: crate::tools::sandbox_check::run,
+    }, Recipe {
         name: "sft",
         description: "supervised fine-tuning on {\"messages\": [...]} JSONL (--model DIR --data FILE)",
         run: crate::train::sft::run,

@@ -1,36 +1,40 @@
 //! What confines a sandboxed Python process, applied between `fork` and `exec` (see
 //! `sandbox/SANDBOX.md` for what each layer does and does not stop).
 //!
-//! As root, the child enters new mount, network, IPC, UTS and PID namespaces, builds its view
-//! of the file system ([`super::mounts`]: secrets hidden, everything read-only but a private
-//! work directory), mounts a private `/proc`, and drops to a fresh unprivileged uid so that
-//! `RLIMIT_NPROC` counts (the kernel never applies it to root).
-//! A PID namespace needs one more process: the child forks the namespace's init (which execs
-//! Python) and stays behind as a small supervisor that kills the namespace on `SIGTERM` and exits
-//! with the init's status once the namespace is gone. Without root only the rlimits and the
-//! process group apply. Every step is recorded in [`Isolation`], written to fd 3 before `exec`.
+//! The child enters new mount, network, IPC, UTS and PID namespaces: as root directly, without
+//! root inside a new user namespace ([`super::userns`]) where the kernel allows one. A PID
+//! namespace needs one more process: the child forks the namespace's init (which execs Python)
+//! and stays behind as a small supervisor that kills the namespace on `SIGTERM` and exits with
+//! the init's status once the namespace is gone. The init builds its allowlist view of the file
+//! system ([`super::mounts`]), with a private `/proc`; as root it then drops to a fresh
+//! unprivileged uid so that `RLIMIT_NPROC` counts (the kernel never applies it to root). Last,
+//! the seccomp filter ([`super::seccomp`]). Every step is recorded in [`Isolation`], written to
+//! fd 3 before `exec`, with the errno of the first failure of each layer.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Condvar, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::mounts::MountPlan;
+use super::mounts::RootPlan;
+use super::seccomp::SeccompFilter;
+use super::userns::IdMaps;
 
 /// The isolation layers that were actually applied to one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Isolation {
+    /// A new user namespace (the unprivileged way to get the other namespaces).
+    pub user_namespace: bool,
     /// A new network namespace: no interface but a down loopback, so no network at all.
     pub network_namespace: bool,
     /// A new private mount namespace (nothing propagates back to the host).
     pub mount_namespace: bool,
-    /// Every mount read-only and nosuid, except the work directory.
+    /// Every mount is read-only and nosuid, except the work directory.
     pub read_only_root: bool,
-    /// `/root`, `/home`, `/tmp`, ... (`SandboxConfig::hidden_dirs`) covered by empty mounts, with
-    /// only the interpreter's own directories put back.
-    pub hidden_directories: bool,
+    /// The root is the allowlist view: only `SandboxConfig::readable_paths`, the interpreter,
+    /// a few devices, `/proc` of the run and the work directory exist.
+    pub allowlist_root: bool,
     /// The work directory is a private, size-limited tmpfs (noexec): writes never reach the disk.
     pub work_dir_in_memory: bool,
     /// A new PID namespace: the program sees only its own processes, and they all die with it.
@@ -42,14 +46,22 @@ pub struct Isolation {
     /// The unprivileged uid (and gid) the program ran as, when it was started as root.
     pub uid: Option<u32>,
     /// `CAP_DAC_READ_SEARCH` was kept so that the unprivileged uid can reach an interpreter below
-    /// a private directory that could not be covered and re-exposed: reads are then unrestricted.
+    /// a private directory that the view could not expose: reads are then unrestricted.
     pub read_search_capability: bool,
     /// `PR_SET_NO_NEW_PRIVS`: executing a set-uid program cannot raise privileges.
     pub no_new_privileges: bool,
     /// `RLIMIT_NPROC` is in force (the program does not run as root).
     pub process_limit: bool,
+    /// The seccomp filter is installed.
+    pub seccomp: bool,
     /// The Python audit hook of the prelude was installed.
     pub audit_hook: bool,
+    /// errno of the failed `unshare` (0: none failed or none was tried).
+    pub namespace_errno: i32,
+    /// errno of the first failed step of the file-system view.
+    pub mount_errno: i32,
+    /// errno of the failed seccomp installation.
+    pub seccomp_errno: i32,
 }
 
 /// Bits of the isolation record the child writes to fd 3 just before `exec`.
@@ -64,14 +76,16 @@ mod bit {
     pub const READ_SEARCH: u64 = 1 << 7;
     pub const NO_NEW_PRIVS: u64 = 1 << 8;
     pub const NOT_ROOT: u64 = 1 << 9;
-    pub const HIDDEN: u64 = 1 << 10;
+    pub const ALLOWLIST_ROOT: u64 = 1 << 10;
     pub const WORK_DIR_IN_MEMORY: u64 = 1 << 11;
+    pub const USER: u64 = 1 << 12;
+    pub const SECCOMP: u64 = 1 << 13;
 }
 
 /// Tag byte of the isolation record; the prelude's JSON report follows it and starts with '{'.
 pub(crate) const RECORD_TAG: u8 = 0xA5;
-/// Length of the isolation record: the tag and a little-endian u64 of bits.
-pub(crate) const RECORD_LEN: usize = 9;
+/// Length of the isolation record: the tag, a little-endian u64 of bits and three i32 errnos.
+pub(crate) const RECORD_LEN: usize = 21;
 
 impl Isolation {
     /// Decodes the isolation record (the uid and the audit hook are known to the parent).
@@ -79,13 +93,17 @@ impl Isolation {
         if record.len() < RECORD_LEN || record[0] != RECORD_TAG {
             return None;
         }
-        let bits = u64::from_le_bytes(record[1..RECORD_LEN].try_into().ok()?);
+        let bits = u64::from_le_bytes(record[1..9].try_into().ok()?);
+        let errno = |at: usize| -> Option<i32> {
+            Some(i32::from_le_bytes(record[at..at + 4].try_into().ok()?))
+        };
         let has = |b: u64| bits & b != 0;
         Some(Isolation {
+            user_namespace: has(bit::USER),
             network_namespace: has(bit::NETWORK),
             mount_namespace: has(bit::MOUNT),
             read_only_root: has(bit::READ_ONLY_ROOT),
-            hidden_directories: has(bit::HIDDEN),
+            allowlist_root: has(bit::ALLOWLIST_ROOT),
             work_dir_in_memory: has(bit::WORK_DIR_IN_MEMORY),
             pid_namespace: has(bit::PID),
             private_proc: has(bit::PROC),
@@ -94,7 +112,11 @@ impl Isolation {
             read_search_capability: has(bit::READ_SEARCH),
             no_new_privileges: has(bit::NO_NEW_PRIVS),
             process_limit: has(bit::NOT_ROOT),
+            seccomp: has(bit::SECCOMP),
             audit_hook,
+            namespace_errno: errno(9)?,
+            mount_errno: errno(13)?,
+            seccomp_errno: errno(17)?,
         })
     }
 }
@@ -106,21 +128,56 @@ pub(crate) type Limit = (libc::__rlimit_resource_t, u64, u64);
 /// `exec` only async-signal-safe calls are allowed, so no allocation happens in [`Self::apply`].
 pub(crate) struct ChildPlan {
     pub workdir: CString,
-    /// Try namespaces (root only).
+    /// Try namespaces.
     pub namespaces: bool,
+    /// Not root: get the namespaces inside a new user namespace with these maps.
+    pub user_namespace: Option<IdMaps>,
     /// Drop to this uid and gid (root only).
     pub uid: Option<u32>,
     /// The unprivileged uid cannot reach the interpreter: keep `CAP_DAC_READ_SEARCH` across the
-    /// uid change, unless the mounts cover and re-expose it (`reachable_when_mounted`).
+    /// uid change, unless the allowlist view exposes it (`reachable_when_mounted`).
     pub interpreter_unreachable: bool,
-    /// The interpreter is reachable once the hidden directories are covered.
+    /// The interpreter is reachable in the allowlist view.
     pub reachable_when_mounted: bool,
-    pub mounts: MountPlan,
+    pub mounts: RootPlan,
     pub limits: Vec<Limit>,
+    /// The seccomp filters for a run with and without a PID namespace (`None`: no filter).
+    pub seccomp: Option<[SeccompFilter; 2]>,
     /// Write end of the report pipe, moved to fd 3.
     pub report_fd: RawFd,
-    proc_dir: CString,
-    proc_type: CString,
+    /// Record bits that must all be set, or the child reports and fails instead of running
+    /// Python with weaker isolation ([`required_bits`]; 0 when weaker isolation is allowed).
+    pub required: u64,
+}
+
+/// The record bits of the layers a config asks for: the same layers as
+/// `layers::missing_layers` checks, so that a child refuses exactly what the parent would.
+pub(crate) fn required_bits(
+    namespaces: bool,
+    user_namespace: bool,
+    seccomp: bool,
+    uid: bool,
+) -> u64 {
+    let mut required = bit::NO_NEW_PRIVS;
+    if namespaces {
+        required |= bit::NETWORK
+            | bit::PID
+            | bit::IPC_UTS
+            | bit::ALLOWLIST_ROOT
+            | bit::READ_ONLY_ROOT
+            | bit::PROC
+            | bit::WORK_DIR_IN_MEMORY;
+        if user_namespace {
+            required |= bit::USER;
+        }
+    }
+    if seccomp {
+        required |= bit::SECCOMP;
+    }
+    if uid {
+        required |= bit::UID;
+    }
+    required
 }
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
@@ -140,104 +197,85 @@ struct CapData {
     inheritable: u32,
 }
 
-impl ChildPlan {
-    #[allow(clippy::too_many_arguments)] // One plain constructor for one plain bag of settings.
-    pub fn new(
-        workdir: CString,
-        namespaces: bool,
-        uid: Option<u32>,
-        interpreter_unreachable: bool,
-        reachable_when_mounted: bool,
-        mounts: MountPlan,
-        limits: Vec<Limit>,
-        report_fd: RawFd,
-    ) -> Self {
-        ChildPlan {
-            workdir,
-            namespaces,
-            uid,
-            interpreter_unreachable,
-            reachable_when_mounted,
-            mounts,
-            limits,
-            report_fd,
-            proc_dir: CString::from(c"/proc"),
-            proc_type: CString::from(c"proc"),
-        }
-    }
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
 
+impl ChildPlan {
     /// Confines the calling process (the forked child). Only async-signal-safe calls.
     ///
     /// # Safety
     /// Must run in a freshly forked child before `exec` (`Command::pre_exec`).
     pub unsafe fn apply(&self) -> io::Result<()> {
         let mut bits = 0u64;
+        let mut errnos = [0i32; 3];
         check(libc::setsid())?;
         check(libc::dup2(self.report_fd, 3))?;
-        let mut pid_namespace = false;
+        let mut applied = 0;
         if self.namespaces {
-            let all = libc::CLONE_NEWNS
+            let mut all = libc::CLONE_NEWNS
                 | libc::CLONE_NEWNET
                 | libc::CLONE_NEWIPC
                 | libc::CLONE_NEWUTS
                 | libc::CLONE_NEWPID;
-            let applied = if libc::unshare(all) == 0 {
-                all
+            if self.user_namespace.is_some() {
+                all |= libc::CLONE_NEWUSER;
+            }
+            if libc::unshare(all) == 0 {
+                applied = all;
             } else {
-                // Record which of them this platform allows.
-                let mut applied = 0;
-                for flag in [
-                    libc::CLONE_NEWNS,
-                    libc::CLONE_NEWNET,
-                    libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
-                    libc::CLONE_NEWPID,
-                ] {
-                    if libc::unshare(flag) == 0 {
-                        applied |= flag;
-                    }
-                }
-                applied
-            };
-            if applied & libc::CLONE_NEWNET != 0 {
-                bits |= bit::NETWORK;
-            }
-            if applied & libc::CLONE_NEWIPC != 0 {
-                bits |= bit::IPC_UTS;
-            }
-            if applied & libc::CLONE_NEWNS != 0 {
-                bits |= bit::MOUNT;
-                let outcome = self.mounts.apply()?;
-                for (applied, flag) in [
-                    (outcome.read_only, bit::READ_ONLY_ROOT),
-                    (outcome.hidden, bit::HIDDEN),
-                    (outcome.work_dir_in_memory, bit::WORK_DIR_IN_MEMORY),
-                ] {
-                    if applied {
-                        bits |= flag;
+                errnos[0] = errno();
+                if self.user_namespace.is_none() {
+                    // Root: record which of them this platform allows.
+                    for flag in [
+                        libc::CLONE_NEWNS,
+                        libc::CLONE_NEWNET,
+                        libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+                        libc::CLONE_NEWPID,
+                    ] {
+                        if libc::unshare(flag) == 0 {
+                            applied |= flag;
+                        }
                     }
                 }
             }
-            pid_namespace = applied & libc::CLONE_NEWPID != 0;
+            if let (Some(maps), true) = (&self.user_namespace, applied & libc::CLONE_NEWUSER != 0) {
+                maps.write()?;
+                bits |= bit::USER;
+            }
+        }
+        if applied & libc::CLONE_NEWNET != 0 {
+            bits |= bit::NETWORK;
+        }
+        if applied & libc::CLONE_NEWIPC != 0 {
+            bits |= bit::IPC_UTS;
+        }
+        let pid_namespace = applied & libc::CLONE_NEWPID != 0;
+        if pid_namespace {
+            // The view is built by the init, inside the PID namespace, so that its /proc is the
+            // namespace's.
+            self.fork_namespace_init()?;
+            bits |= bit::PID;
+        }
+        if applied & libc::CLONE_NEWNS != 0 {
+            bits |= bit::MOUNT;
+            // Synthetic directories of the view must be searchable by the program's uid.
+            libc::umask(0o022);
+            let outcome = self.mounts.apply(pid_namespace)?;
+            errnos[1] = outcome.errno;
+            for (applied, flag) in [
+                (outcome.read_only, bit::READ_ONLY_ROOT),
+                (outcome.allowlist_root, bit::ALLOWLIST_ROOT),
+                (outcome.work_dir_in_memory, bit::WORK_DIR_IN_MEMORY),
+                (outcome.private_proc, bit::PROC),
+            ] {
+                if applied {
+                    bits |= flag;
+                }
+            }
         }
         // After the mounts: a cwd taken before the work directory's tmpfs would point below it.
         check(libc::chdir(self.workdir.as_ptr()))?;
-        if pid_namespace {
-            self.fork_namespace_init()?;
-            bits |= bit::PID;
-            if bits & bit::MOUNT != 0 {
-                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                let mounted = libc::mount(
-                    self.proc_type.as_ptr(),
-                    self.proc_dir.as_ptr(),
-                    self.proc_type.as_ptr(),
-                    flags,
-                    std::ptr::null(),
-                );
-                if mounted == 0 {
-                    bits |= bit::PROC;
-                }
-            }
-        }
         for &(resource, soft, hard) in &self.limits {
             let limit = libc::rlimit {
                 rlim_cur: soft,
@@ -249,7 +287,7 @@ impl ChildPlan {
             bits |= bit::NO_NEW_PRIVS;
         }
         if let Some(uid) = self.uid {
-            let reachable = bits & bit::HIDDEN != 0 && self.reachable_when_mounted;
+            let reachable = bits & bit::ALLOWLIST_ROOT != 0 && self.reachable_when_mounted;
             let keep_read_search = self.interpreter_unreachable && !reachable;
             self.drop_to(uid, keep_read_search)?;
             bits |= bit::UID;
@@ -266,11 +304,25 @@ impl ChildPlan {
         }
         // Descriptors leaked by other threads of the parent close at exec.
         libc::close_range(4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
+        if let Some(filters) = &self.seccomp {
+            // Last: the filter refuses the mount and namespace calls made above.
+            match filters[usize::from(pid_namespace)].install() {
+                Ok(()) => bits |= bit::SECCOMP,
+                Err(error) => errnos[2] = error.raw_os_error().unwrap_or(0),
+            }
+        }
         let mut record = [0u8; RECORD_LEN];
         record[0] = RECORD_TAG;
-        record[1..].copy_from_slice(&bits.to_le_bytes());
+        record[1..9].copy_from_slice(&bits.to_le_bytes());
+        for (index, errno) in errnos.iter().enumerate() {
+            record[9 + 4 * index..13 + 4 * index].copy_from_slice(&errno.to_le_bytes());
+        }
         if libc::write(3, record.as_ptr().cast(), RECORD_LEN) != RECORD_LEN as isize {
             return Err(io::Error::last_os_error());
+        }
+        if bits & self.required != self.required {
+            // The parent reads the record just written to say which layer is missing.
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         Ok(())
     }
@@ -391,110 +443,6 @@ fn check_long(result: libc::c_long) -> io::Result<()> {
     }
 }
 
-/// Slots of unprivileged uids per process: runs in flight at once hold distinct uids, so one
-/// run's processes never count against another's `RLIMIT_NPROC`.
-const UID_SLOTS: usize = 256;
-/// First uid of the sandbox range. A process uses `BASE + (pid mod 2^22) * 256 + slot`, so
-/// concurrent processes (pids are unique) never share a uid; the range stays below 2^31.
-const UID_BASE: u32 = 0x1000_0000;
-
-/// A uid held by one run, returned to the pool on drop.
-pub(crate) struct UidLease {
-    slot: usize,
-    pub uid: u32,
-}
-
-struct UidPool {
-    base: u32,
-    slots: Mutex<Slots>,
-    freed: Condvar,
-}
-
-/// Which slots are held, and where the next search starts.
-struct Slots {
-    used: Vec<bool>,
-    /// Slots are handed out round-robin: a just-released uid is reused last, so that processes
-    /// of a finished run still being reaped (zombies count against `RLIMIT_NPROC`) never share
-    /// a uid with a new run.
-    next: usize,
-}
-
-fn pool() -> &'static UidPool {
-    static POOL: OnceLock<UidPool> = OnceLock::new();
-    POOL.get_or_init(|| UidPool {
-        base: UID_BASE + (std::process::id() & 0x3f_ffff) * UID_SLOTS as u32,
-        slots: Mutex::new(Slots {
-            used: vec![false; UID_SLOTS],
-            next: 0,
-        }),
-        freed: Condvar::new(),
-    })
-}
-
-impl UidLease {
-    /// Takes a free uid, waiting while all are held.
-    pub fn acquire() -> Self {
-        let pool = pool();
-        let mut slots = pool
-            .slots
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        loop {
-            let start = slots.next;
-            let free = (0..UID_SLOTS)
-                .map(|offset| (start + offset) % UID_SLOTS)
-                .find(|&slot| !slots.used[slot]);
-            if let Some(slot) = free {
-                slots.used[slot] = true;
-                slots.next = (slot + 1) % UID_SLOTS;
-                return UidLease {
-                    slot,
-                    uid: pool.base + slot as u32,
-                };
-            }
-            slots = pool
-                .freed
-                .wait(slots)
-                .unwrap_or_else(|poison| poison.into_inner());
-        }
-    }
-}
-
-impl Drop for UidLease {
-    fn drop(&mut self) {
-        let pool = pool();
-        let mut slots = pool
-            .slots
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        slots.used[self.slot] = false;
-        pool.freed.notify_one();
-    }
-}
-
-/// Kills every process of `uid` (those that left the process group, when there is no PID
-/// namespace to end them): a forked helper becomes `uid` and sends `kill(-1, SIGKILL)`, which
-/// reaches exactly the processes of that uid.
-pub(crate) fn kill_all_of_uid(uid: u32) {
-    // SAFETY: the child only makes async-signal-safe system calls and exits.
-    unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
-            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0 {
-                libc::kill(-1, libc::SIGKILL);
-                libc::kill(-1, libc::SIGKILL);
-            }
-            libc::_exit(0);
-        }
-        if pid > 0 {
-            let mut status = 0;
-            while libc::waitpid(pid, &mut status, 0) < 0
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,28 +451,18 @@ mod tests {
     fn isolation_record_round_trips_bits() {
         let mut record = [0u8; RECORD_LEN];
         record[0] = RECORD_TAG;
-        let bits = bit::NETWORK | bit::PID | bit::UID | bit::NOT_ROOT;
-        record[1..].copy_from_slice(&bits.to_le_bytes());
+        let bits = bit::NETWORK | bit::PID | bit::UID | bit::NOT_ROOT | bit::SECCOMP;
+        record[1..9].copy_from_slice(&bits.to_le_bytes());
+        record[13..17].copy_from_slice(&libc::EPERM.to_le_bytes());
         let isolation = Isolation::from_record(&record, Some(7), true).expect("valid record");
         assert!(isolation.network_namespace && isolation.pid_namespace && isolation.process_limit);
         assert!(!isolation.mount_namespace && !isolation.read_only_root);
         assert_eq!(isolation.uid, Some(7));
-        assert!(isolation.audit_hook);
+        assert!(isolation.audit_hook && isolation.seccomp && !isolation.user_namespace);
+        assert_eq!(
+            (isolation.namespace_errno, isolation.mount_errno),
+            (0, libc::EPERM)
+        );
         assert_eq!(Isolation::from_record(b"{\"ok\"", None, false), None);
-    }
-
-    #[test]
-    fn concurrent_leases_hold_distinct_uids_in_range() {
-        let a = UidLease::acquire();
-        let b = UidLease::acquire();
-        assert_ne!(a.uid, b.uid);
-        let released = a.uid;
-        drop(a);
-        // Round-robin: the uid just released is not handed out again at once.
-        let c = UidLease::acquire();
-        assert_ne!(c.uid, released);
-        for uid in [released, b.uid, c.uid] {
-            assert!(uid >= UID_BASE && uid < i32::MAX as u32);
-        }
     }
 }

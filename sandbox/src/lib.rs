@@ -5,6 +5,7 @@
 //!
 //! - [`sandbox`]: the isolated interpreter and its limits ([`SandboxConfig`]);
 //! - [`isolation`]: which confinement layers applied to a run ([`Isolation`]);
+//! - [`layers`]: which layers this machine gives, and why a missing one is missing;
 //! - [`output`]: what the model sees of an execution (the reference's strings and truncation);
 //! - [`executor`]: the engine's [`mathrl::generation::ToolExecutor`] over a sandbox.
 //!
@@ -25,11 +26,16 @@
 
 pub mod executor;
 pub mod isolation;
+pub mod layers;
 mod mounts;
 pub mod output;
 mod pipes;
 pub mod sandbox;
+mod seccomp;
+mod uid_pool;
+mod userns;
 
 pub use executor::SandboxExecutor;
 pub use isolation::Isolation;
+pub use layers::LayerStatus;
 pub use sandbox::{ExecutionResult, ExecutionStatus, PythonSandbox, SandboxConfig, SandboxError};

@@ -1,24 +1,33 @@
-//! The file system a sandboxed program sees, built in its private mount namespace:
+//! The file system a sandboxed program sees: an allowlist, built in its private mount namespace.
 //!
-//! 1. directories that may hold secrets or other users' files (`/root`, `/home`, `/tmp`, ...)
-//!    are covered by empty tmpfs mounts;
-//! 2. the interpreter's own directories below them (pyenv lives in `/root/.pyenv`) are put
-//!    back, as detached copies of their mounts taken before the covering;
-//! 3. every mount is made read-only and nosuid (`mount_setattr`, recursive);
-//! 4. the work directory becomes a fresh, size-limited tmpfs owned by the sandbox uid (noexec),
+//! 1. a fresh tmpfs is mounted over the host's work directory and becomes the new root;
+//! 2. only the allowed paths (`SandboxConfig::readable_paths`: `/usr`, `/lib*`, `/bin`, a few
+//!    `/etc` files) and the interpreter's own directories are bind-mounted into it, plus
+//!    `/dev/{null,zero,full,random,urandom}` and, with a PID namespace, a private `/proc`;
+//! 3. `pivot_root` into it and the host's tree is detached: the repository, home directories,
+//!    `data/eval`, model and checkpoint directories and other processes' `/proc` are not there;
+//! 4. every mount is made read-only and nosuid (`mount_setattr`, recursive);
+//! 5. the work directory (same path as on the host) becomes a fresh, size-limited tmpfs (noexec),
 //!    the only writable place; nothing the program writes reaches the host's disk.
 //!
-//! Paths are prepared in the parent; [`MountPlan::apply`] runs between fork and exec and makes
-//! only system calls.
+//! `/proc` is mounted before the pivot on purpose: in a user namespace the kernel lets a new proc
+//! mount happen only while a fully visible proc is in the mount namespace (the host's, still
+//! attached then). Paths are prepared in the parent; [`RootPlan::apply`] runs between fork and
+//! exec and makes only system calls.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-/// Interpreter directories that can be put back (prefix, base prefix, executable's directory).
-const MAX_EXPOSURES: usize = 4;
+/// Device files the program may open (Python opens /dev/null; numpy and others read urandom).
+const DEVICES: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -31,150 +40,214 @@ struct MountAttr {
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
-/// What [`MountPlan::apply`] achieved.
+/// What [`RootPlan::apply`] achieved; `errno` is the first failure (0: none).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MountOutcome {
-    /// Every hidden directory is covered and every exposure put back.
-    pub hidden: bool,
+    /// The program's root is the allowlist view (the host tree detached).
+    pub allowlist_root: bool,
     /// Every mount is read-only.
     pub read_only: bool,
     /// The work directory is a private tmpfs.
     pub work_dir_in_memory: bool,
-}
-
-/// A directory of the interpreter to put back below a hidden directory.
-struct Exposure {
-    path: CString,
-    /// Directories to create inside the covering tmpfs, outermost first, ending with `path`.
-    parents: Vec<CString>,
+    /// A private `/proc` of the PID namespace is mounted.
+    pub private_proc: bool,
+    /// The errno of the first step that failed.
+    pub errno: i32,
 }
 
 /// The mounts of one run, prepared in the parent.
-pub(crate) struct MountPlan {
-    root: CString,
-    tmpfs: CString,
-    hidden: Vec<CString>,
-    hidden_options: CString,
-    exposures: Vec<Exposure>,
+pub(crate) struct RootPlan {
+    stage: CString,
+    stage_options: CString,
+    /// Directories to create in the new root (staged paths), parents first.
+    dirs: Vec<CString>,
+    dev: CString,
+    /// Empty files to create as mount points (staged paths).
+    files: Vec<CString>,
+    /// (target, link path) of symlinks to recreate (`/lib` → `usr/lib` on merged-/usr systems).
+    symlinks: Vec<(CString, CString)>,
+    /// (host source, staged target) of recursive read-only bind mounts.
+    binds: Vec<(CString, CString)>,
+    proc_dir: CString,
     workdir: CString,
-    workdir_parents: Vec<CString>,
     workdir_options: CString,
+    tmpfs: CString,
+    proc_type: CString,
+    dot: CString,
+    slash: CString,
 }
 
-impl MountPlan {
-    /// Plans the mounts for a run in `workdir` (absolute, canonical). `hidden_dirs` that do not
-    /// exist are skipped; `exposed` are the interpreter's directories (canonical).
+impl RootPlan {
+    /// Plans the view for a run in `workdir` (absolute, canonical; also the staging mount
+    /// point): `readable` paths that exist, and the interpreter's `exposed` directories.
     pub fn new(
         workdir: &Path,
-        hidden_dirs: &[PathBuf],
+        readable: &[PathBuf],
         exposed: &[PathBuf],
         workdir_bytes: u64,
         owner: Option<u32>,
     ) -> io::Result<Self> {
-        let hidden = existing_hidden_dirs(hidden_dirs);
-        let mut exposures = Vec::new();
-        for path in outermost(exposed) {
-            if let Some(cover) = hidden.iter().find(|cover| path.starts_with(cover)) {
-                let parents = components_below(cover, &path)
-                    .iter()
-                    .map(|p| c_path(p))
-                    .collect();
-                exposures.push(Exposure {
-                    path: c_path(&path)?,
-                    parents: parents_ok(parents)?,
-                });
+        let staged = |path: &Path| -> io::Result<CString> {
+            let relative = path.strip_prefix("/").unwrap_or(path);
+            c_path(&workdir.join(relative))
+        };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let add_dir = |dirs: &mut Vec<PathBuf>, path: &Path| {
+            let mut current = PathBuf::from("/");
+            for component in path.components() {
+                if let Component::Normal(name) = component {
+                    current.push(name);
+                    if !dirs.contains(&current) {
+                        dirs.push(current.clone());
+                    }
+                }
+            }
+        };
+        let (mut files, mut symlinks, mut binds) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bound: Vec<PathBuf> = Vec::new();
+        for path in readable.iter().chain(exposed) {
+            if bound.iter().any(|done| path.starts_with(done)) {
+                continue;
+            }
+            let Ok(metadata) = std::fs::symlink_metadata(path) else {
+                continue;
+            };
+            if let Some(parent) = path.parent() {
+                add_dir(&mut dirs, parent);
+            }
+            if metadata.file_type().is_symlink() {
+                let target = std::fs::read_link(path)?;
+                symlinks.push((c_path(&target)?, staged(path)?));
+                continue;
+            }
+            if metadata.is_dir() {
+                add_dir(&mut dirs, path);
+            } else {
+                files.push(staged(path)?);
+            }
+            binds.push((c_path(path)?, staged(path)?));
+            bound.push(path.clone());
+        }
+        for device in DEVICES {
+            let device = Path::new(device);
+            if device.exists() {
+                files.push(staged(device)?);
+                binds.push((c_path(device)?, staged(device)?));
             }
         }
-        if exposures.len() > MAX_EXPOSURES {
-            return Err(io::Error::other(
-                "more interpreter directories than the sandbox can expose",
-            ));
-        }
-        let workdir_parents = match hidden.iter().find(|cover| workdir.starts_with(cover)) {
-            Some(cover) => parents_ok(
-                components_below(cover, workdir)
-                    .iter()
-                    .map(|p| c_path(p))
-                    .collect(),
-            )?,
-            None => Vec::new(),
-        };
+        add_dir(&mut dirs, Path::new("/dev"));
+        add_dir(&mut dirs, Path::new("/proc"));
+        add_dir(&mut dirs, workdir);
         let owner = owner
             .map(|uid| format!(",uid={uid},gid={uid}"))
             .unwrap_or_default();
-        Ok(MountPlan {
-            root: CString::from(c"/"),
-            tmpfs: CString::from(c"tmpfs"),
-            hidden: hidden
+        Ok(RootPlan {
+            stage: c_path(workdir)?,
+            stage_options: CString::from(c"size=1m,nr_inodes=4096,mode=0755"),
+            dirs: dirs
                 .iter()
-                .map(|dir| c_path(dir))
+                .map(|dir| staged(dir))
                 .collect::<io::Result<_>>()?,
-            hidden_options: CString::from(c"size=64k,nr_inodes=256,mode=0755"),
-            exposures,
+            dev: staged(Path::new("/dev"))?,
+            files,
+            symlinks,
+            binds,
+            proc_dir: staged(Path::new("/proc"))?,
             workdir: c_path(workdir)?,
-            workdir_parents,
             workdir_options: CString::new(format!("size={workdir_bytes},mode=0700{owner}"))
                 .map_err(io::Error::other)?,
+            tmpfs: CString::from(c"tmpfs"),
+            proc_type: CString::from(c"proc"),
+            dot: CString::from(c"."),
+            slash: CString::from(c"/"),
         })
     }
 
-    /// Builds the view in the current (new, private) mount namespace.
+    /// Builds the view in the current (new, private) mount namespace and enters it. A failed
+    /// step is recorded in the outcome; only a work directory that cannot be mounted is an error.
     ///
     /// # Safety
     /// Must run in a forked child that has its own mount namespace, before `exec`.
-    pub unsafe fn apply(&self) -> io::Result<MountOutcome> {
+    pub unsafe fn apply(&self, mount_proc: bool) -> io::Result<MountOutcome> {
         let mut outcome = MountOutcome::default();
         let null = std::ptr::null::<libc::c_char>();
+        let fail = |outcome: &mut MountOutcome| {
+            if outcome.errno == 0 {
+                outcome.errno = errno();
+            }
+        };
         let private = libc::MS_REC | libc::MS_PRIVATE;
-        if libc::mount(null, self.root.as_ptr(), null, private, std::ptr::null()) != 0 {
+        if libc::mount(null, self.slash.as_ptr(), null, private, std::ptr::null()) != 0 {
             // Without private propagation every further mount would leak to the host.
+            fail(&mut outcome);
             return Ok(outcome);
         }
-        let mut trees: [RawFd; MAX_EXPOSURES] = [-1; MAX_EXPOSURES];
-        for (tree, exposure) in trees.iter_mut().zip(&self.exposures) {
-            let flags = libc::OPEN_TREE_CLONE | libc::AT_RECURSIVE as u32 | libc::O_CLOEXEC as u32;
-            *tree = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                exposure.path.as_ptr(),
-                flags,
-            ) as RawFd;
+        let locked = libc::MS_NOSUID | libc::MS_NODEV;
+        if self.mount_tmpfs(&self.stage, locked, &self.stage_options) != 0 {
+            fail(&mut outcome);
+            return Ok(outcome);
         }
-        outcome.hidden = true;
-        let hidden_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        for dir in &self.hidden {
-            let options = self.hidden_options.as_ptr().cast();
+        let mut complete = true;
+        for dir in &self.dirs {
+            libc::mkdir(dir.as_ptr(), 0o755);
+        }
+        let dev_options = c"size=64k,nr_inodes=64,mode=0755";
+        if self.mount_tmpfs(&self.dev, locked | libc::MS_NOEXEC, dev_options) != 0 {
+            fail(&mut outcome);
+            complete = false;
+        }
+        for file in &self.files {
+            let fd = libc::open(
+                file.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+        for (target, link) in &self.symlinks {
+            if libc::symlink(target.as_ptr(), link.as_ptr()) != 0 {
+                fail(&mut outcome);
+                complete = false;
+            }
+        }
+        for (source, target) in &self.binds {
+            let flags = libc::MS_BIND | libc::MS_REC;
             if libc::mount(
-                self.tmpfs.as_ptr(),
-                dir.as_ptr(),
-                self.tmpfs.as_ptr(),
-                hidden_flags,
-                options,
+                source.as_ptr(),
+                target.as_ptr(),
+                null,
+                flags,
+                std::ptr::null(),
             ) != 0
             {
-                outcome.hidden = false;
+                fail(&mut outcome);
+                complete = false;
             }
         }
-        for (&tree, exposure) in trees.iter().zip(&self.exposures) {
-            make_dirs(&exposure.parents);
-            let empty = c"".as_ptr();
-            let moved = tree >= 0
-                && libc::syscall(
-                    libc::SYS_move_mount,
-                    tree,
-                    empty,
-                    libc::AT_FDCWD,
-                    exposure.path.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH,
-                ) == 0;
-            outcome.hidden &= moved;
-            if tree >= 0 {
-                libc::close(tree);
+        if mount_proc {
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let proc = self.proc_type.as_ptr();
+            outcome.private_proc =
+                libc::mount(proc, self.proc_dir.as_ptr(), proc, flags, std::ptr::null()) == 0;
+            if !outcome.private_proc {
+                fail(&mut outcome);
             }
         }
-        make_dirs(&self.workdir_parents);
+        // `pivot_root(".", ".")` stacks the old root on the new one; detaching it leaves only
+        // the new root, with no directory through which the host tree could be reached.
+        // Where the pivot is refused (an initramfs root), the host tree stays, read-only below,
+        // and the missing view is recorded rather than failing the run.
+        let entered = libc::chdir(self.stage.as_ptr()) == 0
+            && libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) == 0
+            && libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH) == 0;
+        if !entered {
+            fail(&mut outcome);
+        }
+        libc::chdir(self.slash.as_ptr());
+        outcome.allowlist_root = complete && entered;
         let read_only = MountAttr {
             attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
             attr_clr: 0,
@@ -184,44 +257,58 @@ impl MountPlan {
         outcome.read_only = libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
-            self.root.as_ptr(),
+            self.slash.as_ptr(),
             libc::AT_RECURSIVE as libc::c_uint,
             &read_only as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         ) == 0;
+        if !outcome.read_only {
+            fail(&mut outcome);
+        }
         // Mounted after the read-only pass, so it stays writable.
-        let options = self.workdir_options.as_ptr().cast();
-        let workdir = self.workdir.as_ptr();
-        if libc::mount(
-            self.tmpfs.as_ptr(),
-            workdir,
-            self.tmpfs.as_ptr(),
-            hidden_flags,
-            options,
+        if self.mount_tmpfs(
+            &self.workdir,
+            locked | libc::MS_NOEXEC,
+            &self.workdir_options,
         ) != 0
         {
-            // The work directory may now be read-only or hidden: there is nowhere to write.
+            // The work directory is read-only now: there is nowhere to write.
             return Err(io::Error::last_os_error());
         }
         outcome.work_dir_in_memory = true;
         Ok(outcome)
     }
+
+    unsafe fn mount_tmpfs(
+        &self,
+        target: &CString,
+        flags: libc::c_ulong,
+        options: &std::ffi::CStr,
+    ) -> libc::c_int {
+        let tmpfs = self.tmpfs.as_ptr();
+        libc::mount(
+            tmpfs,
+            target.as_ptr(),
+            tmpfs,
+            flags,
+            options.as_ptr().cast(),
+        )
+    }
 }
 
-/// Whether `path` (canonical) is reachable by a uid other than its owner once the hidden
-/// directories are covered and `exposed` put back: directories created in the covering tmpfs
-/// are searchable by all; real directories must have their "others may search" bit.
-pub(crate) fn reachable_by_others(path: &Path, hidden: &[PathBuf], exposed: &[PathBuf]) -> bool {
-    let covers = existing_hidden_dirs(hidden);
-    let roots = outermost(exposed);
-    let synthetic = |directory: &Path| {
-        covers.iter().any(|cover| directory.starts_with(cover))
-            && roots
-                .iter()
-                .any(|root| root.starts_with(directory) && root != directory)
-    };
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Whether `path` (canonical) is reachable by a uid other than its owner in the allowlist view:
+/// directories above the exposed roots are created there (mode 0755); those from an exposed
+/// root down must have their "others may search" bit.
+pub(crate) fn reachable_in_view(path: &Path, exposed: &[PathBuf]) -> bool {
     path.ancestors().skip(1).all(|directory| {
-        synthetic(directory)
+        let synthetic = exposed
+            .iter()
+            .any(|root| root.starts_with(directory) && root != directory);
+        synthetic
             || std::fs::metadata(directory)
                 .map(|metadata| {
                     std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o001 != 0
@@ -230,89 +317,51 @@ pub(crate) fn reachable_by_others(path: &Path, hidden: &[PathBuf], exposed: &[Pa
     })
 }
 
-fn existing_hidden_dirs(hidden_dirs: &[PathBuf]) -> Vec<PathBuf> {
-    hidden_dirs
-        .iter()
-        .filter_map(|dir| dir.canonicalize().ok())
-        .filter(|dir| dir.is_dir() && dir.parent().is_some())
-        .collect()
-}
-
-/// `paths` without those inside another one (a copied mount brings its subdirectories).
-fn outermost(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut kept: Vec<PathBuf> = Vec::new();
-    for path in paths {
-        if !paths
-            .iter()
-            .any(|other| other != path && path.starts_with(other))
-            && !kept.contains(path)
-        {
-            kept.push(path.clone());
-        }
-    }
-    kept
-}
-
-/// The directories strictly below `cover` down to and including `path`, outermost first.
-fn components_below(cover: &Path, path: &Path) -> Vec<PathBuf> {
-    let mut below: Vec<PathBuf> = path
-        .ancestors()
-        .take_while(|dir| *dir != cover)
-        .map(Path::to_path_buf)
-        .collect();
-    below.reverse();
-    below
-}
-
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
-}
-
-fn parents_ok(parents: Vec<io::Result<CString>>) -> io::Result<Vec<CString>> {
-    parents.into_iter().collect()
-}
-
-/// Creates each directory (mode 0755); existing ones are fine.
-unsafe fn make_dirs(dirs: &[CString]) {
-    for dir in dirs {
-        libc::mkdir(dir.as_ptr(), 0o755);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn exposures_keep_only_outermost_directories() {
-        let paths = [
-            PathBuf::from("/a/b"),
-            PathBuf::from("/a/b/c"),
-            PathBuf::from("/d"),
-            PathBuf::from("/a/b"),
-        ];
-        assert_eq!(
-            outermost(&paths),
-            vec![PathBuf::from("/a/b"), PathBuf::from("/d")]
-        );
+    fn strings(paths: &[CString]) -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
-    fn components_below_a_cover_are_listed_outermost_first() {
-        let below = components_below(Path::new("/root"), Path::new("/root/.pyenv/versions/3.11"));
-        let expected = [
-            "/root/.pyenv",
-            "/root/.pyenv/versions",
-            "/root/.pyenv/versions/3.11",
-        ];
+    fn the_plan_stages_only_existing_allowed_paths_below_the_work_directory() {
+        let work = Path::new("/tmp/mathrl-sandbox-x");
+        let readable = [PathBuf::from("/usr"), PathBuf::from("/does/not/exist")];
+        let exposed = [PathBuf::from("/usr/lib")];
+        let plan = RootPlan::new(work, &readable, &exposed, 1 << 20, None).expect("plan");
+        let binds: Vec<(String, String)> = plan
+            .binds
+            .iter()
+            .map(|(s, t)| (s.to_string_lossy().into(), t.to_string_lossy().into()))
+            .collect();
+        // `/usr/lib` lies inside `/usr`, which is bound already; the missing path is skipped.
         assert_eq!(
-            below,
-            expected.iter().map(PathBuf::from).collect::<Vec<_>>()
+            binds[0],
+            ("/usr".into(), "/tmp/mathrl-sandbox-x/usr".into())
         );
+        assert!(!binds
+            .iter()
+            .any(|(s, _)| s.starts_with("/does") || s == "/usr/lib"));
+        let dirs = strings(&plan.dirs);
+        let staged_work = "/tmp/mathrl-sandbox-x/tmp/mathrl-sandbox-x".to_string();
+        assert!(dirs.contains(&staged_work), "{dirs:?}");
+        // Parents come before their children.
+        let tmp = dirs.iter().position(|d| d == "/tmp/mathrl-sandbox-x/tmp");
+        let deep = dirs.iter().position(|d| *d == staged_work);
+        assert!(tmp < deep);
     }
 
     #[test]
-    fn a_private_directory_is_reachable_once_covered_and_exposed() {
+    fn a_private_directory_is_reachable_once_exposed_in_the_view() {
         let base = tempfile::tempdir().expect("temporary directory");
         let private = base.path().join("private");
         let inner = private.join("inner");
@@ -321,20 +370,13 @@ mod tests {
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .expect("chmod")
         };
-        mode(base.path(), 0o755);
         mode(&private, 0o700);
         mode(&inner, 0o755);
         let inner = inner.canonicalize().expect("canonical");
-        let private = private.canonicalize().expect("canonical");
         let target = inner.join("python");
-        assert!(!reachable_by_others(&target, &[], &[]));
-        let covered = std::slice::from_ref(&private);
-        assert!(reachable_by_others(
-            &target,
-            covered,
-            std::slice::from_ref(&inner)
-        ));
-        // Covering without exposing leaves it unreachable (the real directory is hidden).
-        assert!(!reachable_by_others(&target, covered, &[]));
+        assert!(reachable_in_view(&target, std::slice::from_ref(&inner)));
+        // Exposing the private directory itself keeps its mode: not reachable.
+        let private = private.canonicalize().expect("canonical");
+        assert!(!reachable_in_view(&target, std::slice::from_ref(&private)));
     }
 }

@@ -16,10 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::isolation::{self, ChildPlan, Isolation, Limit, UidLease, RECORD_LEN};
-use super::mounts::{self, MountPlan};
+use super::isolation::{self, ChildPlan, Isolation, Limit, RECORD_LEN};
+use super::layers;
+use super::mounts::{self, RootPlan};
 use super::output::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
 use super::pipes::{Exchange, Stop, REPORT, STDERR, STDOUT};
+use super::seccomp::SeccompFilter;
+use super::uid_pool::{self, UidLease};
+use super::userns::IdMaps;
 
 /// The Python prelude that runs every snippet the way the reference executor does.
 const PRELUDE: &str = include_str!("prelude.py");
@@ -37,6 +41,24 @@ const TEARDOWN_GRACE: Duration = Duration::from_millis(500);
 const MAX_REPORT_BYTES: usize = 64 * 1024;
 /// Bytes of stderr kept in an [`ExecutionResult`].
 const KEPT_STDERR_BYTES: usize = 4096;
+
+/// What the program sees of the host file system by default (besides the interpreter).
+const DEFAULT_READABLE_PATHS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+];
 
 /// Limits and isolation of the sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,9 +89,10 @@ pub struct SandboxConfig {
     pub temp_root: Option<PathBuf>,
     /// Size of the work directory's tmpfs (mount namespace only): 64 MiB. Counts as memory.
     pub work_dir_bytes: u64,
-    /// Directories covered by empty read-only mounts (mount namespace only), except the
-    /// interpreter's own directories below them: secrets and other users' files.
-    pub hidden_dirs: Vec<PathBuf>,
+    /// The only host paths the program sees (mount namespace only), read-only, besides the
+    /// interpreter's own directories, a few devices and its work directory: system libraries
+    /// and the `/etc` files the dynamic linker and Python read. Missing paths are skipped.
+    pub readable_paths: Vec<PathBuf>,
     /// The program's environment, besides `HOME` and `TMPDIR` (the work directory) and
     /// `PYTHONHASHSEED`. Default: one thread for OpenMP/OpenBLAS/MKL, so that numpy neither
     /// oversubscribes the cores when many snippets run at once nor reserves per-core buffers
@@ -82,8 +105,15 @@ pub struct SandboxConfig {
     /// Install the prelude's audit hook (refuses writes outside the work directory, other
     /// programs and sockets at the Python level; best effort, see SANDBOX.md). Default true.
     pub audit_hook: bool,
-    /// When root: new mount (read-only file system), network, PID, IPC and UTS namespaces.
+    /// New mount (allowlist file system), network, PID, IPC and UTS namespaces: as root
+    /// directly, otherwise inside a new user namespace.
     pub namespaces: bool,
+    /// The seccomp filter (`sandbox/src/seccomp.rs`): no ptrace, mounts, namespaces, keyrings,
+    /// bpf, perf, non-Unix sockets, signals outside the run.
+    pub seccomp: bool,
+    /// Run even when a layer asked for above is unavailable here (logged as a warning whenever a
+    /// sandbox is built); by default such a sandbox refuses to start and names the layer.
+    pub allow_weaker_isolation: bool,
     /// When root: run as a fresh unprivileged uid, so that `RLIMIT_NPROC` applies and root-owned
     /// files cannot be changed.
     pub switch_user: bool,
@@ -104,10 +134,7 @@ impl Default for SandboxConfig {
             python: "python3".to_string(),
             temp_root: None,
             work_dir_bytes: 64 << 20,
-            hidden_dirs: ["/root", "/home", "/tmp", "/var/tmp", "/dev/shm", "/run"]
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
+            readable_paths: DEFAULT_READABLE_PATHS.iter().map(PathBuf::from).collect(),
             env: one_thread
                 .iter()
                 .map(|name| (name.to_string(), "1".to_string()))
@@ -115,6 +142,8 @@ impl Default for SandboxConfig {
             hash_seed: Some(0),
             audit_hook: true,
             namespaces: true,
+            seccomp: true,
+            allow_weaker_isolation: false,
             switch_user: true,
         }
     }
@@ -145,6 +174,9 @@ pub enum SandboxError {
         executable: PathBuf,
         source: io::Error,
     },
+    /// A layer the config asks for is unavailable here (and `allow_weaker_isolation` is off).
+    #[error("the python sandbox refuses to start: {missing} (set allow_weaker_isolation = true to run without; see sandbox/SANDBOX.md)")]
+    WeakerIsolation { missing: String },
     /// The pipes to a running program failed.
     #[error("reading from the sandboxed program (pid {pid}): {source}")]
     Pipe { pid: i32, source: io::Error },
@@ -195,7 +227,7 @@ struct Interpreter {
     directories: Vec<PathBuf>,
     /// An unprivileged uid can reach the executable and its prefixes.
     reachable: bool,
-    /// ... once the hidden directories are covered and these directories put back.
+    /// ... in the allowlist view, where the directories above the interpreter's are synthetic.
     reachable_when_mounted: bool,
     version: (u32, u32),
 }
@@ -213,15 +245,34 @@ impl PythonSandbox {
     /// Checks the config and locates the interpreter (it is run once to report its path).
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         validate(&config)?;
-        let interpreter = locate_interpreter(&config.python, &config.hidden_dirs)?;
+        let interpreter = locate_interpreter(&config.python)?;
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
-        Ok(PythonSandbox {
+        let sandbox = PythonSandbox {
             config,
             interpreter,
             is_root,
             warned_weaker_isolation: AtomicBool::new(false),
-        })
+        };
+        let missing = layers::missing_layers(&sandbox.config, is_root, &sandbox.probe_isolation()?);
+        if !missing.is_empty() {
+            let missing = missing.join("; ");
+            if !sandbox.config.allow_weaker_isolation {
+                return Err(SandboxError::WeakerIsolation { missing });
+            }
+            tracing::warn!(
+                "python sandbox: running with weaker isolation (allow_weaker_isolation): {missing}"
+            );
+            sandbox
+                .warned_weaker_isolation
+                .store(true, Ordering::Relaxed);
+        }
+        Ok(sandbox)
+    }
+
+    /// Whether this process runs as root (namespaces directly, a fresh uid per run).
+    pub fn is_root(&self) -> bool {
+        self.is_root
     }
 
     /// The config this sandbox was built with.
@@ -257,6 +308,7 @@ impl PythonSandbox {
             .spawn(&workdir_path, uid)
             .map_err(|error| match error {
                 Spawned::WorkDir(source) => workdir_error(source),
+                Spawned::Weaker(missing) => SandboxError::WeakerIsolation { missing },
                 Spawned::Spawn(source) => SandboxError::Spawn {
                     executable: self.interpreter.executable.clone(),
                     source,
@@ -296,9 +348,9 @@ impl PythonSandbox {
     /// and the read end of its report pipe.
     fn spawn(&self, workdir: &Path, uid: Option<u32>) -> Result<(Child, OwnedFd), Spawned> {
         let (report_read, report_write) = report_pipe().map_err(Spawned::WorkDir)?;
-        let mounts = MountPlan::new(
+        let mounts = RootPlan::new(
             workdir,
-            &self.config.hidden_dirs,
+            &self.config.readable_paths,
             &self.interpreter.directories,
             self.config.work_dir_bytes,
             uid,
@@ -307,20 +359,43 @@ impl PythonSandbox {
         let workdir_c = CString::new(workdir.as_os_str().as_bytes()).map_err(|error| {
             Spawned::WorkDir(io::Error::new(io::ErrorKind::InvalidInput, error))
         })?;
-        let plan = ChildPlan::new(
-            workdir_c,
-            self.is_root && self.config.namespaces,
+        let seccomp = self
+            .config
+            .seccomp
+            .then(|| [SeccompFilter::new(false), SeccompFilter::new(true)]);
+        let plan = ChildPlan {
+            workdir: workdir_c,
+            namespaces: self.config.namespaces,
+            user_namespace: (!self.is_root).then(IdMaps::own),
             uid,
-            !self.interpreter.reachable,
-            self.interpreter.reachable_when_mounted,
+            interpreter_unreachable: !self.interpreter.reachable,
+            reachable_when_mounted: self.interpreter.reachable_when_mounted,
             mounts,
-            self.limits(),
-            report_write.as_raw_fd(),
-        );
+            limits: self.limits(),
+            seccomp,
+            report_fd: report_write.as_raw_fd(),
+            required: if self.config.allow_weaker_isolation {
+                0
+            } else {
+                isolation::required_bits(
+                    self.config.namespaces,
+                    !self.is_root,
+                    self.config.seccomp,
+                    uid.is_some(),
+                )
+            },
+        };
         let mut command = self.command(workdir);
         // SAFETY: `apply` makes only async-signal-safe calls on data prepared before the fork.
         unsafe { command.pre_exec(move || plan.apply()) };
-        let child = command.spawn().map_err(Spawned::Spawn)?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                drop(command);
+                drop(report_write);
+                return Err(self.refused_or(error, &report_read, uid));
+            }
+        };
         // `command` (holding the plan) and the write end close here: only the child holds it.
         Ok((child, report_read))
     }
@@ -369,7 +444,7 @@ impl PythonSandbox {
             }
         };
         if let (Some(uid), false) = (uid, pid_namespace) {
-            isolation::kill_all_of_uid(uid);
+            uid_pool::kill_all_of_uid(uid);
         }
         Ok(Finished {
             stop,
@@ -382,6 +457,16 @@ impl PythonSandbox {
     /// The isolation a run gets here, found by running an empty snippet.
     pub fn probe_isolation(&self) -> Result<Isolation, SandboxError> {
         Ok(self.run("print(0)")?.isolation)
+    }
+
+    /// Every isolation layer with its state on this machine and why a missing one is missing.
+    pub fn layer_statuses(&self) -> Result<Vec<layers::LayerStatus>, SandboxError> {
+        let isolation = self.probe_isolation()?;
+        Ok(layers::layer_statuses(
+            &self.config,
+            self.is_root,
+            &isolation,
+        ))
     }
 
     fn command(&self, workdir: &Path) -> Command {
@@ -440,13 +525,7 @@ impl PythonSandbox {
 
     /// Logs once when a layer the config asked for could not be applied on this platform.
     fn warn_if_weaker(&self, isolation: &Isolation) {
-        let wanted_namespaces = self.is_root && self.config.namespaces;
-        let missing_namespaces = wanted_namespaces
-            && !(isolation.network_namespace
-                && isolation.read_only_root
-                && isolation.pid_namespace);
-        let missing_uid = self.is_root && self.config.switch_user && isolation.uid.is_none();
-        if (missing_namespaces || missing_uid)
+        if !layers::missing_layers(&self.config, self.is_root, isolation).is_empty()
             && !self.warned_weaker_isolation.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
@@ -457,8 +536,34 @@ impl PythonSandbox {
     }
 }
 
+impl PythonSandbox {
+    /// A failed start: the missing layers when the child refused to run with weaker isolation
+    /// (it wrote its record first), or the start's own error.
+    fn refused_or(&self, error: io::Error, report: &OwnedFd, uid: Option<u32>) -> Spawned {
+        let mut record = [0u8; RECORD_LEN];
+        // SAFETY: a non-blocking read into a buffer we own; the child wrote before it exited.
+        let read = unsafe {
+            let fd = report.as_raw_fd();
+            libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+            libc::read(fd, record.as_mut_ptr().cast(), RECORD_LEN)
+        };
+        let isolation = (read == RECORD_LEN as isize)
+            .then(|| Isolation::from_record(&record, uid, self.config.audit_hook))
+            .flatten();
+        if let Some(isolation) = isolation {
+            let missing = layers::missing_layers(&self.config, self.is_root, &isolation);
+            if !missing.is_empty() {
+                return Spawned::Weaker(missing.join("; "));
+            }
+        }
+        Spawned::Spawn(error)
+    }
+}
+
 /// Why a program could not be started.
 enum Spawned {
+    /// A layer the config asks for is missing, and weaker isolation is not allowed.
+    Weaker(String),
     /// Preparing its directory, pipe or mounts failed.
     WorkDir(io::Error),
     /// The spawn itself (or a step of the confinement) failed.
@@ -575,7 +680,7 @@ fn validate(config: &SandboxConfig) -> Result<(), SandboxError> {
 
 /// Runs the interpreter once (with this process's environment, as a pyenv shim needs) to learn
 /// its real executable, version and prefixes.
-fn locate_interpreter(python: &str, hidden_dirs: &[PathBuf]) -> Result<Interpreter, SandboxError> {
+fn locate_interpreter(python: &str) -> Result<Interpreter, SandboxError> {
     let output = Command::new(python)
         .args(["-I", "-c", PROBE])
         .stdin(Stdio::null())
@@ -613,10 +718,10 @@ fn locate_interpreter(python: &str, hidden_dirs: &[PathBuf]) -> Result<Interpret
     let paths = [&real_executable, &directories[0], &directories[1]];
     let reachable = paths
         .iter()
-        .all(|path| mounts::reachable_by_others(path, &[], &[]));
+        .all(|path| mounts::reachable_in_view(path, &[]));
     let reachable_when_mounted = paths
         .iter()
-        .all(|path| mounts::reachable_by_others(path, hidden_dirs, &directories));
+        .all(|path| mounts::reachable_in_view(path, &directories));
     Ok(Interpreter {
         executable,
         directories,
@@ -686,8 +791,8 @@ mod tests {
     use super::*;
 
     fn report(json: &str) -> Vec<u8> {
-        let mut bytes = vec![isolation::RECORD_TAG];
-        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let mut bytes = vec![0; RECORD_LEN];
+        bytes[0] = crate::isolation::RECORD_TAG;
         bytes.extend_from_slice(json.as_bytes());
         bytes
     }

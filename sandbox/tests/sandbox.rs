@@ -5,7 +5,6 @@
 //! the unprivileged uid) run only where the sandbox reports them applied (as root on Linux) and
 //! say so on stderr otherwise.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -306,8 +305,10 @@ fn network_and_other_programs_are_refused() {
 
 #[test]
 fn the_network_namespace_has_no_route_without_the_audit_hook() {
+    // The namespace alone: seccomp would refuse the socket before the route is looked up.
     let config = SandboxConfig {
         audit_hook: false,
+        seccomp: false,
         ..SandboxConfig::default()
     };
     let sandbox = sandbox_with(config);
@@ -339,7 +340,7 @@ fn as_root_every_layer_is_applied() {
         let listed = "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))";
         assert_eq!(run(&sandbox(), listed).output, "[1]");
     }
-    if isolation.hidden_directories {
+    if isolation.allowlist_root {
         // The interpreter was re-exposed, so no capability is left at all.
         assert!(!isolation.read_search_capability);
         let capabilities =
@@ -352,33 +353,30 @@ fn as_root_every_layer_is_applied() {
 }
 
 #[test]
-fn hidden_directories_are_empty_but_for_the_interpreter() {
-    if !isolation_here().hidden_directories {
-        eprintln!("skipped: no mount namespace here (needs root)");
+fn only_allowed_paths_are_visible() {
+    if !isolation_here().allowlist_root {
+        eprintln!("skipped: no mount namespace here");
         return;
     }
-    let name = format!("hidden-{}", std::process::id());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::create_dir_all(&dir).expect("test directory");
+    // Readable by every uid (the run's fresh uid as root, or nobody), so only the view hides it.
+    let base = tempfile::tempdir().expect("test directory");
+    let dir = base.path().canonicalize().expect("canonical");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let secret = dir.join("secret.txt");
     std::fs::write(&secret, "s3cret").expect("secret file");
     let read = format!("print(open('{}').read())", secret.display());
+    let mut readable_paths = SandboxConfig::default().readable_paths;
+    readable_paths.push(dir.clone());
     let visible = sandbox_with(SandboxConfig {
-        hidden_dirs: vec![],
+        readable_paths,
         ..SandboxConfig::default()
     });
     let control = run(&visible, &read);
-    let mut hidden_dirs = SandboxConfig::default().hidden_dirs;
-    hidden_dirs.push(dir.clone());
-    let sandbox = sandbox_with(SandboxConfig {
-        hidden_dirs,
-        ..SandboxConfig::default()
-    });
-    let hidden = run(&sandbox, &read);
-    std::fs::remove_dir_all(&dir).expect("clean up");
+    let hidden = run(&sandbox(), &read);
     assert_eq!(
         control.output, "s3cret",
-        "the control run can read the file"
+        "the control run, with the directory allowed, can read the file"
     );
     let missing = format!(
         "FileNotFoundError: [Errno 2] No such file or directory: '{}'",

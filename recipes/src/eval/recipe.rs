@@ -52,8 +52,12 @@ pub struct EvalConfig {
     pub questions_per_batch: usize,
     /// Answer-checker profile (`qwen25-math`, the reference's grader).
     pub checker: String,
-    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s).
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
     pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: mathrl_sandbox::SandboxConfig,
     /// Write every picked response to `<output>/responses/`.
     pub save_responses: bool,
     /// Compute dtype of the policy and the RM (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA),
@@ -74,6 +78,7 @@ impl Default for EvalConfig {
             questions_per_batch: 16,
             checker: "qwen25-math".into(),
             tool_timeout_ms: 5000,
+            tool: mathrl_sandbox::SandboxConfig::default(),
             save_responses: true,
             dtype: DtypeSetting::Auto,
         }
@@ -168,7 +173,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let model_dir = cli.model.clone().unwrap_or_else(default_model_dir);
     require_dir(&model_dir, "model")?;
     if modes.iter().any(|m| m.format == PromptFormat::Tir) {
-        let tool = tir_executor(config.tool_timeout_ms)?;
+        let tool = tir_executor(&config.tool, config.tool_timeout_ms)?;
         for mode in modes.iter_mut().filter(|m| m.format == PromptFormat::Tir) {
             mode.tool = Some(tool.clone());
         }
@@ -247,16 +252,15 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 /// The sandboxed Python executor of TIR programs.
-fn tir_executor(timeout_ms: u64) -> Result<Arc<dyn mathrl::generation::ToolExecutor>> {
-    let config = mathrl_sandbox::SandboxConfig {
+fn tir_executor(
+    tool: &mathrl_sandbox::SandboxConfig,
+    timeout_ms: u64,
+) -> Result<Arc<dyn mathrl::generation::ToolExecutor>> {
+    let sandbox = crate::tools::python::tir_sandbox(&mathrl_sandbox::SandboxConfig {
         timeout_ms,
-        ..Default::default()
-    };
-    let sandbox =
-        mathrl_sandbox::PythonSandbox::new(config).context("TIR needs python3 for its sandbox")?;
-    Ok(Arc::new(mathrl_sandbox::SandboxExecutor::new(Arc::new(
-        sandbox,
-    ))))
+        ..tool.clone()
+    })?;
+    Ok(Arc::new(mathrl_sandbox::SandboxExecutor::new(sandbox)))
 }
 
 fn save_responses(run: &RunContext, dataset: &str, result: &EvalResult) -> Result<()> {

@@ -49,8 +49,12 @@ pub struct GenerateConfig {
     pub tir: bool,
     /// Most tool calls per completion (the reference: 4).
     pub max_tool_calls: usize,
-    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s).
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
     pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: mathrl_sandbox::SandboxConfig,
     /// Prompts per generation call (bounds memory; samples of one call share the KV cache).
     /// The samples depend on it: each call's streams are seeded with `seed + call index`.
     pub prompts_per_batch: usize,
@@ -71,6 +75,7 @@ impl Default for GenerateConfig {
             tir: false,
             max_tool_calls: sampling.max_tool_calls,
             tool_timeout_ms: 5000,
+            tool: mathrl_sandbox::SandboxConfig::default(),
             prompts_per_batch: 64,
             engine: EngineConfig::default(),
         }
@@ -134,14 +139,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         engine = engine.with_tokenizer(tokenizer.clone());
     }
     if config.tir {
-        let sandbox = mathrl_sandbox::PythonSandbox::new(mathrl_sandbox::SandboxConfig {
+        let sandbox = crate::tools::python::tir_sandbox(&mathrl_sandbox::SandboxConfig {
             timeout_ms: config.tool_timeout_ms,
-            ..Default::default()
-        })
-        .context("tir = true needs python3 for its sandbox")?;
-        engine = engine.with_tool(Arc::new(mathrl_sandbox::SandboxExecutor::new(Arc::new(
-            sandbox,
-        ))));
+            ..config.tool.clone()
+        })?;
+        engine = engine.with_tool(Arc::new(mathrl_sandbox::SandboxExecutor::new(sandbox)));
     }
     let mut out = OutputFile::create(output)?;
     let bar = progress_bar(prompts.len() as u64, "generate");
