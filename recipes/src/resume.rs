@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mathrl_learners::checkpoint::TRAINER_STATE_FILE;
-use mathrl_learners::latest_checkpoint;
+use mathrl_learners::{latest_checkpoint, read_trainer_state, ResumeConfig, RunIdentity};
 
 use crate::cli::Cli;
 
@@ -97,6 +97,23 @@ impl ResumeFrom {
             _ => None,
         })
     }
+}
+
+/// The checkpoint a one-loop run with checkpoints in `own` starts from ([`ResumeFrom::start`]),
+/// refused when it recorded another seed, data or settings than `identity`'s, unless
+/// `resume.allow_changed`.
+pub fn checked_start(
+    resume_from: Option<&ResumeFrom>,
+    own: &Path,
+    identity: &RunIdentity,
+    resume: ResumeConfig,
+) -> Result<Option<PathBuf>> {
+    let start = ResumeFrom::start(resume_from, own)?;
+    if let Some(dir) = &start {
+        let recorded = read_trainer_state(dir)?.run.identity;
+        identity.check_resume(recorded.as_ref(), dir, resume)?;
+    }
+    Ok(start)
 }
 
 /// Checks `--resume` against `recipe` and points `--output` at the resumed run's directory when

@@ -43,25 +43,21 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
     .unwrap();
 
     let out = tmp.path().join("run");
-    let status = mathrl()
-        .args(["--recipe", "pipeline", "--model"])
-        .arg(&base)
-        .arg("--data")
-        .arg(&sft)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--max-steps",
-            "2",
-            "--datasets",
-            "gsm8k",
-            "--limit",
-            "2",
-            "--output",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    // `--output DIR`, or `--resume DIR` to continue the run there.
+    let pipeline = |place: &str| {
+        let mut cmd = mathrl();
+        cmd.args(["--recipe", "pipeline", "--model"])
+            .arg(&base)
+            .arg("--data")
+            .arg(&sft)
+            .arg("--config")
+            .arg(&config)
+            .args(["--max-steps", "2", "--datasets", "gsm8k", "--limit", "2"])
+            .arg(place)
+            .arg(&out);
+        cmd
+    };
+    let status = pipeline("--output").output().unwrap();
     assert!(
         status.status.success(),
         "{}",
@@ -111,18 +107,7 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
     std::fs::remove_dir_all(out.join("6-eval")).unwrap();
     let sft_final = out.join("1-sft/final/model.safetensors");
     let sft_written = std::fs::metadata(&sft_final).unwrap().modified().unwrap();
-    let resumed = mathrl()
-        .args(["--recipe", "pipeline", "--model"])
-        .arg(&base)
-        .arg("--data")
-        .arg(&sft)
-        .arg("--config")
-        .arg(&config)
-        .args(["--max-steps", "2", "--datasets", "gsm8k", "--limit", "2"])
-        .arg("--resume")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let resumed = pipeline("--resume").output().unwrap();
     let log = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{log}");
     assert_eq!(

@@ -31,11 +31,16 @@ fn rl(model: &Path, out: &Path) -> Command {
 }
 
 fn rl_steps(model: &Path, out: &Path, steps: u64) -> Command {
+    rl_into("--output", model, out, steps)
+}
+
+/// The small run of `steps` steps with `place` (`--output` or `--resume`) `dir`.
+fn rl_into(place: &str, model: &Path, dir: &Path, steps: u64) -> Command {
     let mut cmd = mathrl();
     cmd.args(["--recipe", "qwen25-math-rl", "--model"])
         .arg(model)
-        .arg("--output")
-        .arg(out)
+        .arg(place)
+        .arg(dir)
         .args(["--max-steps", &steps.to_string()]);
     for set in SMALL {
         cmd.args(["--set", set]);
@@ -291,15 +296,7 @@ fn a_run_resumed_with_resume_equals_an_uninterrupted_one_bit_for_bit() {
     with_inputs(&mut cmd);
     run_ok(&mut cmd);
     // Resumed by naming the run directory only: the run continues there.
-    let mut cmd = mathrl();
-    cmd.args(["--recipe", "qwen25-math-rl", "--model"])
-        .arg(&model)
-        .arg("--resume")
-        .arg(&halves)
-        .args(["--max-steps", "4"]);
-    for set in SMALL {
-        cmd.args(["--set", set]);
-    }
+    let mut cmd = rl_into("--resume", &model, &halves, 4);
     with_inputs(&mut cmd);
     let log = run_ok(&mut cmd);
     assert!(log.contains("resumed from"), "{log}");

@@ -128,13 +128,14 @@ fn rm_retraining_writes_a_reward_model_and_resumes() {
     let problems: Vec<_> = task.problems(Split::Train).take(16).collect();
     let data = tmp.path().join("qa.jsonl");
     write_question_answer_jsonl(&data, &problems).unwrap();
-    let rm = |out: &Path| {
+    // `--output DIR`, or `--resume DIR` to continue the run there.
+    let rm = |place: &str, out: &Path| {
         let mut cmd = mathrl();
         cmd.args(["--recipe", "rm-retraining", "--model"])
             .arg(&model)
             .arg("--data")
             .arg(&data)
-            .arg("--output")
+            .arg(place)
             .arg(out)
             .args([
                 "--set",
@@ -149,7 +150,7 @@ fn rm_retraining_writes_a_reward_model_and_resumes() {
         cmd
     };
     let whole = tmp.path().join("whole");
-    run_ok(&mut rm(&whole));
+    run_ok(&mut rm("--output", &whole));
     assert_hf_layout(&whole.join("rm"), "Qwen2ForRewardModel");
     let s = summary(&whole);
     assert_eq!(s["samples"], 64);
@@ -164,27 +165,9 @@ fn rm_retraining_writes_a_reward_model_and_resumes() {
     // Stopped after step 2, resumed by naming the run: the samples are read back, not drawn
     // again, and the RM ends where the uninterrupted run's did.
     let halves = tmp.path().join("halves");
-    run_ok(rm(&halves).args(["--max-steps", "2"]));
+    run_ok(rm("--output", &halves).args(["--max-steps", "2"]));
     assert_eq!(summary(&halves)["steps"], 2);
-    let log = run_ok(
-        mathrl()
-            .args(["--recipe", "rm-retraining", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&data)
-            .arg("--resume")
-            .arg(&halves)
-            .args([
-                "--set",
-                "samples_per_query=4",
-                "--set",
-                "max_new_tokens=160",
-            ])
-            .args(["--set", "temperature=1.0", "--set", "top_p=1.0"])
-            .args(["--set", "eval_queries=2", "--set", "queries_per_step=2"])
-            .args(["--set", "epochs=2", "--set", "checkpoint_every=1"])
-            .args(["--set", "keep_checkpoints=0"]),
-    );
+    let log = run_ok(&mut rm("--resume", &halves));
     assert!(
         log.contains("labelled samples read back") && log.contains("resumed"),
         "{log}"

@@ -17,8 +17,8 @@ use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
 use mathrl_learners::{
-    read_trainer_state, without_keys, CheckpointConfig, ResumeConfig, RmConfig, RmLearner, RmQuery,
-    RunIdentity, RunState, SeededRng,
+    without_keys, CheckpointConfig, ResumeConfig, RmConfig, RmLearner, RmQuery, RunIdentity,
+    RunState, SeededRng,
 };
 use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
-use crate::resume::ResumeFrom;
+use crate::resume::checked_start;
 use crate::run::{print_summary, require_dir, RunContext};
 
 /// Settings of the `rm-retraining` recipe.
@@ -302,7 +302,6 @@ pub fn retrain_rm(
         config.checkpoint_every,
         config.keep_checkpoints,
     );
-    let resume_from = ResumeFrom::start(run.resume.as_ref(), &checkpoints.dir)?;
     let identity = RunIdentity::new(
         run.seed,
         run.data_file.as_deref(),
@@ -312,10 +311,12 @@ pub fn retrain_rm(
             .collect::<Result<Vec<_>, _>>()?,
         without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
     );
-    if let Some(dir) = &resume_from {
-        let recorded = read_trainer_state(dir)?.run.identity;
-        identity.check_resume(recorded.as_ref(), dir, config.resume)?;
-    }
+    let resume_from = checked_start(
+        run.resume.as_ref(),
+        &checkpoints.dir,
+        &identity,
+        config.resume,
+    )?;
     // Sampling is most of the run's cost: a resumed run reads its samples back.
     let cache = checkpoints.dir.join("samples.jsonl");
     let read = match &resume_from {

@@ -12,15 +12,14 @@ use mathrl_learners::sft_data::{
     load_conversations, tokenize_conversation, Conversation, SftExample, ShuffledLoader,
 };
 use mathrl_learners::{
-    read_trainer_state, without_keys, CheckpointConfig, Decay, LrSchedule, ResumeConfig,
-    RunIdentity, RunState,
+    without_keys, CheckpointConfig, Decay, LrSchedule, ResumeConfig, RunIdentity, RunState,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
-use crate::resume::ResumeFrom;
+use crate::resume::checked_start;
 use crate::run::{print_summary, RunContext};
 
 /// Settings of the `sft` recipe.
@@ -197,18 +196,21 @@ pub fn train_sft(
         config.checkpoint_every,
         config.keep_checkpoints,
     );
-    let resume_from = ResumeFrom::start(run.resume.as_ref(), &checkpoints.dir)?;
     let identity = RunIdentity::new(
         run.seed,
         run.data_file.as_deref(),
         examples.iter().map(example_bytes),
         without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
     );
+    let resume_from = checked_start(
+        run.resume.as_ref(),
+        &checkpoints.dir,
+        &identity,
+        config.resume,
+    )?;
     let mut learner = SftLearner::new(policy, config.learner, run.metrics.clone())?;
     let mut loader = ShuffledLoader::new(train_set.len(), run.seed);
     if let Some(dir) = &resume_from {
-        let recorded = read_trainer_state(dir)?.run.identity;
-        identity.check_resume(recorded.as_ref(), dir, config.resume)?;
         let state = learner
             .restore(dir)
             .with_context(|| format!("resuming from {}", dir.display()))?;
