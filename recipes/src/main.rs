@@ -1,5 +1,7 @@
 //! The `mathrl` binary: parses the command line and runs a recipe from the registry.
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::Parser;
 use mathrl_recipes::cli::{Cli, Command};
@@ -11,6 +13,8 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     cli.resolve_hub_ids()?;
     if let Some(Command::Worker(args)) = &cli.command {
