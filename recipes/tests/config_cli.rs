@@ -124,20 +124,27 @@ fn unknown_keys_name_the_nearest_key_in_any_section() {
 fn a_bad_trainer_setting_fails_before_the_run_directory_exists() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("run");
-    for (set, named) in [
-        ("trainer.prompts_per_step=0", "prompts_per_step"),
-        ("grpo.micro_batch_size=0", "micro_batch_size"),
-        ("reward.rm_batch_size=0", "rm_batch_size"),
+    for (sets, named) in [
+        (&["trainer.prompts_per_step=0"][..], "prompts_per_step"),
+        (&["grpo.micro_batch_size=0"], "micro_batch_size"),
+        (&["reward.rm_batch_size=0"], "rm_batch_size"),
+        (
+            &["query_filter.enabled=true", "query_filter.min_correct=9"],
+            "min_correct",
+        ),
     ] {
         let started = std::time::Instant::now();
-        let out = mathrl(&[
+        let mut args = vec![
             "--recipe",
             "qwen25-math-rl",
             "--output",
             output.to_str().unwrap(),
-            "--set",
-            set,
-        ]);
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = mathrl(&args);
+        let set = sets.join(" ");
         assert!(!out.status.success(), "{set}");
         let err = stderr(&out);
         assert!(err.contains(named), "{set}: {err}");

@@ -443,6 +443,7 @@ pub fn validate(config: &RlConfig, cli: &Cli) -> Result<()> {
     };
     section("trainer", trainer.map_err(|e| e.to_string()))?;
     section("reward", config.reward.validate())?;
+    section("query_filter", config.query_filter.validate())?;
     crate::cluster::cluster_config(cli, None)?;
     Ok(())
 }
