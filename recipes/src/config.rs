@@ -379,8 +379,10 @@ mod tests {
 
     #[test]
     fn markdown_table_has_a_row_per_key_with_pipes_escaped() {
-        let mut c = Outer::default();
-        c.name = "a|b".into();
+        let c = Outer {
+            name: "a|b".into(),
+            ..Outer::default()
+        };
         let table = markdown_table(&c).unwrap();
         assert_eq!(
             table,

@@ -186,8 +186,10 @@ mod tests {
 
     #[test]
     fn documented_toml_parses_back_less_the_keys_the_recipe_sets() {
-        let mut config = SftRecipeConfig::default();
-        config.steps = 11;
+        let config = SftRecipeConfig {
+            steps: 11,
+            ..SftRecipeConfig::default()
+        };
         let keys = dotted_keys(&config).unwrap();
         let set = keys_set_by_recipe("sft", &keys);
         assert!(!set.is_empty(), "the schedule sets the optimizer's lr");
