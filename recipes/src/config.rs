@@ -68,6 +68,8 @@ pub fn resolve_from<C: Serialize + DeserializeOwned>(
 ) -> Result<C> {
     let mut table =
         Table::try_from(base).context("a recipe's default config must serialise to TOML")?;
+    let mut known = Vec::new();
+    leaf_keys(&table, "", &mut known);
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
@@ -80,7 +82,7 @@ pub fn resolve_from<C: Serialize + DeserializeOwned>(
             moved(&key).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         }
         merge(&mut table, overrides);
-        from_table::<C>(&table).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        from_table::<C>(&table, &known).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     }
     for set in sets {
         let (key, raw) = set
@@ -89,14 +91,49 @@ pub fn resolve_from<C: Serialize + DeserializeOwned>(
         moved(key.trim()).map_err(|e| anyhow!("--set {set}: {e}"))?;
         let value = parse_value(raw.trim());
         set_path(&mut table, key.trim(), value).map_err(|e| anyhow!("--set {set}: {e}"))?;
-        from_table::<C>(&table).map_err(|e| anyhow!("--set {set}: {e}"))?;
+        from_table::<C>(&table, &known).map_err(|e| anyhow!("--set {set}: {e}"))?;
     }
-    from_table(&table)
+    from_table(&table, &known)
 }
 
 /// The resolved config as TOML, every field shown.
 pub fn to_toml<C: Serialize>(config: &C) -> Result<String> {
     Ok(toml::to_string_pretty(config)?)
+}
+
+/// The dotted keys of every value of `config` (`grpo.loss.beta`), sorted.
+pub fn dotted_keys<C: Serialize>(config: &C) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    leaf_keys(&Table::try_from(config)?, "", &mut keys);
+    Ok(keys)
+}
+
+/// `config` as a markdown table of key | value, sorted by key (TensorBoard's `hyperparameters`
+/// text).
+pub fn markdown_table<C: Serialize>(config: &C) -> Result<String> {
+    let mut rows = Vec::new();
+    leaf_values(&Table::try_from(config)?, "", &mut rows);
+    let mut out = String::from("| key | value |\n|---|---|\n");
+    for (key, value) in rows {
+        let value = value.to_string().replace('|', "\\|");
+        out.push_str(&format!("| {key} | {value} |\n"));
+    }
+    Ok(out)
+}
+
+/// Every leaf of `table` with its dotted path under `prefix`.
+fn leaf_values(table: &Table, prefix: &str, out: &mut Vec<(String, Value)>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Table(t) => leaf_values(t, &path, out),
+            _ => out.push((path, value.clone())),
+        }
+    }
 }
 
 /// A `--set` value: TOML if it parses as one (`3`, `1e-5`, `true`, `"x"`, `[1, 2]`), else a string.
@@ -139,33 +176,49 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
-/// Deserialises, naming the key of any error and the nearest known key of an unknown one.
-fn from_table<C: DeserializeOwned>(table: &Table) -> Result<C> {
+/// Deserialises, naming the key of any error and, for an unknown key, the nearest of `known`
+/// (the defaults' dotted keys, across sections).
+fn from_table<C: DeserializeOwned>(table: &Table, known: &[String]) -> Result<C> {
     let value = Value::Table(table.clone());
     serde_path_to_error::deserialize::<_, C>(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
-        if let Some(unknown) = unknown_field(&inner) {
-            let prefix = path
-                .rsplit_once('.')
-                .map(|(p, _)| format!("{p}."))
-                .unwrap_or_default();
-            let prefix = if path == unknown || path == "?" || path == "." {
-                String::new()
-            } else {
-                prefix
-            };
-            let known = expected_fields(&inner);
-            match nearest(&unknown, &known) {
-                Some(near) => anyhow!(
-                    "unknown config key `{prefix}{unknown}`; did you mean `{prefix}{near}`?"
-                ),
-                None => anyhow!("unknown config key `{prefix}{unknown}`"),
-            }
-        } else {
-            anyhow!("config key `{path}`: {inner}")
+        let Some(unknown) = unknown_field(&inner) else {
+            return anyhow!("config key `{path}`: {inner}");
+        };
+        let prefix = match path.rsplit_once('.') {
+            Some((p, _)) if path != unknown && path != "?" && path != "." => format!("{p}."),
+            _ => String::new(),
+        };
+        let key = format!("{prefix}{unknown}");
+        // Keys serde lists for this section: an `Option` key whose default is `None` is missing
+        // from the serialised defaults.
+        let mut candidates: Vec<String> = expected_fields(&inner)
+            .into_iter()
+            .map(|field| format!("{prefix}{field}"))
+            .collect();
+        candidates.extend(known.iter().cloned());
+        match nearest_key(&key, &candidates) {
+            Some(near) => anyhow!("unknown config key `{key}`; did you mean `{near}`?"),
+            None => anyhow!("unknown config key `{key}`"),
         }
     })
+}
+
+/// The dotted key of `candidates` nearest to `key`: one with the same last segment first (`grpo.beta`
+/// → `grpo.loss.beta`), else the nearest last segment, ties broken by the whole key's distance.
+pub fn nearest_key(key: &str, candidates: &[String]) -> Option<String> {
+    let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+    let wanted = last(key);
+    candidates
+        .iter()
+        .map(|c| {
+            let distance = edit_distance(&wanted, &last(c));
+            (distance, edit_distance(key, c), c)
+        })
+        .filter(|(d, _, c)| *d <= last(c).len().max(wanted.len()) / 2)
+        .min_by_key(|(d, full, _)| (*d, *full))
+        .map(|(_, _, c)| c.clone())
 }
 
 /// The field of serde's "unknown field `x`, expected ..." message.
@@ -295,6 +348,46 @@ mod tests {
         assert!(
             err.contains("c.toml") && err.contains("grpo.bta") && err.contains("grpo.beta"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_nearest_key_of_another_section() {
+        let err = resolve::<Outer>(None, &["beta=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--set beta=0: unknown config key `beta`; did you mean `grpo.beta`?"
+        );
+        let err = resolve::<Outer>(None, &["grpo.group_size=4".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--set grpo.group_size=4: unknown config key `grpo.group_size`; did you mean \
+             `group_size`?"
+        );
+        // Same last segment wins over a nearer whole key.
+        let keys = ["grpo.beta1", "grpo.loss.beta"].map(String::from);
+        assert_eq!(
+            nearest_key("grpo.beta", &keys).as_deref(),
+            Some("grpo.loss.beta")
+        );
+        assert_eq!(nearest_key("zzz", &keys), None);
+    }
+
+    #[test]
+    fn markdown_table_has_a_row_per_key_with_pipes_escaped() {
+        let c = Outer {
+            name: "a|b".into(),
+            ..Outer::default()
+        };
+        let table = markdown_table(&c).unwrap();
+        assert_eq!(
+            table,
+            "| key | value |\n|---|---|\n| group_size | 32 |\n| grpo.beta | 0.001 |\n\
+             | grpo.lr | 0.00001 |\n| name | \"a\\|b\" |\n"
         );
     }
 

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cli::Cli;
-use crate::config::{resolve_from, to_toml};
+use crate::config::{dotted_keys, markdown_table, resolve_from, to_toml};
+use crate::config_docs::{annotate, ConfigDocs};
+use crate::recipe_flags::keys_set_by_recipe;
 use crate::run::{require_dir, RunContext};
 
 /// A recipe whose config is resolved and which has not started its run yet.
@@ -50,8 +52,17 @@ where
 {
     let mut config: C = resolve_from(base, cli.config.as_deref(), &cli.sets)?;
     flags(&mut config);
+    let set_by_recipe = keys_set_by_recipe(recipe, &dotted_keys(&config)?);
+    for set in &cli.sets {
+        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+        if let Some((_, by)) = set_by_recipe.iter().find(|(k, _)| k == key) {
+            tracing::warn!(
+                "--set {set}: {recipe} sets `{key}` itself from {by}; the value is ignored"
+            );
+        }
+    }
     if cli.print_config {
-        print!("{}", to_toml(&config)?);
+        print!("{}", documented_toml(&config, &set_by_recipe)?);
         return Ok(None);
     }
     Ok(Some(Prepared {
@@ -59,6 +70,19 @@ where
         recipe,
         config,
     }))
+}
+
+/// `config` as TOML with each key's doc comment above it and the keys of `set_by_recipe`
+/// commented out (what `--print-config` prints).
+pub fn documented_toml<C: Serialize>(
+    config: &C,
+    set_by_recipe: &[(String, String)],
+) -> Result<String> {
+    let set: Vec<(&str, &str)> = set_by_recipe
+        .iter()
+        .map(|(k, by)| (k.as_str(), by.as_str()))
+        .collect();
+    Ok(annotate(&to_toml(config)?, &ConfigDocs::of::<C>(), &set))
 }
 
 impl<'a, C: Serialize> Prepared<'a, C> {
@@ -88,12 +112,17 @@ impl<'a, C: Serialize> Prepared<'a, C> {
     }
 
     /// [`Prepared::start`] with another command line (a stage of a recipe, in its own directory).
+    /// The config also goes to the metrics as the `hyperparameters` text (a key | value table).
     pub fn start_with(&self, cli: &Cli) -> Result<RunContext> {
         let run = RunContext::new(cli, self.recipe)?;
         let path = run.path("config.toml");
-        let text = crate::resume::config_header(self.recipe) + &to_toml(&self.config)?;
+        // Every key stays (documented, not commented out), so the file parses back to exactly
+        // this config; the header line is what `--resume` reads the recipe from.
+        let text = crate::resume::config_header(self.recipe) + &documented_toml(&self.config, &[])?;
         mathrl::policy::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
+        run.metrics
+            .text("hyperparameters", 0, &markdown_table(&self.config)?);
         Ok(run)
     }
 }
@@ -121,13 +150,61 @@ mod tests {
         let err = recipe.data_file("FILE.jsonl").unwrap_err().to_string();
         assert_eq!(err, "sft needs --data FILE.jsonl");
 
-        recipe.start().unwrap();
+        let run = recipe.start().unwrap();
         let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
         let again: SftRecipeConfig = toml::from_str(&written).unwrap();
         assert_eq!(
             again, recipe.config,
             "config.toml holds the resolved config"
         );
+        assert_eq!(
+            written.lines().next().unwrap(),
+            crate::resume::config_header("sft").trim_end()
+        );
+        assert!(
+            written.contains("# Optimisation steps"),
+            "config.toml documents its keys:\n{written}"
+        );
+
+        run.metrics.flush().unwrap();
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let text = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["tag"] == "hyperparameters")
+            .expect("a hyperparameters text")["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(text.starts_with("| key | value |\n|---|---|\n"), "{text}");
+        assert!(text.contains("\n| steps | 7 |\n"), "{text}");
+        assert_eq!(
+            text.lines().count() - 2,
+            dotted_keys(&recipe.config).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn documented_toml_parses_back_less_the_keys_the_recipe_sets() {
+        let config = SftRecipeConfig {
+            steps: 11,
+            ..SftRecipeConfig::default()
+        };
+        let keys = dotted_keys(&config).unwrap();
+        let set = keys_set_by_recipe("sft", &keys);
+        assert!(!set.is_empty(), "the schedule sets the optimizer's lr");
+        let text = documented_toml(&config, &set).unwrap();
+        let again: SftRecipeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(again, config);
+        let doc_lines = text.lines().filter(|l| l.starts_with("# ")).count();
+        assert!(doc_lines >= keys.len(), "{text}");
+        for (key, _) in &set {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("\n# {leaf} = ")),
+                "{key} not commented out:\n{text}"
+            );
+        }
     }
 
     #[test]

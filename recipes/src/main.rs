@@ -3,13 +3,15 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use mathrl_recipes::cli::{Cli, Command};
+use mathrl_recipes::recipe_flags::{given_flags, ignored_flags};
 use mathrl_recipes::{cluster, find_recipe, recipes};
 
 fn main() -> Result<()> {
     mathrl::device::pin_cpu_threads();
-    let mut cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
@@ -30,6 +32,12 @@ fn main() -> Result<()> {
         anyhow::bail!("no recipe given: pass --recipe NAME (see --list-recipes)");
     };
     let recipe = find_recipe(name)?;
+    for flag in ignored_flags(recipe.name, &given_flags(&matches)) {
+        tracing::warn!(
+            "{flag} is not read by recipe {}: it has no effect",
+            recipe.name
+        );
+    }
     mathrl_recipes::resume::resolve_resume(&mut cli, recipe.name)?;
     (recipe.run)(&cli)
 }

@@ -3,7 +3,7 @@
 //! with the `qwen25-math` checker profile.
 //!
 //! `mathrl --recipe eval [--model DIR] [--datasets gsm8k,math500] [--limit N] [--data-dir DIR]
-//! [--rm DIR] [--set modes=["cot","maj@8"]]` prints a table (dataset, n, accuracy, mode), writes
+//! [--rm DIR] [--set 'modes=["cot","maj@8"]']` prints a table (dataset, n, accuracy, mode), writes
 //! `<output>/eval.json` = `{"results": [{"dataset", "mode", "n", "accuracy"}]}`, the picked
 //! responses as `<output>/responses/<dataset>.<mode>.jsonl`, and the table to TensorBoard
 //! (scalars `eval/<dataset>/<mode>` and a text table). Without `--model` it evaluates the

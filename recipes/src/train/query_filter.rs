@@ -43,6 +43,29 @@ impl Default for QueryFilterConfig {
     }
 }
 
+impl QueryFilterConfig {
+    /// Checks the ranges when the filter is on; the error names the key. A window no count can
+    /// fall in would drop every query, which the run would only find out after sampling them.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.samples == 0 || self.max_new_tokens == 0 {
+            return Err("samples and max_new_tokens must be at least 1".into());
+        }
+        if self.min_correct > self.max_correct || self.min_correct > self.samples {
+            return Err(format!(
+                "min_correct ({}) must be at most max_correct ({}) and samples ({})",
+                self.min_correct, self.max_correct, self.samples
+            ));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!("temperature must be > 0, not {}", self.temperature));
+        }
+        Ok(())
+    }
+}
+
 /// The queries of `items` whose correct-response count lies in `[min_correct, max_correct]`.
 pub fn filter_queries(
     policy: &Policy,

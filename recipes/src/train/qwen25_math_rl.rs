@@ -69,6 +69,17 @@ impl Default for RewardConfig {
 }
 
 impl RewardConfig {
+    /// Checks the ranges; the error names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !self.alpha.is_finite() {
+            return Err(format!("alpha must be finite, not {}", self.alpha));
+        }
+        if self.rm_batch_size == 0 {
+            return Err("rm_batch_size must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// The reward of a run: shaped with the RM when one is available and `use_rm`, the checker
     /// alone otherwise.
     pub fn spec(&self, rm_available: bool) -> RewardSpec {
@@ -230,6 +241,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = recipe.config.clone();
+    validate(&config, cli)?;
     let identity_config = without_keys(serde_json::to_value(&config)?, RESUMABLE_KEYS);
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
@@ -252,8 +264,6 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
-    // Checked before the model loads, so a bad --listen fails at once.
-    crate::cluster::cluster_config(cli, None)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
 
@@ -406,6 +416,35 @@ pub fn run(cli: &Cli) -> Result<()> {
             ("checkpoints", run.path("checkpoints").display().to_string()),
         ],
     );
+    Ok(())
+}
+
+/// Checks every section of the config and the cluster flags, before the run directory exists and
+/// any model loads: a bad setting fails at once, not after the before-evaluation (minutes).
+pub fn validate(config: &RlConfig, cli: &Cli) -> Result<()> {
+    let section = |name: &str, result: std::result::Result<(), String>| {
+        result.map_err(|e| anyhow::anyhow!("config section `{name}`: {e}"))
+    };
+    section("grpo", config.grpo.validate().map_err(|e| e.to_string()))?;
+    section(
+        "grpo.train_step.schedule",
+        config
+            .grpo
+            .train_step
+            .schedule
+            .validate()
+            .map_err(|e| e.to_string()),
+    )?;
+    // With --listen the local pools may be empty: remote workers fill them.
+    let trainer = if cli.listen.is_some() {
+        config.trainer.validate_with_remote_workers()
+    } else {
+        config.trainer.validate()
+    };
+    section("trainer", trainer.map_err(|e| e.to_string()))?;
+    section("reward", config.reward.validate())?;
+    section("query_filter", config.query_filter.validate())?;
+    crate::cluster::cluster_config(cli, None)?;
     Ok(())
 }
 
