@@ -80,6 +80,27 @@ fn inputs(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf, std:
     (model, rm, data)
 }
 
+/// The bytes of the run's TensorBoard event files.
+fn event_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents")
+        {
+            bytes.extend(std::fs::read(path).unwrap());
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn steps_of(scalars: &[(u64, f32)]) -> Vec<u64> {
     scalars.iter().map(|s| s.0).collect()
 }
@@ -129,6 +150,21 @@ fn eval_data_is_evaluated_every_step_without_changing_the_trained_weights() {
     );
     // The run without evaluation logged none.
     assert!(event_scalars(&plain, "eval/heldout-qa/accuracy").is_empty());
+    // The event file also holds the settings for the HParams tab and the per-step reward and
+    // advantage histograms (their encoding is read back by TensorBoard in
+    // tests/tensorboard_readback.rs).
+    let events = event_bytes(&evaluated);
+    for needle in [
+        "_hparams_/session_start_info",
+        "grpo.loss.beta",
+        "train/rewards",
+        "train/advantages",
+    ] {
+        assert!(
+            contains(&events, needle.as_bytes()),
+            "no {needle} in the event file"
+        );
+    }
 
     // Evaluating read the published weights only: the trained weights are the same bits.
     let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
