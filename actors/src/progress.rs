@@ -69,6 +69,6 @@ pub struct PolicyWatch {
 impl PolicyWatch {
     /// Whether the observer is due after `step`.
     pub fn due(&self, step: u64) -> bool {
-        self.every > 0 && step % self.every == 0
+        self.every > 0 && step.is_multiple_of(self.every)
     }
 }

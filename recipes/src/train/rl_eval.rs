@@ -121,7 +121,8 @@ impl RlEvaluator {
                 continue;
             }
             let mut mode = EvalMode::greedy_cot(self.max_new_tokens);
-            mode.questions_per_batch = set.items.len().max(1).min(64);
+            // Questions share one KV cache per batch: a whole large set at once could not fit.
+            mode.questions_per_batch = set.items.len().clamp(1, 64);
             match evaluate(
                 policy,
                 &self.tokenizer,
