@@ -2,7 +2,7 @@
 //! `EventAccumulator` (`tests/tensorboard_readback.py`). Without a Python `tensorboard` the test
 //! notes it and passes, unless `MATHRL_REQUIRE_TENSORBOARD=1` (as in CI).
 
-use mathrl::metrics::TensorBoardSink;
+use mathrl::metrics::{HParamValue, TensorBoardSink};
 use mathrl::Metrics;
 use serde_json::json;
 use std::path::Path;
@@ -25,7 +25,7 @@ fn tensorboard_available() -> bool {
 }
 
 #[test]
-fn tensorboard_reads_back_every_scalar_and_text() {
+fn tensorboard_reads_back_every_scalar_text_histogram_and_hparam() {
     if !tensorboard_available() {
         return;
     }
@@ -95,15 +95,57 @@ fn tensorboard_reads_back_every_scalar_and_text() {
         metrics.text(tag, step, text);
         texts.push(json!({"tag": tag, "step": step, "text": text}));
     }
+    // The run's settings, and per-step distributions (one with a NaN, left out; one all equal).
+    metrics.hparams(&[
+        ("grpo.loss.beta".to_string(), HParamValue::Number(0.001)),
+        ("trainer.seed".to_string(), HParamValue::Number(3.0)),
+        ("dtype".to_string(), HParamValue::Text("bf16".into())),
+        (
+            "grpo.filter_zero_variance_groups".to_string(),
+            HParamValue::Bool(true),
+        ),
+    ]);
+    let hparams = json!({
+        "grpo.loss.beta": 0.001, "trainer.seed": 3.0, "dtype": "bf16",
+        "grpo.filter_zero_variance_groups": true,
+    });
+    let distributions: [(&str, u64, Vec<f64>); 3] = [
+        ("train/rewards", 1, vec![0.0, 1.0, 1.0, 0.25, f64::NAN]),
+        ("train/rewards", 2, vec![1.0; 6]),
+        (
+            "train/advantages",
+            1,
+            (0..97).map(|i| (i as f64 * 0.37).sin()).collect(),
+        ),
+    ];
+    let mut histograms = Vec::new();
+    for (tag, step, values) in distributions {
+        metrics.histogram(tag, step, &values);
+        let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        histograms.push(json!({
+            "tag": tag, "step": step, "num": finite.len(),
+            "min": finite.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            "sum": finite.iter().sum::<f64>(),
+        }));
+    }
     assert_eq!(metrics.write_failures(), 0);
     drop(metrics); // the last records reach the disk on drop
 
-    let (stdout, passed) = read_back(
-        dir.path(),
-        &log_dir,
-        &json!({"scalars": scalars, "texts": texts}),
-    );
+    let mut expected = json!({
+        "scalars": scalars, "texts": texts, "histograms": histograms, "hparams": hparams,
+    });
+    let (stdout, passed) = read_back(dir.path(), &log_dir, &expected);
     assert!(passed, "TensorBoard read back something else:\n{stdout}");
+
+    // A wrong hyperparameter or histogram count is noticed too.
+    expected["hparams"]["trainer.seed"] = json!(4.0);
+    expected["histograms"][2]["num"] = json!(96);
+    let (stdout, passed) = read_back(dir.path(), &log_dir, &expected);
+    assert!(
+        !passed && stdout.contains("2 mismatch(es)"),
+        "the checker missed planted errors:\n{stdout}"
+    );
 
     // The checker itself must notice a value off by 1e-4 (relative) and a changed character.
     scalars[7]["value"] = json!(scalars[7]["value"].as_f64().unwrap() * (1.0 + 1e-4));

@@ -63,7 +63,7 @@ pub use config::{SyncMode, TrainerConfig};
 pub use error::{Error, Result};
 pub use event::{Place, Role, WorkerId};
 pub use mathrl::data::QaRecord;
-pub use progress::{StepObserver, StepSummary};
+pub use progress::{PolicyObserver, PolicyWatch, StepObserver, StepSummary};
 pub use prompt::PromptStream;
 pub use report::{GroupRecord, StepRecord, TrainReport, UnscoredCompletion};
 pub use stop::StopHandle;

@@ -50,3 +50,25 @@ impl StepSummary {
 
 /// Told of every trained step (on the thread that runs [`crate::Trainer::run`]).
 pub type StepObserver = Box<dyn FnMut(&StepSummary) + Send>;
+
+/// Shown the policy before the first step and after every `every`-th trained step, with the
+/// step: the frozen copy the
+/// learner published for the rollouts, never the learner's own weights (evaluation during RL).
+/// It runs on the coordinator thread while training waits, so it sees each version exactly once
+/// and cannot touch what the run computes.
+pub type PolicyObserver = Box<dyn FnMut(u64, &mathrl::Policy) + Send>;
+
+/// A [`PolicyObserver`] and how often it is called (in trained steps; 0 = never).
+pub struct PolicyWatch {
+    /// Called after steps that are multiples of this (and before the first step).
+    pub every: u64,
+    /// The observer.
+    pub observer: PolicyObserver,
+}
+
+impl PolicyWatch {
+    /// Whether the observer is due after `step`.
+    pub fn due(&self, step: u64) -> bool {
+        self.every > 0 && step.is_multiple_of(self.every)
+    }
+}

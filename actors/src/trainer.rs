@@ -40,10 +40,10 @@ use crate::cluster::host::Host;
 use crate::cluster::protocol::Setup;
 use crate::cluster::{ClusterConfig, RemoteWorkers};
 use crate::config::TrainerConfig;
-use crate::coordinator::{Coordinator, EncodedPrompt, Ending, Wiring};
+use crate::coordinator::{Coordinator, EncodedPrompt, Ending, ModelShape, Wiring};
 use crate::event::{Role, WorkerId};
 use crate::learner::LearnerThread;
-use crate::progress::StepObserver;
+use crate::progress::{PolicyObserver, PolicyWatch, StepObserver};
 use crate::prompt::PromptStream;
 use crate::report::TrainReport;
 use crate::reward::{RewardActor, RewardSetup};
@@ -67,6 +67,7 @@ pub struct Trainer {
     identity: IdentitySource,
     resume_from: Option<PathBuf>,
     observer: Option<StepObserver>,
+    policy_watch: Option<PolicyWatch>,
 }
 
 /// What the run's identity is made of besides its seed and prompts ([`Trainer::with_identity`]).
@@ -104,6 +105,7 @@ impl Trainer {
             identity: IdentitySource::default(),
             resume_from: None,
             observer: None,
+            policy_watch: None,
         })
     }
 
@@ -172,6 +174,15 @@ impl Trainer {
     /// Tells `observer` of every trained step (a progress bar, a line per step).
     pub fn with_step_observer(mut self, observer: StepObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Shows `observer` the policy published after every `every`-th step (0: never), e.g. to
+    /// evaluate it. It is called on the coordinator's thread while training waits, with the
+    /// frozen copy the rollouts sample from: it cannot change the weights, the prompt order or
+    /// any random stream, so a seeded run trains the same with or without it.
+    pub fn with_policy_observer(mut self, every: u64, observer: PolicyObserver) -> Self {
+        self.policy_watch = Some(PolicyWatch { every, observer });
         self
     }
 
@@ -284,6 +295,11 @@ impl Trainer {
         let remote = host
             .as_ref()
             .map_or_else(RemoteWorkers::none, Host::workers);
+        let shape = ModelShape {
+            config: self.learner.policy().config().clone(),
+            device: self.learner.policy().device().clone(),
+            dtype: self.learner.policy().dtype(),
+        };
         let learner = LearnerThread::spawn(self.learner, publisher, learner_tx)?;
 
         let coordinator = Coordinator::new(
@@ -306,7 +322,8 @@ impl Trainer {
             initial_checksum,
         )
         .with_identity(identity)
-        .with_observer(self.observer.take());
+        .with_observer(self.observer.take())
+        .with_policy_watch(self.policy_watch.take(), shape);
         let outcome = coordinator.run();
 
         if let Some(host) = host {

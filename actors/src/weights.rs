@@ -72,6 +72,26 @@ impl std::fmt::Debug for PublishedWeights {
     }
 }
 
+impl PublishedWeights {
+    /// These weights as a frozen policy: the shared local copy when there is one, otherwise
+    /// decoded (and checksum-verified) from the bytes on `device` with `config` and `dtype`.
+    pub fn policy(
+        &self,
+        config: &Qwen2Config,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Arc<Policy>> {
+        match (&self.local, &self.wire) {
+            (Some(local), _) => Ok(local.clone()),
+            (None, Some(wire)) => Ok(Arc::new(wire.to_policy(config, device, dtype)?)),
+            (None, None) => Err(Error::Weights {
+                version: self.version,
+                message: "published without a local copy or bytes".into(),
+            }),
+        }
+    }
+}
+
 /// How the learner publishes its weights: which forms it makes (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Publisher {

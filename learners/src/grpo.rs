@@ -296,6 +296,7 @@ impl GrpoLearner {
 
         // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
         let rows = self.rows_with_advantages(&batch, &mut report)?;
+        self.log_distributions(&batch, &rows, step);
 
         // 2. Padded micro-batches, bounded in rows and tokens, and the step's loss normaliser.
         let micro_batches = micro_batches(
@@ -550,6 +551,20 @@ impl GrpoLearner {
 
     fn skipped_updates(&self) -> u64 {
         self.core.skipped_steps() + self.steps_without_tokens
+    }
+
+    /// Histograms of the step's rewards (every completion) and of the advantages the loss
+    /// sees (the rows kept for training): a mean hides a bimodal reward or a collapsed spread.
+    fn log_distributions(&self, batch: &RolloutBatch, rows: &[Row<'_>], step: u64) {
+        let rewards: Vec<f64> = batch
+            .groups
+            .iter()
+            .flat_map(|g| g.rewards.iter().map(|&r| f64::from(r)))
+            .collect();
+        self.metrics.histogram("train/rewards", step, &rewards);
+        let advantages: Vec<f64> = rows.iter().map(|r| f64::from(r.advantage)).collect();
+        self.metrics
+            .histogram("train/advantages", step, &advantages);
     }
 
     fn log(&self, r: &GrpoStepReport) {

@@ -359,6 +359,57 @@ fn zero_variance_groups_are_counted_and_can_be_dropped() -> Result<()> {
 }
 
 #[test]
+fn rewards_and_the_trained_advantages_are_logged_as_histograms() -> Result<()> {
+    use std::f64::consts::FRAC_1_SQRT_2;
+    let flat = || {
+        group(
+            vec![1.0, 1.0],
+            vec![
+                completion(&[8, 9], &[false; 2]),
+                completion(&[10], &[false]),
+            ],
+        )
+    };
+    let varied = || {
+        group(
+            vec![0.0, 1.0],
+            vec![
+                completion(&[11, 12], &[false; 2]),
+                completion(&[14], &[false]),
+            ],
+        )
+    };
+    for filter in [false, true] {
+        let sink = MemorySink::new();
+        let mut c = config(0.0, 1e-3);
+        c.filter_zero_variance_groups = filter;
+        let policy = tiny_policy(Trainable::Yes)?;
+        let mut learner = GrpoLearner::new(policy, None, c, Metrics::new(sink.clone()))?;
+        learner.step(RolloutBatch {
+            groups: vec![flat(), varied()],
+        })?;
+        assert_eq!(
+            sink.histograms("train/rewards"),
+            vec![(1, vec![1.0, 1.0, 0.0, 1.0])]
+        );
+        let advantages = sink.histograms("train/advantages");
+        assert_eq!(advantages.len(), 1);
+        let (step, values) = &advantages[0];
+        assert_eq!(*step, 1);
+        // The flat group's advantages are 0 and only reach the loss when it is kept; the
+        // varied group's are ∓1/√2 (rewards 0 and 1 over their sample standard deviation).
+        let kept: &[f64] = if filter { &[] } else { &[0.0, 0.0] };
+        assert_eq!(&values[..values.len() - 2], kept, "filter {filter}");
+        let tail = &values[values.len() - 2..];
+        assert!(
+            (tail[0] + FRAC_1_SQRT_2).abs() < 1e-3 && (tail[1] - FRAC_1_SQRT_2).abs() < 1e-3,
+            "{values:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn several_passes_are_several_updates_with_a_moving_ratio() -> Result<()> {
     let mut c = config(0.0, 5e-2);
     c.num_iterations = 3;

@@ -40,10 +40,15 @@ pub struct Cli {
     /// Dataset file (JSONL) of a training or evaluation recipe.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Evaluation data sets, comma separated, or `all` (recipe `eval`).
+    /// Evaluation data sets, comma separated, or `all` (recipes `eval` and `qwen25-math-rl`).
     #[arg(long)]
     pub datasets: Option<String>,
-    /// Questions per evaluation data set, from the top of each file (recipe `eval`).
+    /// A JSONL file of questions with gold answers (the formats of --data) on which
+    /// `qwen25-math-rl` measures greedy accuracy during training, as `eval/<file stem>/accuracy`.
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
+    /// Questions per evaluation data set, from the top of each file (recipe `eval`; with
+    /// `qwen25-math-rl`, of --datasets and --eval-data).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Directory of the evaluation sets, `<dir>/<dataset>/test.jsonl` (default: the shipped ones).

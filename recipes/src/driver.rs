@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use mathrl::metrics::{flatten_hparams, HParamValue};
+
 use crate::cli::Cli;
 use crate::config::{dotted_keys, markdown_table, resolve_from, to_toml};
 use crate::config_docs::{annotate, ConfigDocs};
@@ -123,7 +125,32 @@ impl<'a, C: Serialize> Prepared<'a, C> {
             .with_context(|| format!("writing {}", path.display()))?;
         run.metrics
             .text("hyperparameters", 0, &markdown_table(&self.config)?);
+        run.metrics.hparams(&self.hparams(cli, run.seed)?);
         Ok(run)
+    }
+
+    /// The run's settings for TensorBoard's HParams tab: every config key (dotted), with the
+    /// recipe, seed, model, data and device of the command line.
+    fn hparams(&self, cli: &Cli, seed: u64) -> Result<Vec<(String, HParamValue)>> {
+        let mut hparams = flatten_hparams(&serde_json::to_value(&self.config)?);
+        let text = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let command_line = [
+            ("recipe", Some(self.recipe.to_string())),
+            ("model", text(&cli.model)),
+            ("data", text(&cli.data)),
+            ("device", Some(cli.device.clone())),
+        ];
+        let command_line = command_line
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, HParamValue::Text(value?))))
+            // Up to 2^53 exactly: TensorBoard keeps every hyperparameter number as a double.
+            .chain([("seed", HParamValue::Number(seed as f64))]);
+        for (key, value) in command_line {
+            // The command line wins over a config key of the same name (a map has one value).
+            hparams.retain(|(k, _)| k != key);
+            hparams.push((key.to_string(), value));
+        }
+        Ok(hparams)
     }
 }
 

@@ -30,13 +30,15 @@ const RL: &[&str] = &[
 ];
 /// The evaluation sets.
 const EVAL: &[&str] = &["model", "rm", "datasets", "limit", "data_dir"];
+/// The evaluation sets of an RL run, evaluated every `eval_every` steps.
+const RL_EVAL: &[&str] = &["eval_data", "datasets", "limit", "data_dir"];
 
 /// The clap ids of the flags `recipe` reads (besides [`ALWAYS`]); `None` for an unknown recipe.
 pub fn flags_read(recipe: &str) -> Option<Vec<&'static str>> {
     let groups: &[&[&str]] = match recipe {
-        "qwen25-math-rl" => &[CONFIG, RUN, TRAINING, RL],
+        "qwen25-math-rl" => &[CONFIG, RUN, TRAINING, RL, RL_EVAL],
         // The pipeline hands its command line to each stage (SFT, RM, RL, eval).
-        "pipeline" => &[CONFIG, RUN, TRAINING, RL, EVAL],
+        "pipeline" => &[CONFIG, RUN, TRAINING, RL, RL_EVAL, EVAL],
         "logprobs" => &[&["model", "input", "output", "device", "dtype"]],
         "rm-score" => &[&["rm", "input", "output", "device", "dtype"]],
         "grade" => &[&["input", "output", "checker"]],

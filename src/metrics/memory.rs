@@ -1,6 +1,6 @@
 //! A sink that keeps every record in memory, for tests and for summaries at the end of a run.
 
-use super::MetricsSink;
+use super::{HParamValue, MetricsSink};
 use crate::Result;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +16,14 @@ pub enum Record {
         step: u64,
         text: String,
     },
+    /// The values of a histogram under `tag` at `step`.
+    Histogram {
+        tag: String,
+        step: u64,
+        values: Vec<f64>,
+    },
+    /// The run's settings.
+    HParams(Vec<(String, HParamValue)>),
 }
 
 /// Records everything in logging order; clones share the same records, so a test keeps one
@@ -72,11 +80,36 @@ impl MemorySink {
         series.collect()
     }
 
-    /// Every tag seen, scalar or text, sorted.
+    /// The `(step, values)` series of histogram `tag`, in logging order.
+    pub fn histograms(&self, tag: &str) -> Vec<(u64, Vec<f64>)> {
+        let records = self.lock();
+        let series = records.iter().filter_map(|r| match r {
+            Record::Histogram {
+                tag: t,
+                step,
+                values,
+            } if t == tag => Some((*step, values.clone())),
+            _ => None,
+        });
+        series.collect()
+    }
+
+    /// The last settings recorded.
+    pub fn hparams(&self) -> Option<Vec<(String, HParamValue)>> {
+        self.lock().iter().rev().find_map(|r| match r {
+            Record::HParams(hparams) => Some(hparams.clone()),
+            _ => None,
+        })
+    }
+
+    /// Every tag seen, scalar, text or histogram, sorted.
     pub fn tags(&self) -> BTreeSet<String> {
         let records = self.lock();
-        let tags = records.iter().map(|r| match r {
-            Record::Scalar { tag, .. } | Record::Text { tag, .. } => tag.clone(),
+        let tags = records.iter().filter_map(|r| match r {
+            Record::Scalar { tag, .. }
+            | Record::Text { tag, .. }
+            | Record::Histogram { tag, .. } => Some(tag.clone()),
+            Record::HParams(_) => None,
         });
         tags.collect()
     }
@@ -97,6 +130,18 @@ impl MetricsSink for MemorySink {
             step,
             text: text.to_string(),
         });
+    }
+
+    fn histogram(&self, tag: &str, step: u64, values: &[f64]) {
+        self.lock().push(Record::Histogram {
+            tag: tag.to_string(),
+            step,
+            values: values.to_vec(),
+        });
+    }
+
+    fn hparams(&self, hparams: &[(String, HParamValue)]) {
+        self.lock().push(Record::HParams(hparams.to_vec()));
     }
 
     fn flush(&self) -> Result<()> {

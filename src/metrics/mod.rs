@@ -1,11 +1,14 @@
 //! One metrics sink for the whole run: actors and learners log through a [`Metrics`] handle and
 //! never know whether their numbers go to TensorBoard, a JSONL file, memory (tests) or nowhere.
 
+mod hparams;
 mod jsonl;
 mod memory;
 mod sink_file;
 mod tensorboard;
+mod tensorboard_plugins;
 
+pub use hparams::{flatten_hparams, HParamValue};
 pub use jsonl::JsonlSink;
 pub use memory::{MemorySink, Record};
 pub use tensorboard::TensorBoardSink;
@@ -19,6 +22,12 @@ pub trait MetricsSink: Send + Sync {
     fn scalar(&self, tag: &str, step: u64, value: f64);
     /// Records a piece of text (a sampled completion, a config dump) under `tag` at `step`.
     fn text(&self, tag: &str, step: u64, text: &str);
+    /// Records the distribution of `values` under `tag` at `step` (TensorBoard: a histogram);
+    /// sinks without one ignore it.
+    fn histogram(&self, _tag: &str, _step: u64, _values: &[f64]) {}
+    /// Records the run's settings once, at its start (TensorBoard: the HParams tab); sinks
+    /// without a place for them ignore them.
+    fn hparams(&self, _hparams: &[(String, HParamValue)]) {}
     /// Pushes buffered records to storage.
     fn flush(&self) -> Result<()>;
     /// How many writes failed since the sink was created (they were dropped, not retried).
@@ -62,6 +71,16 @@ impl Metrics {
     /// Records one piece of text.
     pub fn text(&self, tag: &str, step: u64, text: &str) {
         self.0.text(tag, step, text);
+    }
+
+    /// Records the distribution of `values` (one histogram).
+    pub fn histogram(&self, tag: &str, step: u64, values: &[f64]) {
+        self.0.histogram(tag, step, values);
+    }
+
+    /// Records the run's settings (see [`flatten_hparams`]).
+    pub fn hparams(&self, hparams: &[(String, HParamValue)]) {
+        self.0.hparams(hparams);
     }
 
     /// Pushes buffered records to storage.
@@ -110,6 +129,14 @@ impl MetricsSink for Tee {
         self.0.iter().for_each(|m| m.text(tag, step, text));
     }
 
+    fn histogram(&self, tag: &str, step: u64, values: &[f64]) {
+        self.0.iter().for_each(|m| m.histogram(tag, step, values));
+    }
+
+    fn hparams(&self, hparams: &[(String, HParamValue)]) {
+        self.0.iter().for_each(|m| m.hparams(hparams));
+    }
+
     /// Flushes every sink, even after one fails, and returns the first error.
     fn flush(&self) -> Result<()> {
         let results: Vec<Result<()>> = self.0.iter().map(Metrics::flush).collect();
@@ -143,11 +170,16 @@ mod tests {
         ]);
         metrics.scalars(3, &[("loss", 0.5), ("reward", 1.0)]);
         metrics.text("sample", 3, "x = 2");
+        metrics.histogram("rewards", 3, &[0.0, 1.0]);
+        let hparams = [("lr".to_string(), HParamValue::Number(1e-5))];
+        metrics.hparams(&hparams);
         metrics.flush().unwrap();
         for sink in [&a, &b] {
             assert_eq!(sink.scalars("loss"), vec![(3, 0.5)]);
             assert_eq!(sink.scalars("reward"), vec![(3, 1.0)]);
             assert_eq!(sink.texts("sample"), vec![(3, "x = 2".to_string())]);
+            assert_eq!(sink.histograms("rewards"), vec![(3, vec![0.0, 1.0])]);
+            assert_eq!(sink.hparams(), Some(hparams.to_vec()));
         }
         assert_eq!(metrics.write_failures(), 0);
     }

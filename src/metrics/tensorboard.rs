@@ -1,5 +1,6 @@
-//! A small TensorBoard event-file writer of our own: scalars and text, TFRecord-framed protobuf
-//! `Event`s encoded by hand.
+//! A small TensorBoard event-file writer of our own: scalars, text, histograms and the run's
+//! hyperparameters, TFRecord-framed protobuf `Event`s encoded by hand (histograms and
+//! hyperparameters in [`super::tensorboard_plugins`]).
 //!
 //! Why not a crate: `tensorboard-rs`, the one on crates.io, is unmaintained since 2022, pulls
 //! protobuf 2.x and leaves text summaries unimplemented; what we need is a hundred lines.
@@ -12,7 +13,8 @@
 //! the text plugin. `tests/tensorboard_readback.rs` reads a file back with TensorBoard itself.
 
 use super::sink_file::SinkFile;
-use super::{unix_time_secs, MetricsSink};
+use super::tensorboard_plugins::{histogram_value, session_start_value};
+use super::{unix_time_secs, HParamValue, MetricsSink};
 use crate::{Error, Result};
 use std::fs::File;
 use std::path::Path;
@@ -75,6 +77,19 @@ impl MetricsSink for TensorBoardSink {
 
     fn text(&self, tag: &str, step: u64, text: &str) {
         let event = summary_event(unix_time_secs(), step, &text_value(tag, text));
+        self.file.write(&frame_record(&event));
+    }
+
+    fn histogram(&self, tag: &str, step: u64, values: &[f64]) {
+        if let Some(value) = histogram_value(tag, values) {
+            let event = summary_event(unix_time_secs(), step, &value);
+            self.file.write(&frame_record(&event));
+        }
+    }
+
+    fn hparams(&self, hparams: &[(String, HParamValue)]) {
+        let wall_time = unix_time_secs();
+        let event = summary_event(wall_time, 0, &session_start_value(hparams, wall_time));
         self.file.write(&frame_record(&event));
     }
 
@@ -150,14 +165,14 @@ fn frame_record(data: &[u8]) -> Vec<u8> {
 
 // ---- Protobuf encoding (fields written in field-number order, as protoc does) ----------------
 
-const WIRE_VARINT: u32 = 0;
-const WIRE_FIXED64: u32 = 1;
-const WIRE_LEN: u32 = 2;
-const WIRE_FIXED32: u32 = 5;
+pub(super) const WIRE_VARINT: u32 = 0;
+pub(super) const WIRE_FIXED64: u32 = 1;
+pub(super) const WIRE_LEN: u32 = 2;
+pub(super) const WIRE_FIXED32: u32 = 5;
 /// `DataType.DT_STRING` in `types.proto`.
 const DT_STRING: u64 = 7;
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -165,16 +180,16 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-fn put_key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
+pub(super) fn put_key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     put_varint(out, u64::from(field << 3 | wire_type));
 }
 
-fn put_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
+pub(super) fn put_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
     put_key(out, field, WIRE_VARINT);
     put_varint(out, value);
 }
 
-fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+pub(super) fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     put_key(out, field, WIRE_LEN);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
@@ -200,7 +215,7 @@ fn file_version_event(wall_time: f64) -> Vec<u8> {
 }
 
 /// `Event { wall_time, step, summary = 5: Summary { value = 1: [value] } }`.
-fn summary_event(wall_time: f64, step: u64, value: &[u8]) -> Vec<u8> {
+pub(super) fn summary_event(wall_time: f64, step: u64, value: &[u8]) -> Vec<u8> {
     let mut summary = Vec::with_capacity(value.len() + 4);
     put_bytes_field(&mut summary, 1, value);
     let mut event = event_head(wall_time, step);

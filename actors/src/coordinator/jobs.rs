@@ -34,6 +34,13 @@ pub(super) struct InFlight {
     deadline: Instant,
 }
 
+impl InFlight {
+    /// Moves the deadline `by` later (the coordinator was busy for that long, not the worker).
+    pub(super) fn postpone(&mut self, by: std::time::Duration) {
+        self.deadline += by;
+    }
+}
+
 impl Coordinator<'_> {
     fn idle(&self, role: Role) -> Vec<WorkerId> {
         self.alive

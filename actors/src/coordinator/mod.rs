@@ -37,7 +37,7 @@ use crate::cluster::RemoteWorkers;
 use crate::config::TrainerConfig;
 use crate::event::{Event, WorkerId};
 use crate::learner::{LearnerEvent, LearnerThread};
-use crate::progress::StepObserver;
+use crate::progress::{PolicyWatch, StepObserver};
 use crate::prompt::PromptStream;
 use crate::report::RunTally;
 use crate::reward::RewardMsg;
@@ -115,10 +115,25 @@ pub struct Coordinator<'a> {
     identity: Option<RunIdentity>,
     /// Told of every trained step.
     observer: Option<StepObserver>,
+    /// Shown the published policy every few steps, with what turns a published version into a
+    /// policy when it has no local copy (only bytes for remote workers).
+    policy_watch: Option<(PolicyWatch, ModelShape)>,
     /// Results of each remote worker that failed the coordinator's checks.
     rejections: HashMap<WorkerId, usize>,
     /// Workers whose result for a step's slot was rejected (the slot goes to others first).
     rejected_by: HashMap<(u64, usize), BTreeSet<WorkerId>>,
+}
+
+/// The architecture, device and dtype of the learner's policy: what a published version needs
+/// besides its bytes to become a policy again.
+#[derive(Debug, Clone)]
+pub struct ModelShape {
+    /// The architecture.
+    pub config: mathrl::model::Qwen2Config,
+    /// Where the rebuilt policy lives.
+    pub device: candle_core::Device,
+    /// Its dtype.
+    pub dtype: candle_core::DType,
 }
 
 /// How the loop ended.
@@ -185,6 +200,7 @@ impl<'a> Coordinator<'a> {
             diverged: None,
             identity: None,
             observer: None,
+            policy_watch: None,
             rejections: HashMap::new(),
             rejected_by: HashMap::new(),
         }
@@ -193,6 +209,13 @@ impl<'a> Coordinator<'a> {
     /// Tells `observer` of every trained step.
     pub fn with_observer(mut self, observer: Option<StepObserver>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Shows `watch`'s observer the published policy after its steps; `shape` rebuilds a
+    /// policy from a version published only as bytes.
+    pub fn with_policy_watch(mut self, watch: Option<PolicyWatch>, shape: ModelShape) -> Self {
+        self.policy_watch = watch.map(|w| (w, shape));
         self
     }
 
@@ -217,6 +240,9 @@ impl<'a> Coordinator<'a> {
     }
 
     fn run_loop(&mut self) -> Result<Ending> {
+        // The weights training starts from (the resumed ones on a resume), before any job.
+        let initial = self.board.latest();
+        self.show_policy(self.trained, &initial)?;
         // The step to finish after a first stop request.
         let mut stop_after: Option<u64> = None;
         loop {

@@ -13,6 +13,7 @@ use crate::event::WorkerId;
 use crate::learner::{LearnerEvent, LearnerMsg};
 use crate::progress::StepSummary;
 use crate::report::UnscoredCompletion;
+use crate::weights::PublishedWeights;
 use crate::{Error, Result};
 
 /// A step whose groups are being generated and scored.
@@ -184,6 +185,11 @@ impl Coordinator<'_> {
                 // Keep the checksums a group could still be stamped with.
                 let oldest = step.saturating_sub(self.config.sync.max_policy_lag() + 1);
                 self.checksums.retain(|&v, _| v >= oldest);
+                let watched = self
+                    .policy_watch
+                    .as_ref()
+                    .is_some_and(|(watch, _)| watch.due(step))
+                    .then(|| snapshot.clone());
                 self.board.publish(snapshot);
                 let (tokens_per_second, seconds) = self.log_step(step, &open, elapsed);
                 let summary =
@@ -192,12 +198,36 @@ impl Coordinator<'_> {
                 if let Some(observer) = &mut self.observer {
                     observer(&summary);
                 }
+                if let Some(published) = watched {
+                    self.show_policy(step, &published)?;
+                }
                 if self.checkpoints.as_ref().is_some_and(|c| c.due(step)) {
                     self.request_checkpoint()?;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+impl Coordinator<'_> {
+    /// Shows the policy watch the weights published after `step` (if there is a watch). Training waits meanwhile (no
+    /// job is dispatched, the learner is idle), and the time it takes is charged neither to
+    /// the jobs in flight nor to `max_train_seconds`: a long evaluation must not make a worker
+    /// look overdue or end the run early.
+    pub(super) fn show_policy(&mut self, step: u64, published: &PublishedWeights) -> Result<()> {
+        let Some((watch, shape)) = &mut self.policy_watch else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let policy = published.policy(&shape.config, &shape.device, shape.dtype)?;
+        (watch.observer)(step, &policy);
+        let paused = started.elapsed();
+        for flight in self.in_flight.values_mut() {
+            flight.postpone(paused);
+        }
+        self.started += paused;
+        Ok(())
     }
 }
 

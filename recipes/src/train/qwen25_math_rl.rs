@@ -1,6 +1,7 @@
 //! `qwen25-math-rl`: GRPO with the report's shaped reward (answer checker + RM when one is given,
 //! checker only otherwise), an optional query filter, and greedy held-out accuracy before and
-//! after.
+//! after; with `--eval-data FILE` or `--datasets a,b` also greedy accuracy on those sets before
+//! the first step, every `eval_every` steps and at the end (`eval/<set>/accuracy`).
 //!
 //! With no `--model` and no `--data` it runs the embedded default: the tiny policy and RM shipped
 //! under `recipes/assets/` on the procedural task, with settings sized for a 2-core CPU (see
@@ -16,6 +17,7 @@
 //! (DEPLOYMENT.md); `trainer.rollout_actors = 0` then leaves every rollout to them.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
 use mathrl::data::procedural::Split;
@@ -45,6 +47,7 @@ use crate::train::memory_plan::{
     grpo_plan_input, longest_prompt_tokens, print_and_check, MemoryPlanConfig,
 };
 use crate::train::query_filter::{filter_queries, QueryFilterConfig};
+use crate::train::rl_eval::{describe_sets, eval_sets, RlEvaluator};
 
 /// How the reward is made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,8 +114,11 @@ pub struct RlConfig {
     pub query_filter: QueryFilterConfig,
     /// Held-out questions of the greedy before/after accuracy (0 = skip).
     pub eval_questions: usize,
-    /// Longest greedy answer in the before/after evaluation.
+    /// Longest greedy answer in the before/after evaluation and on the evaluation sets.
     pub eval_max_new_tokens: usize,
+    /// Evaluate on the evaluation sets (`--eval-data`, `--datasets`) every this many steps;
+    /// 0 = only before the first step and at the end.
+    pub eval_every: u64,
     /// Compute dtype of the policy, reference, RM and rollout engines (`--dtype` wins): auto (f32
     /// on CPU, bf16 on CUDA), f32, bf16, f16. The policy's trained weights keep f32 masters.
     pub dtype: DtypeSetting,
@@ -158,6 +164,7 @@ const RESUMABLE_KEYS: &[&str] = &[
     "trainer.max_attempts",
     "eval_questions",
     "eval_max_new_tokens",
+    "eval_every",
     "save_dtype",
     "memory_plan",
     "resume",
@@ -190,6 +197,7 @@ impl Default for RlConfig {
             query_filter: QueryFilterConfig::default(),
             eval_questions: 200,
             eval_max_new_tokens: QWEN25_MATH_EVAL_MAX_NEW_TOKENS,
+            eval_every: 0,
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
             memory_plan: MemoryPlanConfig::default(),
@@ -261,6 +269,16 @@ pub fn run(cli: &Cli) -> Result<()> {
             procedural_items(Split::HeldOut, 0, config.eval_questions)?,
         ),
     };
+    let eval_sets = eval_sets(cli, config.data.dataset.as_deref())?;
+    if !eval_sets.is_empty() {
+        eprintln!("evaluation sets: {}", describe_sets(&eval_sets));
+    }
+    if config.eval_every > 0 && eval_sets.is_empty() {
+        anyhow::bail!(
+            "eval_every = {} needs evaluation sets: --eval-data FILE or --datasets NAMES",
+            config.eval_every
+        );
+    }
 
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
@@ -303,6 +321,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     })?;
     let verifier = crate::train::verifier::default_verifier();
 
+    let evaluator = Arc::new(Mutex::new(RlEvaluator::new(
+        eval_sets,
+        tokenizer.clone(),
+        verifier.clone(),
+        config.eval_max_new_tokens,
+        run.metrics.clone(),
+    )));
     let before = evaluate(
         &policy,
         &tokenizer,
@@ -364,6 +389,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             progress.finish();
         }
     }));
+    if !lock(&evaluator).is_empty() {
+        // Before the first step (the resumed weights on a resume), then every `eval_every`.
+        let watched = evaluator.clone();
+        trainer = trainer.with_policy_observer(
+            config.eval_every,
+            Box::new(move |step, policy| lock(&watched).evaluate(policy, step)),
+        );
+    }
     let report = trainer.run(records)?;
     let final_dir = run.path("final");
     report
@@ -379,10 +412,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         &run,
         report.steps,
     )?;
+    let mut evaluator = lock(&evaluator);
+    evaluator.evaluate(&report.policy, report.steps);
     let seconds = run.elapsed().as_secs_f64();
     run.write_summary(&serde_json::json!({
         "before": before,
         "after": after,
+        "eval": evaluator.summary(),
         "steps": report.steps,
         "reward": reward_spec.kind(),
         "seconds": seconds,
@@ -451,7 +487,7 @@ pub fn validate(config: &RlConfig, cli: &Cli) -> Result<()> {
 /// The RL prompts of `path`, with what was read and skipped printed; a file in which most golds
 /// have no final answer (worked solutions without `####` or `\\boxed{}`) is refused, since
 /// every reward would be 0.
-fn load_prompts(path: &Path, dataset: Option<&str>) -> Result<Vec<QaRecord>> {
+pub(crate) fn load_prompts(path: &Path, dataset: Option<&str>) -> Result<Vec<QaRecord>> {
     let load = load_qa_report(path, dataset)?;
     let described = format!("{}: {}", path.display(), load.describe());
     if 2 * load.unparsed_golds.len() > load.records.len() {
@@ -513,6 +549,13 @@ fn evaluate(
         "greedy held-out accuracy"
     );
     Ok(Some(accuracy))
+}
+
+/// The evaluator, also after a panic elsewhere while it was held (its records stay valid).
+fn lock(evaluator: &Mutex<RlEvaluator>) -> MutexGuard<'_, RlEvaluator> {
+    evaluator
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The before/after table printed at the end.
