@@ -37,7 +37,7 @@ pub struct Cli {
     /// TensorBoard log directory (default: the output directory).
     #[arg(long)]
     pub logdir: Option<PathBuf>,
-    /// Dataset file (JSONL) of a training or evaluation recipe.
+    /// Dataset file of a training or evaluation recipe (JSONL; RL data also verl's `.parquet`).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Evaluation data sets, comma separated, or `all` (recipes `eval` and `qwen25-math-rl`).

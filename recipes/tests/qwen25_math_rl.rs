@@ -419,6 +419,23 @@ fn a_data_file_gives_the_prompts() {
 }
 
 #[test]
+fn verl_parquet_data_trains_a_step() {
+    // verl's layout as pyarrow writes it: 4 rows, one without a gold answer.
+    let data =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/verl-parquet/train.parquet");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 1);
+    let out = tmp.path().join("run");
+    let stderr = run_ok(rl_steps(&model, &out, 1).arg("--data").arg(&data));
+    assert!(
+        stderr.contains("train.parquet: read 4 rows: 3 prompts, 1 skipped (row 4: no gold answer)"),
+        "{stderr}"
+    );
+    assert_eq!(summary(&out)["steps"], 1);
+}
+
+#[test]
 fn without_the_shipped_assets_the_error_names_the_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let out = mathrl()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::jsonl::read_jsonl_numbered;
+use crate::data::parquet::{dataset_of_source, is_parquet, read_parquet_rows};
 use crate::data::procedural::Problem;
 use crate::{Error, Result};
 
@@ -85,13 +86,16 @@ const GOLD_POINTERS: [&str; 5] = [
 /// `prompt` (text, or a chat `messages` list: its last user turn) and the gold answer in
 /// `answer`, `gold`, `solution`, `ground_truth` or `reward_model.ground_truth` (text or a
 /// number), reduced to its final answer ([`final_answer`]); an optional `dataset` picks the
-/// checker's rules. Each record keeps its line. Errors name the file and line.
+/// checker's rules, else a verl `data_source` the checker knows ([`dataset_of_source`]). A
+/// `.parquet` file is read row by row in verl's layout, under the same rules. Each record keeps
+/// its line (or row). Errors name the file and line (or row).
 pub fn load_qa(path: &Path, gold: GoldAnswers) -> Result<Vec<QaRecord>> {
-    read_jsonl_numbered::<Value>(path)?
+    let unit = RecordUnit::of(path);
+    read_qa_values(path)?
         .into_iter()
         .map(|(line, value)| {
             let bad =
-                |message: String| Error::Input(format!("{}:{line}: {message}", path.display()));
+                |message: String| Error::Input(format!("{}: {message}", unit.place(path, line)));
             match (qa_of(&value), gold) {
                 (Ok(record), GoldAnswers::Optional) => Ok(QaRecord { line, ..record }),
                 (Ok(record), GoldAnswers::Required) if record.gold.is_some() => {
@@ -121,17 +125,65 @@ fn gold_keys() -> String {
         .join(", ")
 }
 
+/// The JSON objects of a QA file with their 1-based line (JSONL) or row (`.parquet`) numbers.
+fn read_qa_values(path: &Path) -> Result<Vec<(usize, Value)>> {
+    if is_parquet(path) {
+        read_parquet_rows(path)
+    } else {
+        read_jsonl_numbered::<Value>(path)
+    }
+}
+
+/// What a QA file is made of: lines of JSONL or rows of Parquet, for messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecordUnit {
+    /// Lines of a JSONL file.
+    #[default]
+    Line,
+    /// Rows of a Parquet file.
+    Row,
+}
+
+impl RecordUnit {
+    /// The unit of the file at `path`, by its extension.
+    pub fn of(path: &Path) -> Self {
+        if is_parquet(path) {
+            Self::Row
+        } else {
+            Self::Line
+        }
+    }
+
+    /// `line` or `row`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Line => "line",
+            Self::Row => "row",
+        }
+    }
+
+    /// Where record `n` is: `file:7` for a line (as editors take it), `file: row 7` for a row.
+    fn place(self, path: &Path, n: usize) -> String {
+        match self {
+            Self::Line => format!("{}:{n}", path.display()),
+            Self::Row => format!("{}: row {n}", path.display()),
+        }
+    }
+}
+
 /// What a loader kept and skipped of a QA file.
 #[derive(Debug, Clone, Default)]
 pub struct QaLoad {
     /// The records with a question and a gold answer.
     pub records: Vec<QaRecord>,
-    /// Non-blank lines read.
+    /// Whether the numbers below are lines (JSONL) or rows (Parquet).
+    pub unit: RecordUnit,
+    /// Non-blank lines (or rows) read.
     pub lines: usize,
-    /// Lines skipped: (line, why).
+    /// Lines (or rows) skipped: (number, why).
     pub skipped: Vec<(usize, String)>,
-    /// Lines whose gold has no final answer the loader could find (a worked solution without
-    /// `####` or `\boxed{}`): kept, but no completion is likely to match them.
+    /// Lines (or rows) whose gold has no final answer the loader could find (a worked solution
+    /// without `####` or `\boxed{}`): kept, but no completion is likely to match them.
     pub unparsed_golds: Vec<usize>,
 }
 
@@ -139,8 +191,9 @@ impl QaLoad {
     /// `read 120 lines: 118 prompts, 2 skipped (line 3: no question; ...), 0 golds without a
     /// final answer`.
     pub fn describe(&self) -> String {
+        let unit = self.unit.name();
         let mut text = format!(
-            "read {} lines: {} prompts, {} skipped",
+            "read {} {unit}s: {} prompts, {} skipped",
             self.lines,
             self.records.len(),
             self.skipped.len()
@@ -150,7 +203,7 @@ impl QaLoad {
                 .skipped
                 .iter()
                 .take(3)
-                .map(|(line, why)| format!("line {line}: {why}"))
+                .map(|(line, why)| format!("{unit} {line}: {why}"))
                 .collect();
             let more = if self.skipped.len() > 3 { "; ..." } else { "" };
             text.push_str(&format!(" ({}{more})", first.join("; ")));
@@ -160,7 +213,7 @@ impl QaLoad {
             self.unparsed_golds.len()
         ));
         if let Some(line) = self.unparsed_golds.first() {
-            text.push_str(&format!(" (first: line {line})"));
+            text.push_str(&format!(" (first: {unit} {line})"));
         }
         text
     }
@@ -168,10 +221,14 @@ impl QaLoad {
 
 /// Reads QA JSONL like [`load_qa`] with gold answers required, but skips (and reports) the
 /// lines that are not records instead of failing on the first; `dataset` is the data set of
-/// lines that name none. A file of nothing but bad lines is an error.
+/// lines that name none. A file of nothing but bad lines is an error. A `.parquet` file (verl's
+/// layout) is read row by row under the same rules.
 pub fn load_qa_report(path: &Path, dataset: Option<&str>) -> Result<QaLoad> {
-    let mut load = QaLoad::default();
-    for (line, value) in read_jsonl_numbered::<Value>(path)? {
+    let mut load = QaLoad {
+        unit: RecordUnit::of(path),
+        ..QaLoad::default()
+    };
+    for (line, value) in read_qa_values(path)? {
         load.lines += 1;
         match qa_of(&value) {
             Ok(record) if record.gold.is_some() => {
@@ -194,8 +251,9 @@ pub fn load_qa_report(path: &Path, dataset: Option<&str>) -> Result<QaLoad> {
     }
     if load.records.is_empty() {
         return Err(Error::Input(format!(
-            "{}: no line has a question and a gold answer ({})",
+            "{}: no {} has a question and a gold answer ({})",
             path.display(),
+            load.unit.name(),
             load.describe()
         )));
     }
@@ -217,6 +275,12 @@ fn qa_of(value: &Value) -> std::result::Result<QaRecord, BadLine> {
     let dataset = value
         .get("dataset")
         .and_then(Value::as_str)
+        .or_else(|| {
+            value
+                .get("data_source")
+                .and_then(Value::as_str)
+                .and_then(dataset_of_source)
+        })
         .map(str::to_string);
     Ok(QaRecord {
         question,
@@ -432,5 +496,77 @@ mod tests {
             err.contains("no line has a question and a gold answer"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn verl_parquet_rows_give_questions_golds_and_data_sets() {
+        // Written by pyarrow (tests/fixtures/verl-parquet/make_fixture.py), as verl's files are.
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/verl-parquet/train.parquet"
+        ));
+        let load = load_qa_report(path, Some("olympiadbench")).expect("read");
+        let got: Vec<(usize, &str, &str, Option<&str>)> = load
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.question.as_str(),
+                    r.gold_or_empty(),
+                    r.dataset.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    1,
+                    "Tom has 3 apples and buys 4 more. How many apples? Let's think step by step \
+                     and output the final answer after \"####\".",
+                    "7",
+                    Some("gsm8k")
+                ),
+                (
+                    2,
+                    "What is $\\frac{1}{2} + \\frac{1}{4}$? Let's think step by step and output \
+                     the final answer within \\boxed{}.",
+                    "\\frac{3}{4}",
+                    Some("math")
+                ),
+                // The last user turn after the system turn; an unknown source takes the default.
+                (3, "What is 5 + 7?", "12", Some("olympiadbench")),
+            ]
+        );
+        assert_eq!(load.skipped, vec![(4, "no gold answer".to_string())]);
+        assert_eq!(
+            load.describe(),
+            "read 4 rows: 3 prompts, 1 skipped (row 4: no gold answer), 0 golds without a final \
+             answer"
+        );
+        let err = load_qa(path, GoldAnswers::Required)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.parquet: row 4: no gold answer"),
+            "{err}"
+        );
+        let optional = load_qa(path, GoldAnswers::Optional).expect("read");
+        assert_eq!(optional.len(), 4);
+        assert_eq!(optional[3].question, "What is 2 + 2?");
+    }
+
+    #[test]
+    fn a_jsonl_data_source_names_the_data_set_when_no_dataset_field_does() {
+        let (_dir, path) = file(concat!(
+            r#"{"question": "a", "answer": "1", "data_source": "openai/gsm8k"}"#,
+            "\n",
+            r#"{"question": "b", "answer": "2", "data_source": "openai/gsm8k", "dataset": "math"}"#,
+            "\n",
+        ));
+        let load = load_qa_report(&path, None).unwrap();
+        let sets: Vec<Option<&str>> = load.records.iter().map(|r| r.dataset.as_deref()).collect();
+        assert_eq!(sets, vec![Some("gsm8k"), Some("math")]);
     }
 }

@@ -29,14 +29,10 @@ pub const DATASETS: [&str; 14] = [
     "gaokao_math_qa",
 ];
 
-/// The directory of the shipped sets: `data/eval` under the working directory when it exists
-/// (a checkout), else the one this crate was built from.
+/// The directory of the shipped sets, where it is found: an installation's `eval/`, a
+/// checkout's `data/eval`, or the source tree's ([`crate::assets`] has the order).
 pub fn default_data_dir() -> PathBuf {
-    let local = PathBuf::from("data/eval");
-    if local.join("gsm8k/test.jsonl").is_file() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/eval")
+    crate::assets::default_eval_dir()
 }
 
 /// Parses `--datasets a,b,c` (or `all`), rejecting unknown names with the nearest known one.

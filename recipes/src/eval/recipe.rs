@@ -19,9 +19,10 @@ use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::{Checker, CheckerProfile, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
-use super::datasets::{default_data_dir, load_dataset, parse_dataset_list};
+use super::datasets::{load_dataset, parse_dataset_list};
 use super::prompts::PromptFormat;
 use super::runner::{evaluate, DatasetAccuracy, EvalMode, EvalResult, Selection};
+use crate::assets::{find_asset, EVAL_ASSET, POLICY_ASSET};
 use crate::cli::Cli;
 use crate::driver::prepare_with;
 use crate::precision::{DtypeSetting, Precision};
@@ -170,7 +171,15 @@ pub fn run(cli: &Cli) -> Result<()> {
     if needs_rm && cli.rm.is_none() {
         bail!("RM@N modes need a reward model: pass --rm DIR");
     }
-    let model_dir = cli.model.clone().unwrap_or_else(default_model_dir);
+    let model_dir = match &cli.model {
+        Some(dir) => dir.clone(),
+        None => find_asset(POLICY_ASSET).map_err(|missing| {
+            anyhow::anyhow!(
+                "the embedded default's policy: {missing}\npass --model DIR, or install the assets \
+                 (see the README)"
+            )
+        })?,
+    };
     require_dir(&model_dir, "model")?;
     if modes.iter().any(|m| m.format == PromptFormat::Tir) {
         let tool = tir_executor(&config.tool, config.tool_timeout_ms)?;
@@ -179,7 +188,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         }
     }
     let data_dir = if config.data_dir.is_empty() {
-        default_data_dir()
+        find_asset(EVAL_ASSET).map_err(|missing| {
+            anyhow::anyhow!(
+                "the evaluation sets: {missing}\nset data_dir to a copy of the repository's \
+                 data/eval, or install them (see the README)"
+            )
+        })?
     } else {
         PathBuf::from(&config.data_dir)
     };

@@ -33,7 +33,8 @@ use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::assets::{
-    assets_dir, default_policy_dir, default_rm_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
+    default_policy_dir, default_rm_dir, find_asset, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS,
+    POLICY_ASSET, RM_ASSET,
 };
 use crate::cli::Cli;
 use crate::driver::prepare_with;
@@ -254,7 +255,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
     if cli.model.is_none() {
-        require_embedded_assets(&model_dir, rm_dir.as_deref().filter(|_| cli.rm.is_none()))?;
+        require_embedded_assets(embedded && cli.rm.is_none())?;
     }
     require_dir(&model_dir, "model")?;
     // Prompts and the held-out questions, before the run directory exists: a bad data file
@@ -500,19 +501,24 @@ pub(crate) fn load_prompts(path: &Path, dataset: Option<&str>) -> Result<Vec<QaR
     Ok(load.records)
 }
 
-/// The embedded default's policy (and RM, when it is the embedded one) must be present (they
-/// ship under `recipes/assets/`; a checkout without them, or a wrong `$MATHRL_ASSETS`, gets an
-/// error naming the missing directory and the two ways forward).
-fn require_embedded_assets(policy_dir: &Path, rm_dir: Option<&Path>) -> Result<()> {
-    for dir in std::iter::once(policy_dir).chain(rm_dir) {
-        if !dir.is_dir() {
+/// The embedded default's policy (and RM, when it is the embedded one) must be found (see
+/// [`crate::assets`] for where): a checkout without them, an installed binary without its
+/// assets, or a wrong `$MATHRL_ASSETS` gets an error naming every place looked and the ways
+/// forward.
+fn require_embedded_assets(with_rm: bool) -> Result<()> {
+    let names = if with_rm {
+        &[POLICY_ASSET, RM_ASSET][..]
+    } else {
+        &[POLICY_ASSET][..]
+    };
+    for name in names {
+        if let Err(missing) = find_asset(name) {
             anyhow::bail!(
-                "the embedded default's assets are missing: {} does not exist. Build them with \
-                 `mathrl --recipe tiny-bootstrap --output DIR` and copy DIR/assets/* to {} (or \
-                 point $MATHRL_ASSETS at DIR/assets), or run a real model with --model DIR \
-                 --data qa.jsonl",
-                dir.display(),
-                assets_dir().display()
+                "the embedded default's assets are missing: {missing}\nInstall them beside the \
+                 binary (copy recipes/assets/* to <prefix>/share/mathrl/, see the README), \
+                 build them with `mathrl --recipe tiny-bootstrap --output DIR` and point \
+                 $MATHRL_ASSETS at DIR/assets, or run a real model with --model DIR --data \
+                 qa.jsonl"
             );
         }
     }
