@@ -124,15 +124,24 @@ const LEARNER_NAME: &str = "rm";
 /// The checkpoint counter of queries skipped for want of a (positive, negative) pair.
 const SKIPPED_QUERIES: &str = "skipped_queries";
 
-impl RmLearner {
-    /// A learner for `model` (loaded trainable).
-    pub fn new(model: RewardModel, config: RmConfig, metrics: Metrics) -> Result<Self> {
-        if config.micro_batch_queries == 0 {
+impl RmConfig {
+    /// Checks every setting (callers check before loading a model; [`RmLearner::new`] again).
+    pub fn validate(&self) -> Result<()> {
+        if self.micro_batch_queries == 0 {
             return Err(Error::Config {
                 field: "micro_batch_queries",
                 message: "must be >= 1".into(),
             });
         }
+        self.optimizer.validate()?;
+        self.train_step.validate()
+    }
+}
+
+impl RmLearner {
+    /// A learner for `model` (loaded trainable).
+    pub fn new(model: RewardModel, config: RmConfig, metrics: Metrics) -> Result<Self> {
+        config.validate()?;
         Ok(Self {
             core: LearnerCore::new(LEARNER_NAME, model, config.optimizer, config.train_step)?,
             config,

@@ -197,21 +197,30 @@ pub struct SftLearner {
 /// The `learner` name in checkpoints written by [`SftLearner`].
 const LEARNER_NAME: &str = "sft";
 
-impl SftLearner {
-    /// A learner for `policy` (loaded trainable).
-    pub fn new(policy: Policy, config: SftConfig, metrics: Metrics) -> Result<Self> {
-        if config.micro_batch_size == 0 || config.max_length < 2 {
+impl SftConfig {
+    /// Checks every setting (callers check before loading a model; [`SftLearner::new`] again).
+    pub fn validate(&self) -> Result<()> {
+        if self.micro_batch_size == 0 || self.max_length < 2 {
             return Err(Error::Config {
                 field: "micro_batch_size",
                 message: "micro_batch_size must be >= 1 and max_length >= 2".into(),
             });
         }
-        if config.micro_batch_tokens == 0 {
+        if self.micro_batch_tokens == 0 {
             return Err(Error::Config {
                 field: "micro_batch_tokens",
                 message: "must be >= 1".into(),
             });
         }
+        self.optimizer.validate()?;
+        self.train_step.validate()
+    }
+}
+
+impl SftLearner {
+    /// A learner for `policy` (loaded trainable).
+    pub fn new(policy: Policy, config: SftConfig, metrics: Metrics) -> Result<Self> {
+        config.validate()?;
         Ok(Self {
             core: LearnerCore::new(LEARNER_NAME, policy, config.optimizer, config.train_step)?,
             config,

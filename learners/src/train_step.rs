@@ -132,6 +132,22 @@ pub struct TrainStepConfig {
     pub max_consecutive_skips: u64,
 }
 
+impl TrainStepConfig {
+    /// Checks the schedule and the clipping bound.
+    pub fn validate(&self) -> Result<()> {
+        self.schedule.validate()?;
+        if let Some(max) = self.max_grad_norm {
+            if !(max > 0.0 && max.is_finite()) {
+                return Err(Error::Config {
+                    field: "max_grad_norm",
+                    message: format!("must be finite and > 0, got {max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainStepConfig {
     fn default() -> Self {
         Self {
@@ -184,15 +200,7 @@ pub struct TrainStep {
 impl TrainStep {
     /// A step helper with validated settings.
     pub fn new(config: TrainStepConfig) -> Result<Self> {
-        config.schedule.validate()?;
-        if let Some(max) = config.max_grad_norm {
-            if !(max > 0.0 && max.is_finite()) {
-                return Err(Error::Config {
-                    field: "max_grad_norm",
-                    message: format!("must be finite and > 0, got {max}"),
-                });
-            }
-        }
+        config.validate()?;
         Ok(Self {
             config,
             skipped_steps: 0,

@@ -130,6 +130,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = &recipe.config;
+    // Before the run directory and the models: a bad setting fails at once.
+    config
+        .learner
+        .validate()
+        .context("config section `learner`")?;
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("qa.jsonl")?;
     let run = recipe.start()?;

@@ -119,6 +119,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let config = &recipe.config;
+    // Before the run directory and the models: a bad setting fails at once.
+    config
+        .sft
+        .learner
+        .validate()
+        .context("config section `sft.learner`")?;
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("qa.jsonl")?;
     if let Some(rm) = &cli.rm {
