@@ -5,12 +5,21 @@
 //! a new problem's answer must agree with the majority of fresh CoT solutions
 //! (self-consistency). The survivors are written as JSONL.
 //!
-//! `mathrl --recipe synthesize --model INSTRUCT_DIR --data seeds.jsonl [--output DIR]`
-//! (`seeds.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional; a seed without one
-//! has its rephrasings filtered by self-consistency too). Writes `<output>/synthesized.jsonl`:
-//! `{"question", "solution", "answer", "kind", "seed_line", "check", "agreement"}`.
+//! With `--set rounds=N`, each later round evolves the problems the round before kept (query
+//! evolution, as the report's data synthesis does): one operator per problem, chosen from the
+//! run's seed — add a constraint, change the numbers, combine with another kept problem, make it
+//! harder — and the same dedup (against the seeds and every earlier round too) and
+//! self-consistency filter.
+//!
+//! `mathrl --recipe synthesize --model INSTRUCT_DIR --data seeds.jsonl [--set rounds=N]
+//! [--output DIR]` (`seeds.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional; a
+//! seed without one has its rephrasings filtered by self-consistency too). Writes
+//! `<output>/synthesized.jsonl`: `{"question", "solution", "answer", "kind", "operator", "round",
+//! "seed_line", "check", "agreement"}`.
 
-use std::collections::HashSet;
+mod dedup;
+mod operators;
+
 use std::io::Write;
 
 use anyhow::{bail, Result};
@@ -28,12 +37,19 @@ use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::majority_vote;
 use crate::output::OutputFile;
 use crate::run::print_summary;
-use crate::tools::minhash::MinHashIndex;
+pub use dedup::Deduplicator;
+pub use operators::{Operator, QueryEvolutionConfig};
 
 /// Settings of the `synthesize` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SynthesizeConfig {
+    /// Rounds of synthesis (default 1). Round 1 rephrases and extends the seeds; each later round
+    /// evolves the problems the round before kept (see `evolution`).
+    pub rounds: usize,
+    /// Query evolution in rounds after the first: its operators, their instructions, and the
+    /// evolved problems sampled per kept problem.
+    pub evolution: QueryEvolutionConfig,
     /// Rephrasings per seed (they keep the seed's answer).
     pub rephrasings_per_seed: usize,
     /// New problems per seed.
@@ -69,6 +85,8 @@ pub struct SynthesizeConfig {
 impl Default for SynthesizeConfig {
     fn default() -> Self {
         Self {
+            rounds: 1,
+            evolution: QueryEvolutionConfig::default(),
             rephrasings_per_seed: 2,
             new_problems_per_seed: 2,
             rephrase_prompt: "Rephrase the following math problem without changing its meaning or its answer, then solve it step by step and put the final answer within \\boxed{}.\n\nProblem: {question}\n\nReply as:\nProblem: <the rephrased problem>\nSolution: <the solution>\n".into(),
@@ -96,6 +114,8 @@ pub enum Kind {
     Rephrase,
     /// A new problem written from its seed.
     NewProblem,
+    /// A problem of the round before, evolved by an operator.
+    Evolved,
 }
 
 /// One generated problem with its solution.
@@ -107,9 +127,13 @@ pub struct Candidate {
     pub solution: String,
     /// The solution's extracted final answer.
     pub answer: Option<String>,
-    /// Rephrasing or new problem.
+    /// Rephrasing, new problem or evolved problem.
     pub kind: Kind,
-    /// 1-based line of its seed.
+    /// The operator of an evolved problem.
+    pub operator: Option<Operator>,
+    /// The round that wrote it (1-based).
+    pub round: usize,
+    /// 1-based line of its seed (an evolved problem's: that of the seed it descends from).
     pub seed_line: usize,
     /// The seed's gold answer (rephrasings only).
     #[serde(skip)]
@@ -133,6 +157,29 @@ pub struct Funnel {
     pub kept: usize,
 }
 
+impl Funnel {
+    /// Adds another round's counts.
+    pub fn add(&mut self, other: &Funnel) {
+        self.generated += other.generated;
+        self.parsed += other.parsed;
+        self.exact_duplicates += other.exact_duplicates;
+        self.near_duplicates += other.near_duplicates;
+        self.rejected += other.rejected;
+        self.kept += other.kept;
+    }
+}
+
+/// One instruction to the instruct model and what its replies descend from.
+struct Request {
+    /// The instruction (the user turn).
+    instruction: String,
+    kind: Kind,
+    operator: Option<Operator>,
+    seed_line: usize,
+    /// The gold answer a reply must keep (rephrasings of seeds with one).
+    seed_gold: Option<String>,
+}
+
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
     let Some(recipe) = prepare::<SynthesizeConfig>(cli, "synthesize")? else {
@@ -147,6 +194,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             bail!("config key `{key}` must contain `{{question}}`");
         }
     }
+    if config.rounds == 0 {
+        bail!("config key `rounds`: give at least 1 round");
+    }
+    if config.rounds > 1 {
+        config.evolution.validate()?;
+    }
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("seeds.jsonl")?;
     let checker = crate::eval::recipe::checker(&config.checker)?;
@@ -157,52 +210,81 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut engine =
         Engine::from_policy(&policy, EngineConfig::default()).with_tokenizer(tokenizer.clone());
     let mut funnel = Funnel::default();
-
-    let candidates = generate_candidates(
-        &mut engine,
-        &tokenizer,
-        &seeds,
-        config,
-        run.seed,
-        checker.as_ref(),
-        &mut funnel,
-    )?;
     let seed_texts: Vec<&str> = seeds.iter().map(|s| s.question.as_str()).collect();
-    let unique = deduplicate(candidates, &seed_texts, config, &mut funnel);
-    let kept = filter(
-        &mut engine,
-        &tokenizer,
-        unique,
-        config,
-        run.seed,
-        checker.as_ref(),
-        &mut funnel,
-    )?;
+    // One dedup state for every round: a round's problem must be new against all before it.
+    let mut seen = Deduplicator::new(&seed_texts, config);
+    let mut rounds = Vec::new();
+    let mut all_kept = Vec::new();
+    let mut previous: Vec<Candidate> = Vec::new();
+    for round in 1..=config.rounds {
+        let requests = if round == 1 {
+            Vec::new()
+        } else {
+            evolution_requests(&previous, config, run.seed, round)
+        };
+        if round > 1 && requests.is_empty() {
+            tracing::warn!(round, "the round before kept no problem: nothing left to evolve");
+            break;
+        }
+        let mut round_funnel = Funnel::default();
+        let candidates = if round == 1 {
+            generate_candidates(
+                &mut engine,
+                &tokenizer,
+                &seeds,
+                config,
+                run.seed,
+                checker.as_ref(),
+                &mut round_funnel,
+            )?
+        } else {
+            let params = sampling(config, config.evolution.per_problem, run.seed, round);
+            generate(
+                &mut engine,
+                &tokenizer,
+                &requests,
+                &params,
+                config,
+                round,
+                checker.as_ref(),
+                &mut round_funnel,
+            )?
+        };
+        let unique = seen.keep(candidates, &mut round_funnel);
+        let kept = filter(
+            &mut engine,
+            &tokenizer,
+            unique,
+            config,
+            run.seed.wrapping_add(round as u64 - 1),
+            checker.as_ref(),
+            &mut round_funnel,
+        )?;
+        tracing::info!(round, kept = round_funnel.kept, generated = round_funnel.generated, "synthesis round done");
+        for (tag, value) in funnel_scalars(&round_funnel) {
+            run.metrics.scalar(tag, round as u64, value as f64);
+        }
+        funnel.add(&round_funnel);
+        rounds.push(serde_json::json!({ "round": round, "funnel": round_funnel }));
+        previous = kept.iter().map(|(c, _, _)| c.clone()).collect();
+        all_kept.extend(kept);
+    }
 
     let path = run.path("synthesized.jsonl");
     let mut out = OutputFile::create(&path)?;
-    for (candidate, check, agreement) in &kept {
+    for (candidate, check, agreement) in &all_kept {
         let mut line = serde_json::to_value(candidate)?;
         line["check"] = (*check).into();
         line["agreement"] = (*agreement).into();
         writeln!(out, "{line}")?;
     }
     out.commit()?;
-    for (tag, value) in [
-        ("synthesize/generated", funnel.generated),
-        ("synthesize/parsed", funnel.parsed),
-        ("synthesize/exact_duplicates", funnel.exact_duplicates),
-        ("synthesize/near_duplicates", funnel.near_duplicates),
-        ("synthesize/rejected", funnel.rejected),
-        ("synthesize/kept", funnel.kept),
-    ] {
-        run.metrics.scalar(tag, 0, value as f64);
-    }
-    run.write_summary(&serde_json::json!({ "funnel": funnel, "seeds": seeds.len(), "seconds": run.elapsed().as_secs_f64() }))?;
+    run.write_summary(&serde_json::json!({ "funnel": funnel, "rounds": rounds, "seeds": seeds.len(), "seconds": run.elapsed().as_secs_f64() }))?;
     print_summary(
         &run,
         &[
             ("seeds", seeds.len().to_string()),
+            ("rounds", rounds.len().to_string()),
             (
                 "funnel",
                 format!(
@@ -219,6 +301,58 @@ pub fn run(cli: &Cli) -> Result<()> {
         ],
     );
     Ok(())
+}
+
+/// The metrics of a funnel, by tag.
+fn funnel_scalars(funnel: &Funnel) -> [(&'static str, usize); 6] {
+    [
+        ("synthesize/generated", funnel.generated),
+        ("synthesize/parsed", funnel.parsed),
+        ("synthesize/exact_duplicates", funnel.exact_duplicates),
+        ("synthesize/near_duplicates", funnel.near_duplicates),
+        ("synthesize/rejected", funnel.rejected),
+        ("synthesize/kept", funnel.kept),
+    ]
+}
+
+/// The instructions of round `round` (> 1): each problem the round before kept, evolved by its
+/// operator (chosen from `seed`, the round and its place).
+fn evolution_requests(
+    previous: &[Candidate],
+    config: &SynthesizeConfig,
+    seed: u64,
+    round: usize,
+) -> Vec<Request> {
+    let evolution = &config.evolution;
+    previous
+        .iter()
+        .enumerate()
+        .filter_map(|(index, problem)| {
+            let (operator, partner) =
+                operators::choose(&evolution.operators, seed, round, index, previous.len())?;
+            let other = partner.map_or("", |p| previous[p].question.as_str());
+            Some(Request {
+                instruction: evolution.instruction(operator, &problem.question, other),
+                kind: Kind::Evolved,
+                operator: Some(operator),
+                seed_line: problem.seed_line,
+                seed_gold: None,
+            })
+        })
+        .collect()
+}
+
+/// The instruct model's sampling for `n` replies per instruction; `task` picks the seed of the
+/// stream (0 and 1: round 1's rephrasings and new problems, r: round r's evolutions).
+fn sampling(config: &SynthesizeConfig, n: usize, seed: u64, task: usize) -> SamplingParams {
+    SamplingParams {
+        n,
+        temperature: config.temperature,
+        top_p: config.top_p,
+        max_new_tokens: config.max_new_tokens,
+        seed: seed.wrapping_mul(31).wrapping_add(task as u64),
+        ..SamplingParams::default()
+    }
 }
 
 /// Samples rephrasings and new problems of every seed and parses them.
@@ -248,63 +382,87 @@ fn generate_candidates(
         if n == 0 {
             continue;
         }
-        let params = SamplingParams {
-            n,
-            temperature: config.temperature,
-            top_p: config.top_p,
-            max_new_tokens: config.max_new_tokens,
-            seed: seed.wrapping_mul(31).wrapping_add(task as u64),
-            ..SamplingParams::default()
-        };
-        let bar = crate::run::progress_bar(seeds.len() as u64, "synthesize");
-        for (chunk_index, chunk) in seeds.chunks(config.seeds_per_batch.max(1)).enumerate() {
-            let prompts = chunk
-                .iter()
-                .map(|s| {
-                    let instruction = template.replace("{question}", &s.question);
-                    let text = tokenizer
-                        .apply_chat_template(&[ChatMessage::new("user", instruction)], true)?;
-                    Ok(tokenizer.encode(&text)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let chunk_params = SamplingParams {
-                seed: params
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(chunk_index as u64),
-                ..params.clone()
-            };
-            let out = engine.generate(&prompts, &chunk_params)?;
-            for (group, (offset, s)) in out.groups.iter().zip(chunk.iter().enumerate()) {
-                let seed_line = chunk_index * config.seeds_per_batch.max(1) + offset + 1;
-                for c in &group.completions {
-                    funnel.generated += 1;
-                    let text = match &c.text {
-                        Some(text) => text.clone(),
-                        None => tokenizer.decode(&c.token_ids, true)?,
-                    };
-                    let Some((question, solution)) = parse_problem(&text) else {
-                        continue;
-                    };
-                    let answer = checker.verify(&solution, "", None).extracted;
-                    if answer.is_none() {
-                        continue;
-                    }
-                    funnel.parsed += 1;
-                    candidates.push(Candidate {
-                        question,
-                        solution,
-                        answer,
-                        kind,
-                        seed_line,
-                        seed_gold: (kind == Kind::Rephrase).then(|| s.gold.clone()).flatten(),
-                    });
-                }
-            }
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
+        let requests: Vec<Request> = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Request {
+                instruction: template.replace("{question}", &s.question),
+                kind,
+                operator: None,
+                seed_line: i + 1,
+                seed_gold: (kind == Kind::Rephrase).then(|| s.gold.clone()).flatten(),
+            })
+            .collect();
+        let params = sampling(config, n, seed, task);
+        candidates.extend(generate(
+            engine, tokenizer, &requests, &params, config, 1, checker, funnel,
+        )?);
     }
+    Ok(candidates)
+}
+
+/// Samples `params.n` replies per request, in batches of `seeds_per_batch`, and parses them
+/// into the candidates of `round`.
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    engine: &mut Engine,
+    tokenizer: &Tokenizer,
+    requests: &[Request],
+    params: &SamplingParams,
+    config: &SynthesizeConfig,
+    round: usize,
+    checker: &dyn Verifier,
+    funnel: &mut Funnel,
+) -> Result<Vec<Candidate>> {
+    let mut candidates = Vec::new();
+    let bar = crate::run::progress_bar(requests.len() as u64, "synthesize");
+    for (chunk_index, chunk) in requests.chunks(config.seeds_per_batch.max(1)).enumerate() {
+        let prompts = chunk
+            .iter()
+            .map(|r| {
+                let text = tokenizer
+                    .apply_chat_template(&[ChatMessage::new("user", &r.instruction)], true)?;
+                Ok(tokenizer.encode(&text)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let chunk_params = SamplingParams {
+            seed: params
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(chunk_index as u64),
+            ..params.clone()
+        };
+        let out = engine.generate(&prompts, &chunk_params)?;
+        for (group, r) in out.groups.iter().zip(chunk) {
+            for c in &group.completions {
+                funnel.generated += 1;
+                let text = match &c.text {
+                    Some(text) => text.clone(),
+                    None => tokenizer.decode(&c.token_ids, true)?,
+                };
+                let Some((question, solution)) = parse_problem(&text) else {
+                    continue;
+                };
+                let answer = checker.verify(&solution, "", None).extracted;
+                if answer.is_none() {
+                    continue;
+                }
+                funnel.parsed += 1;
+                candidates.push(Candidate {
+                    question,
+                    solution,
+                    answer,
+                    kind: r.kind,
+                    operator: r.operator,
+                    round,
+                    seed_line: r.seed_line,
+                    seed_gold: r.seed_gold.clone(),
+                });
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
     Ok(candidates)
 }
 
@@ -327,33 +485,7 @@ pub fn deduplicate(
     config: &SynthesizeConfig,
     funnel: &mut Funnel,
 ) -> Vec<Candidate> {
-    let normalise = |t: &str| {
-        t.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    let mut exact: HashSet<String> = seeds.iter().map(|s| normalise(s)).collect();
-    let mut near = MinHashIndex::new(
-        config.minhash_ngram,
-        config.minhash_bands,
-        config.minhash_rows,
-        config.near_duplicate_threshold,
-    );
-    for s in seeds {
-        near.insert(s);
-    }
-    let mut unique = Vec::new();
-    for c in candidates {
-        if !exact.insert(normalise(&c.question)) {
-            funnel.exact_duplicates += 1;
-        } else if near.insert(&c.question).is_some() {
-            funnel.near_duplicates += 1;
-        } else {
-            unique.push(c);
-        }
-    }
-    unique
+    Deduplicator::new(seeds, config).keep(candidates, funnel)
 }
 
 /// Keeps the candidates whose answer checks against the seed's gold (rephrasings of seeds with
@@ -440,6 +572,8 @@ mod tests {
             solution: "\\boxed{1}".into(),
             answer: Some("1".into()),
             kind: Kind::NewProblem,
+            operator: None,
+            round: 1,
             seed_line: 1,
             seed_gold: None,
         }
@@ -479,5 +613,83 @@ mod tests {
         let questions: Vec<&str> = unique.iter().map(|c| c.question.as_str()).collect();
         assert_eq!(questions, [fresh, "Find the area of a circle of radius 2."]);
         assert_eq!((funnel.exact_duplicates, funnel.near_duplicates), (2, 2));
+    }
+
+    #[test]
+    fn a_later_round_drops_near_copies_of_every_earlier_round() {
+        let first = "Tom has 3 apples and buys 5 more at the market on Monday. Then he gives 2 apples to his sister. How many apples does Tom have now?";
+        let second =
+            "A train leaves at 9 am at 60 km per hour. When does it reach a town 150 km away?";
+        let seed = "Find the area of a circle of radius 2.";
+        let config = SynthesizeConfig::default();
+        let mut seen = Deduplicator::new(&[seed], &config);
+        let mut funnel = Funnel::default();
+        let round_1 = seen.keep(vec![candidate(first), candidate(second)], &mut funnel);
+        assert_eq!(round_1.len(), 2);
+        // Round 2: a near copy of round 1's first problem, an exact copy of its second, a near
+        // copy of the seed, and one new problem; only the new one survives.
+        let evolved = |q: &str| Candidate {
+            kind: Kind::Evolved,
+            operator: Some(Operator::ChangeNumbers),
+            round: 2,
+            ..candidate(q)
+        };
+        let fresh = "How many ways can 5 people sit around a round table?";
+        let round_2 = seen.keep(
+            vec![
+                evolved(&first.replace("Monday", "Friday")),
+                evolved(&second.to_lowercase()),
+                evolved(&seed.replace("2.", "2 exactly.")),
+                evolved(fresh),
+            ],
+            &mut funnel,
+        );
+        let questions: Vec<&str> = round_2.iter().map(|c| c.question.as_str()).collect();
+        assert_eq!(questions, [fresh]);
+        assert_eq!((funnel.exact_duplicates, funnel.near_duplicates), (1, 2));
+        // Each round on its own would have kept the near copies.
+        let alone = deduplicate(
+            vec![evolved(&first.replace("Monday", "Friday"))],
+            &[seed],
+            &config,
+            &mut Funnel::default(),
+        );
+        assert_eq!(alone.len(), 1);
+    }
+
+    #[test]
+    fn evolution_requests_use_the_chosen_operator_and_keep_the_lineage() {
+        let config = SynthesizeConfig::default();
+        let kept: Vec<Candidate> = ["What is 2+3?", "What is 7*8?", "Solve x+1=4."]
+            .iter()
+            .enumerate()
+            .map(|(i, q)| Candidate {
+                seed_line: 10 + i,
+                ..candidate(q)
+            })
+            .collect();
+        let requests = evolution_requests(&kept, &config, 5, 2);
+        assert_eq!(requests.len(), 3);
+        for (i, r) in requests.iter().enumerate() {
+            let (op, partner) =
+                operators::choose(&config.evolution.operators, 5, 2, i, 3).unwrap();
+            assert_eq!((r.kind, r.operator, r.seed_line), (Kind::Evolved, Some(op), 10 + i));
+            assert_eq!(
+                r.instruction,
+                config.evolution.instruction(
+                    op,
+                    &kept[i].question,
+                    partner.map_or("", |p| kept[p].question.as_str())
+                )
+            );
+            assert!(r.seed_gold.is_none());
+        }
+        assert_eq!(
+            requests.iter().map(|r| &r.instruction).collect::<Vec<_>>(),
+            evolution_requests(&kept, &config, 5, 2)
+                .iter()
+                .map(|r| &r.instruction)
+                .collect::<Vec<_>>()
+        );
     }
 }
