@@ -148,12 +148,21 @@ fn two_rounds_pool_their_candidates_and_each_samples_from_the_one_before() {
     let evolution = r#"sft-data-evolution = ["rounds=1", "samples_per_question=4", "max_new_tokens=12", "eval_questions=1", "sft.steps=1", "sft.batch_size=2"]"#;
     let sets: String = CONFIG
         .lines()
-        .map(|l| if l.starts_with("sft-data-evolution") { evolution } else { l })
+        .map(|l| {
+            if l.starts_with("sft-data-evolution") {
+                evolution
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(
         &config,
-        format!("qa_data = {:?}\nrounds = 2\n{sets}\n", qa.display().to_string()),
+        format!(
+            "qa_data = {:?}\nrounds = 2\n{sets}\n",
+            qa.display().to_string()
+        ),
     )
     .unwrap();
     let out = tmp.path().join("run");
@@ -225,7 +234,43 @@ fn two_rounds_pool_their_candidates_and_each_samples_from_the_one_before() {
     assert!(input(4, "rm").ends_with("round-1/4-rm-retraining/rm"));
     assert!(input(5, "model").ends_with("round-2/3-sft-data-evolution/final"));
     assert!(input(6, "rm").ends_with("round-2/4-rm-retraining/rm"));
-    assert!(out.join("5-qwen25-math-rl/final/model.safetensors").is_file());
+    assert!(out
+        .join("5-qwen25-math-rl/final/model.safetensors")
+        .is_file());
+    assert!(out.join("6-eval/eval.json").is_file());
+
+    // Killed during round 2's RM retraining: `--resume` skips the five finished stages (round
+    // 2's evolution among them, its pool written again the same), then runs the rest.
+    std::fs::remove_file(out.join("round-2/4-rm-retraining/summary.json")).unwrap();
+    std::fs::remove_dir_all(out.join("5-qwen25-math-rl")).unwrap();
+    std::fs::remove_dir_all(out.join("6-eval")).unwrap();
+    std::fs::remove_file(out.join("round-2/candidates.jsonl")).unwrap();
+    let evolved = out.join("round-2/3-sft-data-evolution/final/model.safetensors");
+    let written = std::fs::metadata(&evolved).unwrap().modified().unwrap();
+    let resumed = mathrl()
+        .args(["--recipe", "pipeline", "--model"])
+        .arg(&base)
+        .arg("--data")
+        .arg(&sft)
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-steps", "1", "--datasets", "gsm8k", "--limit", "1"])
+        .arg("--resume")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert_eq!(
+        log.matches("pipeline stage already done").count(),
+        5,
+        "{log}"
+    );
+    assert_eq!(jsonl(&out.join("round-2/candidates.jsonl")), pool_2);
+    assert_eq!(
+        std::fs::metadata(&evolved).unwrap().modified().unwrap(),
+        written
+    );
     assert!(out.join("6-eval/eval.json").is_file());
 }
 

@@ -223,7 +223,10 @@ pub fn run(cli: &Cli) -> Result<()> {
             evolution_requests(&previous, config, run.seed, round)
         };
         if round > 1 && requests.is_empty() {
-            tracing::warn!(round, "the round before kept no problem: nothing left to evolve");
+            tracing::warn!(
+                round,
+                "the round before kept no problem: nothing left to evolve"
+            );
             break;
         }
         let mut round_funnel = Funnel::default();
@@ -260,7 +263,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             checker.as_ref(),
             &mut round_funnel,
         )?;
-        tracing::info!(round, kept = round_funnel.kept, generated = round_funnel.generated, "synthesis round done");
+        tracing::info!(
+            round,
+            kept = round_funnel.kept,
+            generated = round_funnel.generated,
+            "synthesis round done"
+        );
         for (tag, value) in funnel_scalars(&round_funnel) {
             run.metrics.scalar(tag, round as u64, value as f64);
         }
@@ -671,9 +679,11 @@ mod tests {
         let requests = evolution_requests(&kept, &config, 5, 2);
         assert_eq!(requests.len(), 3);
         for (i, r) in requests.iter().enumerate() {
-            let (op, partner) =
-                operators::choose(&config.evolution.operators, 5, 2, i, 3).unwrap();
-            assert_eq!((r.kind, r.operator, r.seed_line), (Kind::Evolved, Some(op), 10 + i));
+            let (op, partner) = operators::choose(&config.evolution.operators, 5, 2, i, 3).unwrap();
+            assert_eq!(
+                (r.kind, r.operator, r.seed_line),
+                (Kind::Evolved, Some(op), 10 + i)
+            );
             assert_eq!(
                 r.instruction,
                 config.evolution.instruction(

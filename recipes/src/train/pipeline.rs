@@ -206,8 +206,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 None => format!("pipeline stage `{stage}`"),
             })?;
         }
-        if let (Some(round), "sft-data-evolution", true) = (step.round, stage, config.rounds > 1)
-        {
+        if let (Some(round), "sft-data-evolution", true) = (step.round, stage, config.rounds > 1) {
             write_pool(&run, round, &dir)?;
         }
         products = handed_on(stage, &dir, products);
@@ -222,14 +221,21 @@ pub fn run(cli: &Cli) -> Result<()> {
     let labels: Vec<String> = done
         .iter()
         .map(|d| match d["round"].as_u64() {
-            Some(round) if config.rounds > 1 => format!("round {round} {}", d["stage"].as_str().unwrap_or("")),
+            Some(round) if config.rounds > 1 => {
+                format!("round {round} {}", d["stage"].as_str().unwrap_or(""))
+            }
             _ => d["stage"].as_str().unwrap_or("").to_string(),
         })
         .collect();
     let mut lines: Vec<(&str, String)> = labels
         .iter()
         .zip(&done)
-        .map(|(label, d)| (label.as_str(), d["output"].as_str().unwrap_or("").to_string()))
+        .map(|(label, d)| {
+            (
+                label.as_str(),
+                d["output"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     lines.push(("policy", products.policy.display().to_string()));
     print_summary(&run, &lines);
@@ -244,7 +250,8 @@ fn write_pool(run: &crate::run::RunContext, round: usize, dir: &Path) -> Result<
     let pool = extend_pool(earlier.as_deref(), &new)?;
     let path = run.path(&pool_file(round));
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     write_messages(&path, &pool)?;
     tracing::info!(round, candidates = pool.len(), pool = %path.display(), "round's SFT candidates pooled");
@@ -357,7 +364,9 @@ mod tests {
             .map(|(i, s)| format!("{}-{s}", i + 1))
             .collect();
         assert_eq!(
-            plan.iter().map(|s| s.dir.display().to_string()).collect::<Vec<_>>(),
+            plan.iter()
+                .map(|s| s.dir.display().to_string())
+                .collect::<Vec<_>>(),
             expected
         );
         assert_eq!(plan[2].round, Some(1));
@@ -394,7 +403,11 @@ mod tests {
         let mut inputs = Vec::new();
         for step in plan(2) {
             let dir = tmp.path().join(&step.dir);
-            inputs.push((step.dir.clone(), products.policy.clone(), products.rm.clone()));
+            inputs.push((
+                step.dir.clone(),
+                products.policy.clone(),
+                products.rm.clone(),
+            ));
             for made in ["final", "rm"] {
                 std::fs::create_dir_all(dir.join(made)).unwrap();
             }

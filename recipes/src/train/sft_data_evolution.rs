@@ -223,13 +223,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             round_cli.logdir = Some(round_dir.clone());
             round_cli.resume = None;
             let round_run = RunContext::new(&round_cli, "sft")?;
-            let outcome = train_sft(
-                policy,
-                &tokenizer,
-                training,
-                &config.sft,
-                &round_run,
-            )?;
+            let outcome = train_sft(policy, &tokenizer, training, &config.sft, &round_run)?;
             round_run.metrics.flush()?;
             policy = outcome.policy;
             master_weights = outcome.master_weights;

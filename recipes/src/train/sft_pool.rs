@@ -77,7 +77,10 @@ mod tests {
         let d = Conversation {
             messages: vec![ChatMessage::new("system", "1+1"), a.messages[1].clone()],
         };
-        assert_eq!(pooled(&[a.clone()], &[d.clone()]), vec![a, d]);
+        assert_eq!(
+            pooled(std::slice::from_ref(&a), std::slice::from_ref(&d)),
+            vec![a, d]
+        );
     }
 
     #[test]
@@ -88,7 +91,9 @@ mod tests {
             std::fs::write(path, lines.join("\n")).unwrap();
         };
         let line = |q: &str| {
-            format!(r#"{{"messages": [{{"role": "user", "content": "{q}"}}, {{"role": "assistant", "content": "\\boxed{{1}}"}}]}}"#)
+            format!(
+                r#"{{"messages": [{{"role": "user", "content": "{q}"}}, {{"role": "assistant", "content": "\\boxed{{1}}"}}]}}"#
+            )
         };
         let earlier = tmp.path().join("round-1/candidates.jsonl");
         write(&earlier, &[&line("a"), &line("b")]);

@@ -144,12 +144,20 @@ mod tests {
     #[test]
     fn the_choice_is_seeded_spread_over_the_operators_and_never_combines_with_itself() {
         let all = Operator::ALL;
-        let picks: Vec<_> = (0..200).map(|i| choose(&all, 7, 2, i, 200).unwrap()).collect();
-        let again: Vec<_> = (0..200).map(|i| choose(&all, 7, 2, i, 200).unwrap()).collect();
+        let picks: Vec<_> = (0..200)
+            .map(|i| choose(&all, 7, 2, i, 200).unwrap())
+            .collect();
+        let again: Vec<_> = (0..200)
+            .map(|i| choose(&all, 7, 2, i, 200).unwrap())
+            .collect();
         assert_eq!(picks, again);
-        let other_seed: Vec<_> = (0..200).map(|i| choose(&all, 8, 2, i, 200).unwrap()).collect();
+        let other_seed: Vec<_> = (0..200)
+            .map(|i| choose(&all, 8, 2, i, 200).unwrap())
+            .collect();
         assert_ne!(picks, other_seed);
-        let other_round: Vec<_> = (0..200).map(|i| choose(&all, 7, 3, i, 200).unwrap()).collect();
+        let other_round: Vec<_> = (0..200)
+            .map(|i| choose(&all, 7, 3, i, 200).unwrap())
+            .collect();
         assert_ne!(picks, other_round);
         for op in all {
             let n = picks.iter().filter(|(o, _)| *o == op).count();
@@ -188,23 +196,40 @@ mod tests {
         let config = QueryEvolutionConfig::default();
         config.validate().unwrap();
         let text = config.instruction(Operator::Combine, "What is 2+3?", "What is 4+4?");
-        assert!(text.contains("What is 2+3?") && text.contains("What is 4+4?"), "{text}");
-        assert!(!text.contains("{question}") && !text.contains("{other}"), "{text}");
+        assert!(
+            text.contains("What is 2+3?") && text.contains("What is 4+4?"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("{question}") && !text.contains("{other}"),
+            "{text}"
+        );
         let bad = QueryEvolutionConfig {
             combine_prompt: "Combine {question}.".into(),
             ..config.clone()
         };
         let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("evolution.combine_prompt") && err.contains("{other}"), "{err}");
+        assert!(
+            err.contains("evolution.combine_prompt") && err.contains("{other}"),
+            "{err}"
+        );
         let bad = QueryEvolutionConfig {
             harder_prompt: "Harder.".into(),
             ..config.clone()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("evolution.harder_prompt"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("evolution.harder_prompt"));
         let none = QueryEvolutionConfig {
             operators: vec![],
             ..config
         };
-        assert!(none.validate().unwrap_err().to_string().contains("evolution.operators"));
+        assert!(none
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("evolution.operators"));
     }
 }
