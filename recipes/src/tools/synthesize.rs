@@ -18,27 +18,29 @@
 //! "seed_line", "check", "agreement"}`.
 
 mod dedup;
+mod filter;
+mod generation;
 mod operators;
 
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::data::{load_qa, GoldAnswers};
+use mathrl::generation::{Engine, EngineConfig};
 use mathrl::model::Trainable;
-use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
-use mathrl_rewards::Verifier;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
-use crate::eval::prompts::COT_SYSTEM;
-use crate::eval::voting::majority_vote;
 use crate::output::OutputFile;
 use crate::run::print_summary;
-pub use dedup::Deduplicator;
+pub use dedup::{deduplicate, Deduplicator};
+pub use generation::parse_problem;
 pub use operators::{Operator, QueryEvolutionConfig};
+
+use filter::filter;
+use generation::{evolution_requests, generate, generate_candidates, sampling};
 
 /// Settings of the `synthesize` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,17 +169,6 @@ impl Funnel {
         self.rejected += other.rejected;
         self.kept += other.kept;
     }
-}
-
-/// One instruction to the instruct model and what its replies descend from.
-struct Request {
-    /// The instruction (the user turn).
-    instruction: String,
-    kind: Kind,
-    operator: Option<Operator>,
-    seed_line: usize,
-    /// The gold answer a reply must keep (rephrasings of seeds with one).
-    seed_gold: Option<String>,
 }
 
 /// Runs the recipe.
@@ -323,383 +314,17 @@ fn funnel_scalars(funnel: &Funnel) -> [(&'static str, usize); 6] {
     ]
 }
 
-/// The instructions of round `round` (> 1): each problem the round before kept, evolved by its
-/// operator (chosen from `seed`, the round and its place).
-fn evolution_requests(
-    previous: &[Candidate],
-    config: &SynthesizeConfig,
-    seed: u64,
-    round: usize,
-) -> Vec<Request> {
-    let evolution = &config.evolution;
-    previous
-        .iter()
-        .enumerate()
-        .filter_map(|(index, problem)| {
-            let (operator, partner) =
-                operators::choose(&evolution.operators, seed, round, index, previous.len())?;
-            let other = partner.map_or("", |p| previous[p].question.as_str());
-            Some(Request {
-                instruction: evolution.instruction(operator, &problem.question, other),
-                kind: Kind::Evolved,
-                operator: Some(operator),
-                seed_line: problem.seed_line,
-                seed_gold: None,
-            })
-        })
-        .collect()
-}
-
-/// The instruct model's sampling for `n` replies per instruction; `task` picks the seed of the
-/// stream (0 and 1: round 1's rephrasings and new problems, r: round r's evolutions).
-fn sampling(config: &SynthesizeConfig, n: usize, seed: u64, task: usize) -> SamplingParams {
-    SamplingParams {
-        n,
-        temperature: config.temperature,
-        top_p: config.top_p,
-        max_new_tokens: config.max_new_tokens,
-        seed: seed.wrapping_mul(31).wrapping_add(task as u64),
-        ..SamplingParams::default()
-    }
-}
-
-/// Samples rephrasings and new problems of every seed and parses them.
-fn generate_candidates(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    seeds: &[QaRecord],
-    config: &SynthesizeConfig,
-    seed: u64,
-    checker: &dyn Verifier,
-    funnel: &mut Funnel,
-) -> Result<Vec<Candidate>> {
-    let mut candidates = Vec::new();
-    let tasks = [
-        (
-            Kind::Rephrase,
-            &config.rephrase_prompt,
-            config.rephrasings_per_seed,
-        ),
-        (
-            Kind::NewProblem,
-            &config.new_problem_prompt,
-            config.new_problems_per_seed,
-        ),
-    ];
-    for (task, (kind, template, n)) in tasks.into_iter().enumerate() {
-        if n == 0 {
-            continue;
-        }
-        let requests: Vec<Request> = seeds
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Request {
-                instruction: template.replace("{question}", &s.question),
-                kind,
-                operator: None,
-                seed_line: i + 1,
-                seed_gold: (kind == Kind::Rephrase).then(|| s.gold.clone()).flatten(),
-            })
-            .collect();
-        let params = sampling(config, n, seed, task);
-        candidates.extend(generate(
-            engine, tokenizer, &requests, &params, config, 1, checker, funnel,
-        )?);
-    }
-    Ok(candidates)
-}
-
-/// Samples `params.n` replies per request, in batches of `seeds_per_batch`, and parses them
-/// into the candidates of `round`.
-#[allow(clippy::too_many_arguments)]
-fn generate(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    requests: &[Request],
-    params: &SamplingParams,
-    config: &SynthesizeConfig,
-    round: usize,
-    checker: &dyn Verifier,
-    funnel: &mut Funnel,
-) -> Result<Vec<Candidate>> {
-    let mut candidates = Vec::new();
-    let bar = crate::run::progress_bar(requests.len() as u64, "synthesize");
-    for (chunk_index, chunk) in requests.chunks(config.seeds_per_batch.max(1)).enumerate() {
-        let prompts = chunk
-            .iter()
-            .map(|r| {
-                let text = tokenizer
-                    .apply_chat_template(&[ChatMessage::new("user", &r.instruction)], true)?;
-                Ok(tokenizer.encode(&text)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let chunk_params = SamplingParams {
-            seed: params
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(chunk_index as u64),
-            ..params.clone()
-        };
-        let out = engine.generate(&prompts, &chunk_params)?;
-        for (group, r) in out.groups.iter().zip(chunk) {
-            for c in &group.completions {
-                funnel.generated += 1;
-                let text = match &c.text {
-                    Some(text) => text.clone(),
-                    None => tokenizer.decode(&c.token_ids, true)?,
-                };
-                let Some((question, solution)) = parse_problem(&text) else {
-                    continue;
-                };
-                let answer = checker.verify(&solution, "", None).extracted;
-                if answer.is_none() {
-                    continue;
-                }
-                funnel.parsed += 1;
-                candidates.push(Candidate {
-                    question,
-                    solution,
-                    answer,
-                    kind: r.kind,
-                    operator: r.operator,
-                    round,
-                    seed_line: r.seed_line,
-                    seed_gold: r.seed_gold.clone(),
-                });
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(candidates)
-}
-
-/// The problem and solution of a `Problem: … Solution: …` reply.
-pub fn parse_problem(text: &str) -> Option<(String, String)> {
-    let start = text.find("Problem:")? + "Problem:".len();
-    let rest = &text[start..];
-    let split = rest.find("Solution:")?;
-    let question = rest[..split].trim();
-    let solution = rest[split + "Solution:".len()..].trim();
-    (!question.is_empty() && !solution.is_empty())
-        .then(|| (question.to_string(), solution.to_string()))
-}
-
-/// Drops exact duplicates (whitespace- and case-normalised) and MinHash near duplicates, of each
-/// other and of the seeds; the first occurrence stays.
-pub fn deduplicate(
-    candidates: Vec<Candidate>,
-    seeds: &[&str],
-    config: &SynthesizeConfig,
-    funnel: &mut Funnel,
-) -> Vec<Candidate> {
-    Deduplicator::new(seeds, config).keep(candidates, funnel)
-}
-
-/// Keeps the candidates whose answer checks against the seed's gold (rephrasings of seeds with
-/// one) or agrees with the majority of `consistency_samples` fresh CoT solutions (the rest), with
-/// the check used (`gold` / `self-consistency`) and the agreement.
-fn filter(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    candidates: Vec<Candidate>,
-    config: &SynthesizeConfig,
-    seed: u64,
-    checker: &dyn Verifier,
-    funnel: &mut Funnel,
-) -> Result<Vec<(Candidate, &'static str, f64)>> {
-    let (with_gold, without): (Vec<_>, Vec<_>) =
-        candidates.into_iter().partition(|c| c.seed_gold.is_some());
-    let mut kept = Vec::new();
-    for c in with_gold {
-        let gold = c.seed_gold.as_deref().expect("partitioned on it");
-        if checker.verify(&c.solution, gold, None).is_correct() {
-            kept.push((c, "gold", 1.0));
-        } else {
-            funnel.rejected += 1;
-        }
-    }
-    if !without.is_empty() {
-        let params = SamplingParams {
-            n: config.consistency_samples.max(1),
-            temperature: 0.7,
-            top_p: 0.8,
-            max_new_tokens: config.max_new_tokens,
-            seed: seed.wrapping_add(0x5EED),
-            ..SamplingParams::default()
-        };
-        let prompts = without
-            .iter()
-            .map(|c| {
-                let messages = [
-                    ChatMessage::new("system", COT_SYSTEM),
-                    ChatMessage::new("user", &c.question),
-                ];
-                Ok(tokenizer.encode(&tokenizer.apply_chat_template(&messages, true)?)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = engine.generate(&prompts, &params)?;
-        for (group, c) in out.groups.iter().zip(without) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|x| match &x.text {
-                    Some(t) => Ok(t.clone()),
-                    None => Ok(tokenizer.decode(&x.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
-            let answer = c.answer.clone().expect("parsed candidates have an answer");
-            let verdicts: Vec<_> = texts
-                .iter()
-                .map(|t| checker.verify(t, &answer, None))
-                .collect();
-            let answers: Vec<Option<String>> =
-                verdicts.iter().map(|v| v.extracted.clone()).collect();
-            let agreement = verdicts.iter().filter(|v| v.is_correct()).count() as f64
-                / texts.len().max(1) as f64;
-            let majority_agrees = majority_vote(&answers).is_some_and(|i| verdicts[i].is_correct());
-            if majority_agrees && agreement >= config.min_agreement {
-                kept.push((c, "self-consistency", agreement));
-            } else {
-                funnel.rejected += 1;
-            }
-        }
-    }
-    kept.sort_by_key(|(c, _, _)| (c.seed_line, c.kind == Kind::NewProblem));
-    funnel.kept = kept.len();
-    Ok(kept)
-}
-
+/// A new problem of round 1 with answer 1 (for the tests of the parts).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn candidate(question: &str) -> Candidate {
-        Candidate {
-            question: question.into(),
-            solution: "\\boxed{1}".into(),
-            answer: Some("1".into()),
-            kind: Kind::NewProblem,
-            operator: None,
-            round: 1,
-            seed_line: 1,
-            seed_gold: None,
-        }
-    }
-
-    #[test]
-    fn replies_parse_into_problem_and_solution() {
-        assert_eq!(
-            parse_problem("Sure!\nProblem: What is 2+3?\nSolution: 2+3=5, so \\boxed{5}."),
-            Some(("What is 2+3?".into(), "2+3=5, so \\boxed{5}.".into()))
-        );
-        assert_eq!(parse_problem("Problem: x\n"), None);
-        assert_eq!(parse_problem("Problem: \nSolution: y"), None);
-        assert_eq!(parse_problem("no format"), None);
-    }
-
-    #[test]
-    fn exact_and_near_duplicates_of_each_other_and_the_seeds_are_dropped() {
-        let seed = "Tom has 3 apples and buys 5 more at the market on Monday. Then he gives 2 apples to his sister. How many apples does Tom have now?";
-        let fresh =
-            "A train leaves at 9 am at 60 km per hour. When does it reach a town 150 km away?";
-        let candidates = vec![
-            candidate(&seed.to_uppercase()), // exact copy of the seed
-            candidate(&seed.replace("Monday", "Tuesday")), // near copy of the seed
-            candidate(fresh),
-            candidate(&format!("  {fresh} ")), // exact copy
-            candidate(&fresh.replace("away?", "away, exactly?")), // near copy
-            candidate("Find the area of a circle of radius 2."),
-        ];
-        let mut funnel = Funnel::default();
-        let unique = deduplicate(
-            candidates,
-            &[seed],
-            &SynthesizeConfig::default(),
-            &mut funnel,
-        );
-        let questions: Vec<&str> = unique.iter().map(|c| c.question.as_str()).collect();
-        assert_eq!(questions, [fresh, "Find the area of a circle of radius 2."]);
-        assert_eq!((funnel.exact_duplicates, funnel.near_duplicates), (2, 2));
-    }
-
-    #[test]
-    fn a_later_round_drops_near_copies_of_every_earlier_round() {
-        let first = "Tom has 3 apples and buys 5 more at the market on Monday. Then he gives 2 apples to his sister. How many apples does Tom have now?";
-        let second =
-            "A train leaves at 9 am at 60 km per hour. When does it reach a town 150 km away?";
-        let seed = "Find the area of a circle of radius 2.";
-        let config = SynthesizeConfig::default();
-        let mut seen = Deduplicator::new(&[seed], &config);
-        let mut funnel = Funnel::default();
-        let round_1 = seen.keep(vec![candidate(first), candidate(second)], &mut funnel);
-        assert_eq!(round_1.len(), 2);
-        // Round 2: a near copy of round 1's first problem, an exact copy of its second, a near
-        // copy of the seed, and one new problem; only the new one survives.
-        let evolved = |q: &str| Candidate {
-            kind: Kind::Evolved,
-            operator: Some(Operator::ChangeNumbers),
-            round: 2,
-            ..candidate(q)
-        };
-        let fresh = "How many ways can 5 people sit around a round table?";
-        let round_2 = seen.keep(
-            vec![
-                evolved(&first.replace("Monday", "Friday")),
-                evolved(&second.to_lowercase()),
-                evolved(&seed.replace("2.", "2 exactly.")),
-                evolved(fresh),
-            ],
-            &mut funnel,
-        );
-        let questions: Vec<&str> = round_2.iter().map(|c| c.question.as_str()).collect();
-        assert_eq!(questions, [fresh]);
-        assert_eq!((funnel.exact_duplicates, funnel.near_duplicates), (1, 2));
-        // Each round on its own would have kept the near copies.
-        let alone = deduplicate(
-            vec![evolved(&first.replace("Monday", "Friday"))],
-            &[seed],
-            &config,
-            &mut Funnel::default(),
-        );
-        assert_eq!(alone.len(), 1);
-    }
-
-    #[test]
-    fn evolution_requests_use_the_chosen_operator_and_keep_the_lineage() {
-        let config = SynthesizeConfig::default();
-        let kept: Vec<Candidate> = ["What is 2+3?", "What is 7*8?", "Solve x+1=4."]
-            .iter()
-            .enumerate()
-            .map(|(i, q)| Candidate {
-                seed_line: 10 + i,
-                ..candidate(q)
-            })
-            .collect();
-        let requests = evolution_requests(&kept, &config, 5, 2);
-        assert_eq!(requests.len(), 3);
-        for (i, r) in requests.iter().enumerate() {
-            let (op, partner) = operators::choose(&config.evolution.operators, 5, 2, i, 3).unwrap();
-            assert_eq!(
-                (r.kind, r.operator, r.seed_line),
-                (Kind::Evolved, Some(op), 10 + i)
-            );
-            assert_eq!(
-                r.instruction,
-                config.evolution.instruction(
-                    op,
-                    &kept[i].question,
-                    partner.map_or("", |p| kept[p].question.as_str())
-                )
-            );
-            assert!(r.seed_gold.is_none());
-        }
-        assert_eq!(
-            requests.iter().map(|r| &r.instruction).collect::<Vec<_>>(),
-            evolution_requests(&kept, &config, 5, 2)
-                .iter()
-                .map(|r| &r.instruction)
-                .collect::<Vec<_>>()
-        );
+pub(crate) fn test_candidate(question: &str) -> Candidate {
+    Candidate {
+        question: question.into(),
+        solution: "\\boxed{1}".into(),
+        answer: Some("1".into()),
+        kind: Kind::NewProblem,
+        operator: None,
+        round: 1,
+        seed_line: 1,
+        seed_gold: None,
     }
 }

@@ -34,8 +34,8 @@ impl Operator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryEvolutionConfig {
-    /// Operators a problem's one is chosen from (seeded, per problem): any of `add-constraint`,
-    /// `change-numbers`, `combine`, `harder` (default: all four).
+    /// Operators to choose from, one per problem, drawn from the run's seed: any of
+    /// `add-constraint`, `change-numbers`, `combine`, `harder` (default: all four).
     pub operators: Vec<Operator>,
     /// Evolved problems sampled per problem kept in the previous round (default 2).
     pub per_problem: usize,
