@@ -85,17 +85,18 @@ pub struct Step {
 /// retraining, then RL and eval. One round keeps the single loop's layout (`3-sft-data-evolution`
 /// …); more put round r's runs under `round-<r>/`, with their stage numbers.
 pub fn plan(rounds: usize) -> Vec<Step> {
+    // A stage's directory is numbered by its place in STAGES, in every round.
+    let name = |stage: &str| format!("{}-{stage}", stage_index(stage) + 1);
     let mut steps = Vec::new();
-    for (index, stage) in STAGES.iter().enumerate() {
-        let name = |stage: &str| format!("{}-{stage}", stage_index(stage) + 1);
-        if *stage == ROUND_STAGES[1] {
+    for stage in STAGES {
+        if stage == ROUND_STAGES[1] {
             continue; // planned with the round's evolution
         }
-        if *stage != ROUND_STAGES[0] {
+        if stage != ROUND_STAGES[0] {
             steps.push(Step {
                 stage,
                 round: None,
-                dir: format!("{}-{stage}", index + 1).into(),
+                dir: name(stage).into(),
             });
             continue;
         }
