@@ -44,6 +44,7 @@ const SOURCES: &[&str] = &[
     include_str!("eval/prompts.rs"),
     include_str!("eval/recipe.rs"),
     include_str!("tools/synthesize.rs"),
+    include_str!("tools/synthesize/operators.rs"),
     include_str!("tools/generate.rs"),
     include_str!("tools/python.rs"),
 ];

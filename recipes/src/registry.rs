@@ -22,7 +22,7 @@ pub fn recipes() -> Vec<Recipe> {
         run: crate::train::qwen25_math_rl::run,
     }, Recipe {
         name: "pipeline",
-        description: "the report's loop: SFT → RM → SFT-data evolution → RM retraining → RL → eval (--model BASE --data sft.jsonl --set qa_data=qa.jsonl)",
+        description: "the report's loop: SFT → RM → rounds of (SFT-data evolution → RM retraining) → RL → eval (--model BASE --data sft.jsonl --set qa_data=qa.jsonl [--set rounds=N])",
         run: crate::train::pipeline::run,
     }, Recipe {
         name: "logprobs",
@@ -71,7 +71,7 @@ pub fn recipes() -> Vec<Recipe> {
         run: crate::train::sft_data_evolution::run,
     }, Recipe {
         name: "synthesize",
-        description: "an instruct model rephrases and extends seed problems; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl)",
+        description: "an instruct model rephrases and extends seed problems, then evolves the kept ones over rounds; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl [--set rounds=N])",
         run: crate::tools::synthesize::run,
     }]
 }

@@ -1,6 +1,7 @@
 //! `synthesize` end to end on a scripted "instruct model" that always writes the same problem:
 //! the copies are deduplicated, the survivor is checked against its seed's gold answer (a
-//! rephrasing) or by self-consistency (a new problem), and written as JSONL.
+//! rephrasing) or by self-consistency (a new problem), and written as JSONL; over rounds, the
+//! kept problems are evolved (the operator recorded) and deduplicated against earlier rounds.
 
 mod common;
 
@@ -12,18 +13,24 @@ use common::{bigram_policy, id, script_tokenizer_with};
 const CONCAT: &str =
     "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
 const REPLY: &str = "Problem: What is 2+3?\nSolution: ";
+/// The evolved problem: what the model writes after "%" (the end of the test's evolution
+/// instructions).
+const EVOLVED: &str = "Problem: What is 4+1?\nSolution: ";
 
 /// After "#" or "$" (the ends of the test's instructions) the model writes REPLY then
-/// "\boxed{5}"; after "?" (the end of a CoT prompt for the new problem) it answers "\boxed{5}".
+/// "\boxed{5}", after "%" EVOLVED then "\boxed{5}"; after "?" (the end of a CoT prompt for a new
+/// problem) it answers "\boxed{5}".
 fn scripted_instruct_model(dir: &Path) {
     let tokenizer_dir = dir.with_extension("tokenizer");
     std::fs::create_dir_all(&tokenizer_dir).unwrap();
-    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY]);
-    let (reply, boxed) = (id(&tok, REPLY), id(&tok, "\\boxed{5}"));
+    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY, EVOLVED]);
+    let (reply, evolved, boxed) = (id(&tok, REPLY), id(&tok, EVOLVED), id(&tok, "\\boxed{5}"));
     bigram_policy(&[
         (id(&tok, "#"), reply),
         (id(&tok, "$"), reply),
+        (id(&tok, "%"), evolved),
         (reply, boxed),
+        (evolved, boxed),
         (id(&tok, "?"), boxed),
         (boxed, 0),
     ])
@@ -128,4 +135,102 @@ fn copies_are_deduplicated_and_the_survivor_is_checked() {
         (Some("new-problem"), Some("self-consistency"))
     );
     assert_eq!(lines[0]["agreement"], 1.0);
+}
+
+/// Every evolution instruction ends with "%", so the model writes the evolved problem.
+const EVOLUTION_PROMPTS: [&str; 4] = [
+    "evolution.add_constraint_prompt={question}%",
+    "evolution.change_numbers_prompt={question}%",
+    "evolution.combine_prompt={question}{other}%",
+    "evolution.harder_prompt={question}%",
+];
+
+#[test]
+fn rounds_evolve_the_kept_problems_and_drop_copies_of_earlier_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    scripted_instruct_model(&model);
+    let seeds = tmp.path().join("seeds.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"question\": \"Add two and three.\", \"answer\": \"5\"}\n{\"question\": \"Add one and four.\"}\n",
+    )
+    .unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let output = tmp.path().join(name);
+        let mut sets = vec![
+            "rounds=3",
+            "rephrasings_per_seed=1",
+            "new_problems_per_seed=0",
+            "evolution.per_problem=2",
+        ];
+        sets.extend(EVOLUTION_PROMPTS);
+        sets.extend(extra);
+        let lines = synthesize(&model, &seeds, &output, &sets);
+        (lines, output)
+    };
+
+    // Round 1 keeps "What is 2+3?" (a rephrasing, checked against seed 1's gold); round 2
+    // evolves it into "What is 4+1?" (kept by self-consistency, once); round 3's evolutions are
+    // copies of round 2's problem and are all dropped.
+    let (lines, output) = run("harder", &["evolution.operators=[\"harder\"]"]);
+    let summary = |output: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(output.join("summary.json")).unwrap())
+            .unwrap()
+    };
+    let fields = |l: &serde_json::Value| {
+        (
+            l["question"].as_str().unwrap().to_string(),
+            l["kind"].as_str().unwrap().to_string(),
+            l["operator"].as_str().map(str::to_string),
+            l["round"].as_u64().unwrap(),
+            l["seed_line"].as_u64().unwrap(),
+            l["check"].as_str().unwrap().to_string(),
+        )
+    };
+    let got: Vec<_> = lines.iter().map(fields).collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        [
+            (s("What is 2+3?"), s("rephrase"), None, 1, 1, s("gold")),
+            (
+                s("What is 4+1?"),
+                s("evolved"),
+                Some(s("harder")),
+                2,
+                1,
+                s("self-consistency")
+            ),
+        ]
+    );
+    let rounds = summary(&output)["rounds"].clone();
+    let counts = |r: usize| {
+        let f = &rounds[r]["funnel"];
+        [
+            &f["generated"],
+            &f["exact_duplicates"],
+            &f["near_duplicates"],
+            &f["rejected"],
+            &f["kept"],
+        ]
+        .map(|v| v.as_u64().unwrap())
+    };
+    assert_eq!(rounds.as_array().unwrap().len(), 3, "{rounds}");
+    // [generated, exact, near, rejected, kept] per round.
+    assert_eq!(counts(0), [2, 1, 0, 0, 1]);
+    assert_eq!(counts(1), [2, 1, 0, 0, 1]);
+    assert_eq!(counts(2), [2, 2, 0, 0, 0]);
+    assert_eq!(funnel(&output)["kept"], 2);
+
+    // With every operator the choice is seeded: the same run twice records the same one (a lone
+    // problem is never combined).
+    let (first, _) = run("all-1", &[]);
+    let (again, _) = run("all-2", &[]);
+    assert_eq!(first, again);
+    let operator = first[1]["operator"].as_str().unwrap();
+    assert!(
+        ["add-constraint", "change-numbers", "harder"].contains(&operator),
+        "{operator}"
+    );
 }

@@ -5,35 +5,53 @@
 //! a new problem's answer must agree with the majority of fresh CoT solutions
 //! (self-consistency). The survivors are written as JSONL.
 //!
-//! `mathrl --recipe synthesize --model INSTRUCT_DIR --data seeds.jsonl [--output DIR]`
-//! (`seeds.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional; a seed without one
-//! has its rephrasings filtered by self-consistency too). Writes `<output>/synthesized.jsonl`:
-//! `{"question", "solution", "answer", "kind", "seed_line", "check", "agreement"}`.
+//! With `--set rounds=N`, each later round evolves the problems the round before kept (query
+//! evolution, as the report's data synthesis does): one operator per problem, chosen from the
+//! run's seed — add a constraint, change the numbers, combine with another kept problem, make it
+//! harder — and the same dedup (against the seeds and every earlier round too) and
+//! self-consistency filter.
+//!
+//! `mathrl --recipe synthesize --model INSTRUCT_DIR --data seeds.jsonl [--set rounds=N]
+//! [--output DIR]` (`seeds.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional; a
+//! seed without one has its rephrasings filtered by self-consistency too). Writes
+//! `<output>/synthesized.jsonl`: `{"question", "solution", "answer", "kind", "operator", "round",
+//! "seed_line", "check", "agreement"}`.
 
-use std::collections::HashSet;
+mod dedup;
+mod filter;
+mod generation;
+mod operators;
+
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::data::{load_qa, GoldAnswers};
+use mathrl::generation::{Engine, EngineConfig};
 use mathrl::model::Trainable;
-use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
-use mathrl_rewards::Verifier;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
-use crate::eval::prompts::COT_SYSTEM;
-use crate::eval::voting::majority_vote;
 use crate::output::OutputFile;
 use crate::run::print_summary;
-use crate::tools::minhash::MinHashIndex;
+pub use dedup::{deduplicate, Deduplicator};
+pub use generation::parse_problem;
+pub use operators::{Operator, QueryEvolutionConfig};
+
+use filter::filter;
+use generation::{evolution_requests, generate, generate_candidates, sampling};
 
 /// Settings of the `synthesize` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SynthesizeConfig {
+    /// Rounds of synthesis (default 1). Round 1 rephrases and extends the seeds; each later round
+    /// evolves the problems the round before kept (see `evolution`).
+    pub rounds: usize,
+    /// Query evolution in rounds after the first: its operators, their instructions, and the
+    /// evolved problems sampled per kept problem.
+    pub evolution: QueryEvolutionConfig,
     /// Rephrasings per seed (they keep the seed's answer).
     pub rephrasings_per_seed: usize,
     /// New problems per seed.
@@ -69,6 +87,8 @@ pub struct SynthesizeConfig {
 impl Default for SynthesizeConfig {
     fn default() -> Self {
         Self {
+            rounds: 1,
+            evolution: QueryEvolutionConfig::default(),
             rephrasings_per_seed: 2,
             new_problems_per_seed: 2,
             rephrase_prompt: "Rephrase the following math problem without changing its meaning or its answer, then solve it step by step and put the final answer within \\boxed{}.\n\nProblem: {question}\n\nReply as:\nProblem: <the rephrased problem>\nSolution: <the solution>\n".into(),
@@ -96,6 +116,8 @@ pub enum Kind {
     Rephrase,
     /// A new problem written from its seed.
     NewProblem,
+    /// A problem of the round before, evolved by an operator.
+    Evolved,
 }
 
 /// One generated problem with its solution.
@@ -107,9 +129,13 @@ pub struct Candidate {
     pub solution: String,
     /// The solution's extracted final answer.
     pub answer: Option<String>,
-    /// Rephrasing or new problem.
+    /// Rephrasing, new problem or evolved problem.
     pub kind: Kind,
-    /// 1-based line of its seed.
+    /// The operator of an evolved problem.
+    pub operator: Option<Operator>,
+    /// The round that wrote it (1-based).
+    pub round: usize,
+    /// 1-based line of its seed (an evolved problem's: that of the seed it descends from).
     pub seed_line: usize,
     /// The seed's gold answer (rephrasings only).
     #[serde(skip)]
@@ -133,6 +159,18 @@ pub struct Funnel {
     pub kept: usize,
 }
 
+impl Funnel {
+    /// Adds another round's counts.
+    pub fn add(&mut self, other: &Funnel) {
+        self.generated += other.generated;
+        self.parsed += other.parsed;
+        self.exact_duplicates += other.exact_duplicates;
+        self.near_duplicates += other.near_duplicates;
+        self.rejected += other.rejected;
+        self.kept += other.kept;
+    }
+}
+
 /// Runs the recipe.
 pub fn run(cli: &Cli) -> Result<()> {
     let Some(recipe) = prepare::<SynthesizeConfig>(cli, "synthesize")? else {
@@ -147,6 +185,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             bail!("config key `{key}` must contain `{{question}}`");
         }
     }
+    if config.rounds == 0 {
+        bail!("config key `rounds`: give at least 1 round");
+    }
+    if config.rounds > 1 {
+        config.evolution.validate()?;
+    }
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("seeds.jsonl")?;
     let checker = crate::eval::recipe::checker(&config.checker)?;
@@ -157,52 +201,89 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mut engine =
         Engine::from_policy(&policy, EngineConfig::default()).with_tokenizer(tokenizer.clone());
     let mut funnel = Funnel::default();
-
-    let candidates = generate_candidates(
-        &mut engine,
-        &tokenizer,
-        &seeds,
-        config,
-        run.seed,
-        checker.as_ref(),
-        &mut funnel,
-    )?;
     let seed_texts: Vec<&str> = seeds.iter().map(|s| s.question.as_str()).collect();
-    let unique = deduplicate(candidates, &seed_texts, config, &mut funnel);
-    let kept = filter(
-        &mut engine,
-        &tokenizer,
-        unique,
-        config,
-        run.seed,
-        checker.as_ref(),
-        &mut funnel,
-    )?;
+    // One dedup state for every round: a round's problem must be new against all before it.
+    let mut seen = Deduplicator::new(&seed_texts, config);
+    let mut rounds = Vec::new();
+    let mut all_kept = Vec::new();
+    let mut previous: Vec<Candidate> = Vec::new();
+    for round in 1..=config.rounds {
+        let requests = if round == 1 {
+            Vec::new()
+        } else {
+            evolution_requests(&previous, config, run.seed, round)
+        };
+        if round > 1 && requests.is_empty() {
+            tracing::warn!(
+                round,
+                "the round before kept no problem: nothing left to evolve"
+            );
+            break;
+        }
+        let mut round_funnel = Funnel::default();
+        let candidates = if round == 1 {
+            generate_candidates(
+                &mut engine,
+                &tokenizer,
+                &seeds,
+                config,
+                run.seed,
+                checker.as_ref(),
+                &mut round_funnel,
+            )?
+        } else {
+            let params = sampling(config, config.evolution.per_problem, run.seed, round);
+            generate(
+                &mut engine,
+                &tokenizer,
+                &requests,
+                &params,
+                config,
+                round,
+                checker.as_ref(),
+                &mut round_funnel,
+            )?
+        };
+        let unique = seen.keep(candidates, &mut round_funnel);
+        let kept = filter(
+            &mut engine,
+            &tokenizer,
+            unique,
+            config,
+            run.seed.wrapping_add(round as u64 - 1),
+            checker.as_ref(),
+            &mut round_funnel,
+        )?;
+        tracing::info!(
+            round,
+            kept = round_funnel.kept,
+            generated = round_funnel.generated,
+            "synthesis round done"
+        );
+        for (tag, value) in funnel_scalars(&round_funnel) {
+            run.metrics.scalar(tag, round as u64, value as f64);
+        }
+        funnel.add(&round_funnel);
+        rounds.push(serde_json::json!({ "round": round, "funnel": round_funnel }));
+        previous = kept.iter().map(|(c, _, _)| c.clone()).collect();
+        all_kept.extend(kept);
+    }
 
     let path = run.path("synthesized.jsonl");
     let mut out = OutputFile::create(&path)?;
-    for (candidate, check, agreement) in &kept {
+    for (candidate, check, agreement) in &all_kept {
         let mut line = serde_json::to_value(candidate)?;
         line["check"] = (*check).into();
         line["agreement"] = (*agreement).into();
         writeln!(out, "{line}")?;
     }
     out.commit()?;
-    for (tag, value) in [
-        ("synthesize/generated", funnel.generated),
-        ("synthesize/parsed", funnel.parsed),
-        ("synthesize/exact_duplicates", funnel.exact_duplicates),
-        ("synthesize/near_duplicates", funnel.near_duplicates),
-        ("synthesize/rejected", funnel.rejected),
-        ("synthesize/kept", funnel.kept),
-    ] {
-        run.metrics.scalar(tag, 0, value as f64);
-    }
-    run.write_summary(&serde_json::json!({ "funnel": funnel, "seeds": seeds.len(), "seconds": run.elapsed().as_secs_f64() }))?;
+    run.write_summary(&serde_json::json!({ "funnel": funnel, "rounds": rounds, "seeds": seeds.len(), "seconds": run.elapsed().as_secs_f64() }))?;
     print_summary(
         &run,
         &[
             ("seeds", seeds.len().to_string()),
+            ("rounds", rounds.len().to_string()),
             (
                 "funnel",
                 format!(
@@ -221,263 +302,29 @@ pub fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// Samples rephrasings and new problems of every seed and parses them.
-fn generate_candidates(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    seeds: &[QaRecord],
-    config: &SynthesizeConfig,
-    seed: u64,
-    checker: &dyn Verifier,
-    funnel: &mut Funnel,
-) -> Result<Vec<Candidate>> {
-    let mut candidates = Vec::new();
-    let tasks = [
-        (
-            Kind::Rephrase,
-            &config.rephrase_prompt,
-            config.rephrasings_per_seed,
-        ),
-        (
-            Kind::NewProblem,
-            &config.new_problem_prompt,
-            config.new_problems_per_seed,
-        ),
-    ];
-    for (task, (kind, template, n)) in tasks.into_iter().enumerate() {
-        if n == 0 {
-            continue;
-        }
-        let params = SamplingParams {
-            n,
-            temperature: config.temperature,
-            top_p: config.top_p,
-            max_new_tokens: config.max_new_tokens,
-            seed: seed.wrapping_mul(31).wrapping_add(task as u64),
-            ..SamplingParams::default()
-        };
-        let bar = crate::run::progress_bar(seeds.len() as u64, "synthesize");
-        for (chunk_index, chunk) in seeds.chunks(config.seeds_per_batch.max(1)).enumerate() {
-            let prompts = chunk
-                .iter()
-                .map(|s| {
-                    let instruction = template.replace("{question}", &s.question);
-                    let text = tokenizer
-                        .apply_chat_template(&[ChatMessage::new("user", instruction)], true)?;
-                    Ok(tokenizer.encode(&text)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let chunk_params = SamplingParams {
-                seed: params
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(chunk_index as u64),
-                ..params.clone()
-            };
-            let out = engine.generate(&prompts, &chunk_params)?;
-            for (group, (offset, s)) in out.groups.iter().zip(chunk.iter().enumerate()) {
-                let seed_line = chunk_index * config.seeds_per_batch.max(1) + offset + 1;
-                for c in &group.completions {
-                    funnel.generated += 1;
-                    let text = match &c.text {
-                        Some(text) => text.clone(),
-                        None => tokenizer.decode(&c.token_ids, true)?,
-                    };
-                    let Some((question, solution)) = parse_problem(&text) else {
-                        continue;
-                    };
-                    let answer = checker.verify(&solution, "", None).extracted;
-                    if answer.is_none() {
-                        continue;
-                    }
-                    funnel.parsed += 1;
-                    candidates.push(Candidate {
-                        question,
-                        solution,
-                        answer,
-                        kind,
-                        seed_line,
-                        seed_gold: (kind == Kind::Rephrase).then(|| s.gold.clone()).flatten(),
-                    });
-                }
-            }
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-    }
-    Ok(candidates)
+/// The metrics of a funnel, by tag.
+fn funnel_scalars(funnel: &Funnel) -> [(&'static str, usize); 6] {
+    [
+        ("synthesize/generated", funnel.generated),
+        ("synthesize/parsed", funnel.parsed),
+        ("synthesize/exact_duplicates", funnel.exact_duplicates),
+        ("synthesize/near_duplicates", funnel.near_duplicates),
+        ("synthesize/rejected", funnel.rejected),
+        ("synthesize/kept", funnel.kept),
+    ]
 }
 
-/// The problem and solution of a `Problem: … Solution: …` reply.
-pub fn parse_problem(text: &str) -> Option<(String, String)> {
-    let start = text.find("Problem:")? + "Problem:".len();
-    let rest = &text[start..];
-    let split = rest.find("Solution:")?;
-    let question = rest[..split].trim();
-    let solution = rest[split + "Solution:".len()..].trim();
-    (!question.is_empty() && !solution.is_empty())
-        .then(|| (question.to_string(), solution.to_string()))
-}
-
-/// Drops exact duplicates (whitespace- and case-normalised) and MinHash near duplicates, of each
-/// other and of the seeds; the first occurrence stays.
-pub fn deduplicate(
-    candidates: Vec<Candidate>,
-    seeds: &[&str],
-    config: &SynthesizeConfig,
-    funnel: &mut Funnel,
-) -> Vec<Candidate> {
-    let normalise = |t: &str| {
-        t.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    let mut exact: HashSet<String> = seeds.iter().map(|s| normalise(s)).collect();
-    let mut near = MinHashIndex::new(
-        config.minhash_ngram,
-        config.minhash_bands,
-        config.minhash_rows,
-        config.near_duplicate_threshold,
-    );
-    for s in seeds {
-        near.insert(s);
-    }
-    let mut unique = Vec::new();
-    for c in candidates {
-        if !exact.insert(normalise(&c.question)) {
-            funnel.exact_duplicates += 1;
-        } else if near.insert(&c.question).is_some() {
-            funnel.near_duplicates += 1;
-        } else {
-            unique.push(c);
-        }
-    }
-    unique
-}
-
-/// Keeps the candidates whose answer checks against the seed's gold (rephrasings of seeds with
-/// one) or agrees with the majority of `consistency_samples` fresh CoT solutions (the rest), with
-/// the check used (`gold` / `self-consistency`) and the agreement.
-fn filter(
-    engine: &mut Engine,
-    tokenizer: &Tokenizer,
-    candidates: Vec<Candidate>,
-    config: &SynthesizeConfig,
-    seed: u64,
-    checker: &dyn Verifier,
-    funnel: &mut Funnel,
-) -> Result<Vec<(Candidate, &'static str, f64)>> {
-    let (with_gold, without): (Vec<_>, Vec<_>) =
-        candidates.into_iter().partition(|c| c.seed_gold.is_some());
-    let mut kept = Vec::new();
-    for c in with_gold {
-        let gold = c.seed_gold.as_deref().expect("partitioned on it");
-        if checker.verify(&c.solution, gold, None).is_correct() {
-            kept.push((c, "gold", 1.0));
-        } else {
-            funnel.rejected += 1;
-        }
-    }
-    if !without.is_empty() {
-        let params = SamplingParams {
-            n: config.consistency_samples.max(1),
-            temperature: 0.7,
-            top_p: 0.8,
-            max_new_tokens: config.max_new_tokens,
-            seed: seed.wrapping_add(0x5EED),
-            ..SamplingParams::default()
-        };
-        let prompts = without
-            .iter()
-            .map(|c| {
-                let messages = [
-                    ChatMessage::new("system", COT_SYSTEM),
-                    ChatMessage::new("user", &c.question),
-                ];
-                Ok(tokenizer.encode(&tokenizer.apply_chat_template(&messages, true)?)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = engine.generate(&prompts, &params)?;
-        for (group, c) in out.groups.iter().zip(without) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|x| match &x.text {
-                    Some(t) => Ok(t.clone()),
-                    None => Ok(tokenizer.decode(&x.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
-            let answer = c.answer.clone().expect("parsed candidates have an answer");
-            let verdicts: Vec<_> = texts
-                .iter()
-                .map(|t| checker.verify(t, &answer, None))
-                .collect();
-            let answers: Vec<Option<String>> =
-                verdicts.iter().map(|v| v.extracted.clone()).collect();
-            let agreement = verdicts.iter().filter(|v| v.is_correct()).count() as f64
-                / texts.len().max(1) as f64;
-            let majority_agrees = majority_vote(&answers).is_some_and(|i| verdicts[i].is_correct());
-            if majority_agrees && agreement >= config.min_agreement {
-                kept.push((c, "self-consistency", agreement));
-            } else {
-                funnel.rejected += 1;
-            }
-        }
-    }
-    kept.sort_by_key(|(c, _, _)| (c.seed_line, c.kind == Kind::NewProblem));
-    funnel.kept = kept.len();
-    Ok(kept)
-}
-
+/// A new problem of round 1 with answer 1 (for the tests of the parts).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn candidate(question: &str) -> Candidate {
-        Candidate {
-            question: question.into(),
-            solution: "\\boxed{1}".into(),
-            answer: Some("1".into()),
-            kind: Kind::NewProblem,
-            seed_line: 1,
-            seed_gold: None,
-        }
-    }
-
-    #[test]
-    fn replies_parse_into_problem_and_solution() {
-        assert_eq!(
-            parse_problem("Sure!\nProblem: What is 2+3?\nSolution: 2+3=5, so \\boxed{5}."),
-            Some(("What is 2+3?".into(), "2+3=5, so \\boxed{5}.".into()))
-        );
-        assert_eq!(parse_problem("Problem: x\n"), None);
-        assert_eq!(parse_problem("Problem: \nSolution: y"), None);
-        assert_eq!(parse_problem("no format"), None);
-    }
-
-    #[test]
-    fn exact_and_near_duplicates_of_each_other_and_the_seeds_are_dropped() {
-        let seed = "Tom has 3 apples and buys 5 more at the market on Monday. Then he gives 2 apples to his sister. How many apples does Tom have now?";
-        let fresh =
-            "A train leaves at 9 am at 60 km per hour. When does it reach a town 150 km away?";
-        let candidates = vec![
-            candidate(&seed.to_uppercase()), // exact copy of the seed
-            candidate(&seed.replace("Monday", "Tuesday")), // near copy of the seed
-            candidate(fresh),
-            candidate(&format!("  {fresh} ")), // exact copy
-            candidate(&fresh.replace("away?", "away, exactly?")), // near copy
-            candidate("Find the area of a circle of radius 2."),
-        ];
-        let mut funnel = Funnel::default();
-        let unique = deduplicate(
-            candidates,
-            &[seed],
-            &SynthesizeConfig::default(),
-            &mut funnel,
-        );
-        let questions: Vec<&str> = unique.iter().map(|c| c.question.as_str()).collect();
-        assert_eq!(questions, [fresh, "Find the area of a circle of radius 2."]);
-        assert_eq!((funnel.exact_duplicates, funnel.near_duplicates), (2, 2));
+pub(crate) fn test_candidate(question: &str) -> Candidate {
+    Candidate {
+        question: question.into(),
+        solution: "\\boxed{1}".into(),
+        answer: Some("1".into()),
+        kind: Kind::NewProblem,
+        operator: None,
+        round: 1,
+        seed_line: 1,
+        seed_gold: None,
     }
 }

@@ -9,5 +9,6 @@ pub mod rl_eval;
 pub mod rm_retraining;
 pub mod sft;
 pub mod sft_data_evolution;
+pub mod sft_pool;
 pub mod tiny_bootstrap;
 pub mod verifier;

@@ -13,7 +13,7 @@
 //! trained on) is reported before the first round and after each.
 
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
@@ -21,7 +21,7 @@ use mathrl::generation::{Engine, EngineConfig, SamplingParams};
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
-use mathrl_learners::sft_data::Conversation;
+use mathrl_learners::sft_data::{load_conversations, Conversation};
 use mathrl_rewards::{RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,7 @@ use crate::eval::{evaluate, EvalMode};
 use crate::precision::Precision;
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::sft::{train_sft, SftRecipeConfig};
+use crate::train::sft_pool::pooled;
 
 /// Settings of the `sft-data-evolution` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ use crate::train::sft::{train_sft, SftRecipeConfig};
 pub struct EvolutionConfig {
     /// Rounds of sample → filter → fine-tune.
     pub rounds: usize,
+    /// Conversations (`{"messages": [...]}` JSONL) kept by earlier rounds, fine-tuned on with
+    /// each round's kept responses, exact duplicates dropped; the round's training data is then
+    /// written to `round-<r>/sft-data.jsonl`. Unset by default; `pipeline --set rounds=N` sets
+    /// it to the candidates of its earlier rounds.
+    pub pool: Option<PathBuf>,
     /// Responses sampled per question (K).
     pub samples_per_question: usize,
     /// Responses kept per question, the best by RM score (m).
@@ -80,6 +86,7 @@ impl Default for EvolutionConfig {
         }
         Self {
             rounds: 3,
+            pool: None,
             samples_per_question: 8,
             keep_per_question: 2,
             temperature: 0.7,
@@ -132,6 +139,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     let checker = crate::eval::recipe::checker(&config.checker)?;
     let questions = load_qa(data, GoldAnswers::Optional)?;
+    let pool = match &config.pool {
+        Some(path) => load_conversations(path)
+            .with_context(|| format!("config key `pool`: {}", path.display()))?,
+        None => Vec::new(),
+    };
     let (train, eval) = split_held_out(&questions, config.eval_questions);
     if train.is_empty() {
         bail!(
@@ -193,7 +205,15 @@ pub fn run(cli: &Cli) -> Result<()> {
         std::fs::create_dir_all(&round_dir)
             .with_context(|| format!("creating {}", round_dir.display()))?;
         write_messages(&round_dir.join("data.jsonl"), &kept.conversations)?;
-        let sft_steps = if kept.conversations.is_empty() {
+        let pooled_data;
+        let training = if config.pool.is_some() {
+            pooled_data = pooled(&pool, &kept.conversations);
+            write_messages(&round_dir.join("sft-data.jsonl"), &pooled_data)?;
+            &pooled_data
+        } else {
+            &kept.conversations
+        };
+        let sft_steps = if training.is_empty() {
             tracing::warn!(round, "no response was kept; the round trains nothing");
             0
         } else {
@@ -203,13 +223,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             round_cli.logdir = Some(round_dir.clone());
             round_cli.resume = None;
             let round_run = RunContext::new(&round_cli, "sft")?;
-            let outcome = train_sft(
-                policy,
-                &tokenizer,
-                &kept.conversations,
-                &config.sft,
-                &round_run,
-            )?;
+            let outcome = train_sft(policy, &tokenizer, training, &config.sft, &round_run)?;
             round_run.metrics.flush()?;
             policy = outcome.policy;
             master_weights = outcome.master_weights;
@@ -474,7 +488,8 @@ pub fn top_m(accepted: &[usize], scores: Option<&[f32]>, m: usize) -> Vec<usize>
     ranked
 }
 
-fn write_messages(path: &Path, conversations: &[Conversation]) -> Result<()> {
+/// Writes `conversations` as `{"messages": [...]}` JSONL lines.
+pub(crate) fn write_messages(path: &Path, conversations: &[Conversation]) -> Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = BufWriter::new(file);
