@@ -171,9 +171,9 @@ impl GrpoConfig {
         let completions = prompts_per_step * group;
         let message = if m == 0 || m >= completions {
             return Ok(());
-        } else if m % group != 0 {
+        } else if !m.is_multiple_of(group) {
             format!("{m} is not a multiple of the group size rollout.group_size = {group}")
-        } else if completions % m != 0 {
+        } else if !completions.is_multiple_of(m) {
             format!(
                 "{m} does not divide the step's {completions} completions ({prompts_per_step} \
                  prompts × {group})"

@@ -30,7 +30,7 @@ pub fn mini_batch_ranges(group_rows: &[usize], mini_batch_size: usize) -> Vec<Ra
         return Vec::new();
     }
     if mini_batch_size == 0 {
-        return vec![0..total];
+        return std::iter::once(0..total).collect();
     }
     let mut ranges = Vec::new();
     let mut start = 0;
@@ -108,7 +108,7 @@ mod tests {
                 }
                 // Greedy: after whole groups, the next whole group would not have fitted (the
                 // pieces of a cut group are mini-batches of their own).
-                let last = starts.iter().rposition(|&s| s <= r.end - 1).unwrap();
+                let last = starts.iter().rposition(|&s| s < r.end).unwrap();
                 if i + 1 < ranges.len() && group_rows[last] <= mini_batch_size {
                     let next_rows = group_rows[last + 1..].iter().copied().find(|&x| x > 0).unwrap();
                     prop_assert!(r.len() + next_rows > mini_batch_size);
