@@ -92,6 +92,9 @@ impl Trainer {
         config.use_rollout(&learner.config().rollout);
         // The pool sizes are checked in `run`: they may be 0 when remote workers fill them.
         config.validate_with_remote_workers()?;
+        learner
+            .config()
+            .validate_step_size(config.prompts_per_step)?;
         Ok(Self {
             config,
             learner,

@@ -1,16 +1,20 @@
-//! `GrpoLearner`: one GRPO update per batch of scored groups, as in the Qwen2.5-Math report.
+//! `GrpoLearner`: one GRPO step per batch of scored groups, as in the Qwen2.5-Math report.
 //!
-//! [`GrpoLearner::step`] reads top to bottom: group advantages → padded `[prompt | completion]`
-//! rows → μ optimisation passes, each over micro-batches whose gradients are accumulated (peak
-//! memory follows the micro-batch, not the batch: micro-batches are bounded in rows and in padded
-//! tokens, and with `gradient_checkpointing` the decoder layers' activations are recomputed in
-//! the backward pass) → one guarded AdamW update per pass → metrics.
+//! [`GrpoLearner::step`] reads top to bottom: group advantages over the whole step → mini-batches
+//! of whole groups ([`crate::mini_batch`]), each cut into padded `[prompt | completion]`
+//! micro-batches → μ epochs over the mini-batches, each mini-batch one guarded AdamW update from
+//! its micro-batches' accumulated gradients (peak memory follows the micro-batch, not the
+//! mini-batch: micro-batches are bounded in rows and in padded tokens, and with
+//! `gradient_checkpointing` the decoder layers' activations are recomputed in the backward pass)
+//! → metrics. A step makes μ × (mini-batches) updates; by default one mini-batch is the step.
 //!
 //! What it does not do, and why:
 //! - No value network: advantages are group-relative (that is GRPO).
-//! - With μ = 1 (the default) the old policy is the current one, so ρ = 1 exactly and clipping
-//!   never binds; for μ > 1 the old log-probs are the learner's own from the first pass (no extra
-//!   forward). [`OldLogprobs::Behaviour`] uses the sampler's instead, for stale groups.
+//! - With μ = 1 and one mini-batch (the default) the old policy is the current one, so ρ = 1
+//!   exactly and clipping never binds. Otherwise the old log-probs are the learner's own before
+//!   the step's first update: the first mini-batch's from its first forward pass, the others' from
+//!   one forward pass without gradient before that update (as verl computes `old_log_prob`).
+//!   [`OldLogprobs::Behaviour`] uses the sampler's instead, for stale groups.
 //! - The reference model is loaded (a frozen copy of the initial policy) only when β > 0.
 //! - Completions with no trainable token (empty, or all tool output) are dropped before padding.
 //! - Tool-output tokens (TIR) are context: they are in the rows but masked out of the loss.
@@ -25,6 +29,7 @@ use crate::checkpoint::{CheckpointConfig, RunState};
 use crate::entropy::entropy_of_hidden;
 use crate::grpo_batch::{micro_batches, MicroBatch, Row};
 use crate::learner_core::LearnerCore;
+use crate::mini_batch::mini_batch_ranges;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::policy_loss::{
     grpo_loss, GrpoLossConfig, PolicyLossInputs, PolicyLossMetrics, StepNormaliser,
@@ -64,14 +69,26 @@ pub struct GrpoConfig {
     pub optimizer: AdamWConfig,
     /// Learning-rate schedule (peak 1e-5, the report's rate for 7B) and gradient clipping.
     pub train_step: TrainStepConfig,
-    /// Optimisation passes over each batch (μ, TRL's `num_iterations`); each pass is one update.
+    /// Optimisation passes (epochs) over each step's completions (μ, TRL's `num_iterations`,
+    /// verl's `ppo_epochs`); each pass makes one update per mini-batch. Default 1.
     pub num_iterations: usize,
-    /// Most completions per forward/backward pass; gradients of a pass's micro-batches are
+    /// Completions per optimiser update (verl's `ppo_mini_batch_size` in samples): a step's
+    /// completions are split into mini-batches of whole groups, in the batch's order, one update
+    /// each, and each of the `num_iterations` passes goes over all of them, so a step makes
+    /// `num_iterations` × (completions / mini_batch_size) updates, each a complete loss over its
+    /// mini-batch. Smaller than a step, it must be a multiple of `rollout.group_size` that
+    /// divides the step's completions (`trainer.prompts_per_step` × group size); as large or
+    /// larger, the step is one mini-batch. A batch that does not divide (a group dropped by
+    /// `filter_zero_variance_groups`, or a completion with nothing to train on) ends with a
+    /// smaller mini-batch. Advantages are computed over the whole step first. Default 0: the whole
+    /// step is one mini-batch (one update per pass). Memory follows `micro_batch_size`, not this.
+    pub mini_batch_size: usize,
+    /// Most completions per forward/backward pass; gradients of an update's micro-batches are
     /// summed.
     pub micro_batch_size: usize,
     /// Most padded tokens (rows × padded `[prompt | completion]` width) per forward/backward
     /// pass; a longer single completion goes alone. The split does not change the update (the
-    /// loss is normalised by the step's totals).
+    /// loss is normalised by the update's totals).
     pub micro_batch_tokens: usize,
     /// Recompute each decoder layer's activations in the backward pass instead of keeping them
     /// from the forward pass: about one more forward of compute for the activation memory of a
@@ -109,6 +126,7 @@ impl Default for GrpoConfig {
                 ..TrainStepConfig::default()
             },
             num_iterations: 1,
+            mini_batch_size: 0,
             micro_batch_size: 8,
             micro_batch_tokens: 16_384,
             gradient_checkpointing: false,
@@ -144,6 +162,31 @@ impl GrpoConfig {
         Ok(())
     }
 
+    /// Checks `mini_batch_size` against a step of `prompts_per_step` groups of
+    /// `rollout.group_size` completions: one smaller than the step must be a multiple of the
+    /// group size (every update holds whole groups) and divide the step's completions (every
+    /// update holds as many). One as large as the step or larger is the whole step.
+    pub fn validate_step_size(&self, prompts_per_step: usize) -> Result<()> {
+        let (m, group) = (self.mini_batch_size, self.rollout.group_size);
+        let completions = prompts_per_step * group;
+        let message = if m == 0 || m >= completions {
+            return Ok(());
+        } else if !m.is_multiple_of(group) {
+            format!("{m} is not a multiple of the group size rollout.group_size = {group}")
+        } else if !completions.is_multiple_of(m) {
+            format!(
+                "{m} does not divide the step's {completions} completions ({prompts_per_step} \
+                 prompts × {group})"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config {
+            field: "mini_batch_size",
+            message,
+        })
+    }
+
     /// The loss settings with Dr. GRPO's constant normaliser set to the rollout length limit.
     pub fn effective_loss(&self) -> GrpoLossConfig {
         GrpoLossConfig {
@@ -158,23 +201,23 @@ impl GrpoConfig {
 pub struct GrpoStepReport {
     /// Learner step (1-based).
     pub step: u64,
-    /// Loss, averaged over the passes.
+    /// Loss, averaged over the updates.
     pub loss: f64,
-    /// Clipped-surrogate part of the loss, averaged over the passes.
+    /// Clipped-surrogate part of the loss, averaged over the updates.
     pub pg_loss: f64,
-    /// Token mean of the k3 KL to the reference (β > 0 only).
+    /// Token mean of the k3 KL to the reference over all updates (β > 0 only).
     pub kl: Option<f64>,
-    /// Fraction of trained tokens where the lower clip binds, over all passes.
+    /// Fraction of trained tokens where the lower clip binds, over all updates.
     pub clip_fraction_low: f64,
-    /// Fraction of trained tokens where the upper clip binds, over all passes.
+    /// Fraction of trained tokens where the upper clip binds, over all updates.
     pub clip_fraction_high: f64,
-    /// Mean importance ratio ρ = exp(logp − logp_old) over trained tokens, over all passes.
+    /// Mean importance ratio ρ = exp(logp − logp_old) over trained tokens, over all updates.
     pub ratio_mean: f64,
-    /// Largest importance ratio ρ over trained tokens, over all passes.
+    /// Largest importance ratio ρ over trained tokens, over all updates.
     pub ratio_max: f64,
     /// Mean per-token entropy of the policy before the update (when `log_entropy`).
     pub entropy: Option<f64>,
-    /// Gradient norm before clipping, averaged over the passes that computed one.
+    /// Gradient norm before clipping, averaged over the updates that computed one.
     pub grad_norm: Option<f64>,
     /// Learning rate of the last update.
     pub learning_rate: f64,
@@ -200,7 +243,8 @@ pub struct GrpoStepReport {
     pub logprob_drift_max: f64,
     /// Largest `learner version − group version` in the batch.
     pub policy_lag_max: u64,
-    /// Each pass's optimiser step (empty when there was nothing to train on).
+    /// Every optimiser update of the step, in order: pass by pass, mini-batch by mini-batch
+    /// (empty when there was nothing to train on).
     pub updates: Vec<StepStats>,
 }
 
@@ -294,94 +338,123 @@ impl GrpoLearner {
         let step = self.core.advance_step();
         let mut report = self.batch_statistics(&batch, step, version);
 
-        // 1. Group-relative advantages; zero-variance groups counted and optionally dropped.
-        let rows = self.rows_with_advantages(&batch, &mut report)?;
+        // 1. Group-relative advantages over the whole step; zero-variance groups counted and
+        //    optionally dropped.
+        let (rows, group_rows) = self.rows_with_advantages(&batch, &mut report)?;
         self.log_distributions(&batch, &rows, step);
 
-        // 2. Padded micro-batches, bounded in rows and tokens, and the step's loss normaliser.
-        let micro_batches = micro_batches(
-            rows,
-            self.config.micro_batch_size,
-            self.config.micro_batch_tokens,
-            self.policy().device(),
-        )?;
-        if micro_batches.is_empty() {
+        // 2. Mini-batches of whole groups (one update each), each cut into padded micro-batches
+        //    bounded in rows and tokens, with its own loss normaliser (each update is a complete
+        //    loss).
+        let mini_batches = self.mini_batches(rows, &group_rows)?;
+        if mini_batches.is_empty() {
             self.steps_without_tokens += 1;
             report.skipped_updates = self.skipped_updates();
             self.log(&report);
             return Ok(report);
         }
-        let masks: Vec<&Tensor> = micro_batches.iter().map(|m| &m.completion_mask).collect();
-        let normaliser = StepNormaliser::from_masks(&masks)?;
-        report.trained_tokens = normaliser.step_active_tokens as usize;
-
-        // 3. Reference log-probs, once per step (they do not change between passes).
-        let reference = micro_batches
+        let normalisers = mini_batches
             .iter()
-            .map(|mb| match &self.reference {
-                Some(r) => self
-                    .completion_logprobs(r, mb)
-                    .map(|out| Some(out.logprobs.detach())),
-                None => Ok(None),
+            .map(|mini| {
+                let masks: Vec<&Tensor> = mini.iter().map(|m| &m.completion_mask).collect();
+                StepNormaliser::from_masks(&masks)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        report.trained_tokens = normalisers
+            .iter()
+            .map(|n| n.step_active_tokens as usize)
+            .sum();
+
+        // 3. Reference log-probs, once per step (they do not change between updates).
+        let reference = mini_batches
+            .iter()
+            .map(|mini| {
+                mini.iter()
+                    .map(|mb| match &self.reference {
+                        Some(r) => self
+                            .completion_logprobs(r, mb)
+                            .map(|out| Some(out.logprobs.detach())),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
 
-        // 4. μ passes, each one optimiser update from the summed micro-batch gradients.
-        let loss_config = self.config.effective_loss();
-        let activations = Activations::recomputed_if(self.config.gradient_checkpointing);
-        let mut first_pass = Vec::with_capacity(micro_batches.len());
+        // 4. The policy's log-probs before the step's first update: the first mini-batch's come
+        //    from its first forward pass below; the later mini-batches' need a forward pass now,
+        //    before that update changes the weights (their π_old, drift and entropy).
         let mut sums = PassSums::default();
-        for pass in 0..self.config.num_iterations {
-            let mut grads = self.core.gradients();
-            for (k, mb) in micro_batches.iter().enumerate() {
-                let policy = self.core.model();
-                let backbone = policy.model().backbone();
-                let (positions, bias) =
-                    backbone.padded_inputs(&mb.input_ids, &mb.attention_mask)?;
-                let mut metrics = None;
-                // The policy's log-probs and loss from the final hidden states (with
-                // recomputation the forward and backward through the layers run around it).
-                let loss_of_hidden = |hidden: &Tensor| -> Result<Tensor> {
-                    let out = self.completion_logprobs_of_hidden(policy, hidden, mb)?;
-                    if pass == 0 {
-                        sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
-                        first_pass.push(out.logprobs.detach());
-                    }
-                    let old = match (self.config.old_logprobs, pass) {
-                        (OldLogprobs::Behaviour, _) => Some(&mb.behaviour),
-                        (OldLogprobs::Recompute, 0) => None,
-                        (OldLogprobs::Recompute, _) => Some(&first_pass[k]),
-                    };
-                    let out = grpo_loss(
-                        &loss_config,
-                        &PolicyLossInputs {
-                            logprobs: &out.logprobs,
-                            old_logprobs: old,
-                            ref_logprobs: reference[k].as_ref(),
-                            advantages: &mb.advantages,
-                            completion_mask: &mb.completion_mask,
-                        },
-                        &normaliser,
-                    )?;
-                    metrics = Some(out.metrics);
-                    Ok(out.loss)
-                };
-                let out = loss_and_gradients(
-                    backbone,
-                    &mb.input_ids,
-                    &positions,
-                    &bias,
-                    activations,
-                    loss_of_hidden,
-                )?;
-                grads.add(out.loss, out.grads)?;
-                sums.add_loss_metrics(&metrics.expect("the loss closure ran"));
+        let mut before_step: Vec<Vec<Tensor>> = Vec::with_capacity(mini_batches.len());
+        before_step.push(Vec::with_capacity(mini_batches[0].len()));
+        for mini in &mini_batches[1..] {
+            let mut logprobs = Vec::with_capacity(mini.len());
+            for mb in mini {
+                let out = self.completion_logprobs(self.policy(), mb)?;
+                sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
+                logprobs.push(out.logprobs.detach());
             }
-            let update = self.core.apply(grads)?;
-            report.updates.push(update);
+            before_step.push(logprobs);
         }
 
-        // 5. Metrics.
+        // 5. μ passes over the mini-batches, each mini-batch one optimiser update from the summed
+        //    gradients of its micro-batches.
+        let loss_config = self.config.effective_loss();
+        let activations = Activations::recomputed_if(self.config.gradient_checkpointing);
+        for pass in 0..self.config.num_iterations {
+            for (j, mini) in mini_batches.iter().enumerate() {
+                let mut grads = self.core.gradients();
+                for (k, mb) in mini.iter().enumerate() {
+                    let policy = self.core.model();
+                    let backbone = policy.model().backbone();
+                    let (positions, bias) =
+                        backbone.padded_inputs(&mb.input_ids, &mb.attention_mask)?;
+                    let mut metrics = None;
+                    let first_update = pass == 0 && j == 0;
+                    // The policy's log-probs and loss from the final hidden states (with
+                    // recomputation the forward and backward through the layers run around it).
+                    let loss_of_hidden = |hidden: &Tensor| -> Result<Tensor> {
+                        let out = self.completion_logprobs_of_hidden(policy, hidden, mb)?;
+                        if first_update {
+                            sums.add_first_pass(self.first_pass_statistics(mb, &out)?);
+                            before_step[0].push(out.logprobs.detach());
+                        }
+                        let old = match self.config.old_logprobs {
+                            OldLogprobs::Behaviour => Some(&mb.behaviour),
+                            // The weights are still the step's own: ρ = 1 without a copy.
+                            OldLogprobs::Recompute if first_update => None,
+                            OldLogprobs::Recompute => Some(&before_step[j][k]),
+                        };
+                        let out = grpo_loss(
+                            &loss_config,
+                            &PolicyLossInputs {
+                                logprobs: &out.logprobs,
+                                old_logprobs: old,
+                                ref_logprobs: reference[j][k].as_ref(),
+                                advantages: &mb.advantages,
+                                completion_mask: &mb.completion_mask,
+                            },
+                            &normalisers[j],
+                        )?;
+                        metrics = Some(out.metrics);
+                        Ok(out.loss)
+                    };
+                    let out = loss_and_gradients(
+                        backbone,
+                        &mb.input_ids,
+                        &positions,
+                        &bias,
+                        activations,
+                        loss_of_hidden,
+                    )?;
+                    grads.add(out.loss, out.grads)?;
+                    sums.add_loss_metrics(&metrics.expect("the loss closure ran"));
+                }
+                let update = self.core.apply(grads)?;
+                report.updates.push(update);
+            }
+        }
+
+        // 6. Metrics.
         sums.finish(&mut report);
         report.learning_rate = report.updates.last().map_or(0.0, |u| u.lr);
         report.skipped_updates = self.skipped_updates();
@@ -506,13 +579,15 @@ impl GrpoLearner {
         }
     }
 
-    /// Advantages per group, then one [`Row`] per completion that has a trained token.
+    /// Advantages per group, then one [`Row`] per completion that has a trained token, group by
+    /// group, with the number of rows of each group kept.
     fn rows_with_advantages<'a>(
         &mut self,
         batch: &'a RolloutBatch,
         report: &mut GrpoStepReport,
-    ) -> Result<Vec<Row<'a>>> {
+    ) -> Result<(Vec<Row<'a>>, Vec<usize>)> {
         let mut rows = Vec::with_capacity(batch.num_completions());
+        let mut group_rows = Vec::with_capacity(batch.groups.len());
         let mut zero_variance = 0usize;
         for (g, scored) in batch.groups.iter().enumerate() {
             let (advantages, zero) = self
@@ -525,6 +600,7 @@ impl GrpoLearner {
                 continue;
             }
             let group = &scored.group;
+            let first_row = rows.len();
             for (completion, advantage) in group.completions.iter().zip(advantages) {
                 let trained: Vec<bool> = completion.tool_mask.iter().map(|&t| !t).collect();
                 if !trained.contains(&true) {
@@ -542,11 +618,30 @@ impl GrpoLearner {
                     advantage,
                 });
             }
+            group_rows.push(rows.len() - first_row);
         }
         self.zero_variance_groups += zero_variance as u64;
         self.groups_seen += batch.groups.len() as u64;
         report.zero_variance_fraction = zero_variance as f64 / batch.groups.len().max(1) as f64;
-        Ok(rows)
+        Ok((rows, group_rows))
+    }
+
+    /// The step's rows as mini-batches of whole groups (see [`crate::mini_batch`]), each as
+    /// padded micro-batches.
+    fn mini_batches(&self, rows: Vec<Row>, group_rows: &[usize]) -> Result<Vec<Vec<MicroBatch>>> {
+        let ranges = mini_batch_ranges(group_rows, self.config.mini_batch_size);
+        let mut rows = rows.into_iter();
+        ranges
+            .into_iter()
+            .map(|range| {
+                micro_batches(
+                    rows.by_ref().take(range.len()).collect(),
+                    self.config.micro_batch_size,
+                    self.config.micro_batch_tokens,
+                    self.policy().device(),
+                )
+            })
+            .collect()
     }
 
     fn skipped_updates(&self) -> u64 {
@@ -655,7 +750,7 @@ struct CompletionLogprobs {
     hidden: Tensor,
 }
 
-/// Drift and entropy of one micro-batch in the first pass.
+/// Drift and entropy of one micro-batch before the step's first update.
 struct FirstPass {
     drift_sum: f64,
     drift_max: f64,
@@ -663,7 +758,7 @@ struct FirstPass {
     tokens: usize,
 }
 
-/// Running sums of the step's metrics over micro-batches and passes.
+/// Running sums of the step's metrics over micro-batches and updates.
 #[derive(Default)]
 struct PassSums {
     loss_terms: usize,
@@ -705,10 +800,10 @@ impl PassSums {
     }
 
     fn finish(&self, r: &mut GrpoStepReport) {
-        let passes = r.updates.len().max(1) as f64;
+        let updates = r.updates.len().max(1) as f64;
         let tokens = self.tokens.max(1.0);
-        r.loss = r.updates.iter().map(|u| u.loss).sum::<f64>() / passes;
-        r.pg_loss = self.pg_loss / passes;
+        r.loss = r.updates.iter().map(|u| u.loss).sum::<f64>() / updates;
+        r.pg_loss = self.pg_loss / updates;
         r.kl = self.kl_weighted.map(|k| k / tokens);
         r.clip_fraction_low = self.clip_low_weighted / tokens;
         r.clip_fraction_high = self.clip_high_weighted / tokens;

@@ -15,6 +15,7 @@ pub mod grpo;
 mod grpo_batch;
 pub mod learner_core;
 pub mod micro_batch;
+pub mod mini_batch;
 pub mod optim;
 pub mod policy_loss;
 pub mod rm;
@@ -38,6 +39,7 @@ pub use error::{Error, Result};
 pub use grpo::{GrpoConfig, GrpoLearner, GrpoStepReport, OldLogprobs};
 pub use learner_core::{LearnerCore, Restored, TrainableModel};
 pub use micro_batch::micro_batch_ranges;
+pub use mini_batch::mini_batch_ranges;
 pub use optim::{AdamW, AdamWConfig, Optimizer};
 pub use policy_loss::{
     grpo_loss, GrpoLossConfig, LossAggregation, PolicyLoss, PolicyLossInputs, PolicyLossMetrics,

@@ -16,18 +16,20 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossAggregation {
-    /// Mean over each completion's tokens, then mean over the step's completions (the GRPO
-    /// paper); long completions get less weight per token.
+    /// Mean over each completion's tokens, then mean over the update's completions (the GRPO
+    /// paper and the Qwen2.5-Math report; `qwen25-math-rl`'s default with `--model`); long
+    /// completions get less weight per token.
     Grpo,
     /// Token mean over the micro-batch, divided by the step's micro-batches (TRL's `bnpo`): the
     /// only aggregation whose result depends on how the step is split into micro-batches.
     Bnpo,
-    /// Token sum divided by the active tokens of the whole optimiser step (all micro-batches), so
-    /// every token weighs the same however the step is split (DAPO; TRL's default).
+    /// Token sum divided by the active tokens of the whole optimiser update (all its
+    /// micro-batches), so every token weighs the same however the update is split (DAPO; TRL's
+    /// default, and the embedded `qwen25-math-rl`'s).
     #[default]
     Dapo,
-    /// Token sum divided by the step's rows × `max_completion_length`, a constant (Dr. GRPO): no
-    /// length bias.
+    /// Token sum divided by the update's rows × `max_completion_length`, a constant (Dr. GRPO):
+    /// no length bias.
     DrGrpo,
 }
 
@@ -41,7 +43,7 @@ pub struct GrpoLossConfig {
     pub epsilon_high: f64,
     /// Weight of the k3 KL penalty towards the reference policy; 0 needs no reference model.
     pub beta: f64,
-    /// How per-token losses are aggregated.
+    /// How per-token losses are aggregated: `grpo`, `bnpo`, `dapo` (default) or `dr_grpo`.
     pub aggregation: LossAggregation,
     /// The generation limit of completions; Dr. GRPO's constant normaliser (not the padded width).
     /// Not a config key: the GRPO learner sets it from `rollout.max_new_tokens`

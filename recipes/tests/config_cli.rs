@@ -127,6 +127,9 @@ fn a_bad_trainer_setting_fails_before_the_run_directory_exists() {
     for (sets, named) in [
         (&["trainer.prompts_per_step=0"][..], "prompts_per_step"),
         (&["grpo.micro_batch_size=0"], "micro_batch_size"),
+        // 32 prompts × 8 completions: 12 is not whole groups, 24 does not divide the step.
+        (&["grpo.mini_batch_size=12"], "mini_batch_size"),
+        (&["grpo.mini_batch_size=24"], "mini_batch_size"),
         (&["reward.rm_batch_size=0"], "rm_batch_size"),
         (
             &["query_filter.enabled=true", "query_filter.min_correct=9"],

@@ -27,7 +27,8 @@ use mathrl::model::{Qwen2Config, Trainable};
 use mathrl::{Policy, Tokenizer};
 use mathrl_actors::{Trainer, TrainerConfig};
 use mathrl_learners::{
-    without_keys, AdvantageEstimator, GrpoConfig, GrpoLearner, LrSchedule, ResumeConfig,
+    without_keys, AdvantageEstimator, GrpoConfig, GrpoLearner, LossAggregation, LrSchedule,
+    ResumeConfig,
 };
 use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
 use serde::{Deserialize, Serialize};
@@ -105,7 +106,8 @@ pub struct RlConfig {
     /// Optimisation steps (`--max-steps` bounds them further).
     pub steps: u64,
     /// The GRPO learner: rollout settings (group size 32, temperature, length), loss (ε,
-    /// β = 1e-3), advantages, AdamW, schedule (1e-5), micro-batch.
+    /// β = 1e-3, `grpo` aggregation), advantages, AdamW, schedule (1e-5), 512 completions per
+    /// update (`mini_batch_size`), micro-batch. The embedded default: `dapo`, one update per step.
     pub grpo: GrpoConfig,
     /// Actor pools, prompts per step (128), other sampling settings, synchronisation.
     pub trainer: TrainerConfig,
@@ -186,6 +188,10 @@ impl Default for RlConfig {
         // Recomputing the decoder layers' activations is what fits a 1.5B policy on one 80 GB GPU
         // at these lengths (BENCHMARKS.md, memory plans): 178 GiB planned without, 68 GiB with.
         grpo.gradient_checkpointing = true;
+        // The report's GRPO: 512 completions per update (8 updates per step of 128 × 32), each
+        // completion's token mean, then the mean over completions.
+        grpo.mini_batch_size = 512;
+        grpo.loss.aggregation = LossAggregation::Grpo;
         Self {
             steps: 1000,
             grpo,
@@ -233,6 +239,9 @@ impl RlConfig {
         config.grpo.rollout.max_new_tokens = 160;
         // A 1.7M-parameter policy's activations are small: nothing to recompute.
         config.grpo.gradient_checkpointing = false;
+        // One update per step, token-level loss: the settings the shipped policy was tuned with.
+        config.grpo.mini_batch_size = 0;
+        config.grpo.loss.aggregation = LossAggregation::Dapo;
         config.eval_max_new_tokens = 160;
         config
     }
@@ -463,6 +472,10 @@ pub fn validate(config: &RlConfig, cli: &Cli) -> Result<()> {
         result.map_err(|e| anyhow::anyhow!("config section `{name}`: {e}"))
     };
     section("grpo", config.grpo.validate().map_err(|e| e.to_string()))?;
+    let step_size = config
+        .grpo
+        .validate_step_size(config.trainer.prompts_per_step);
+    section("grpo", step_size.map_err(|e| e.to_string()))?;
     section(
         "grpo.train_step.schedule",
         config
@@ -600,10 +613,19 @@ mod tests {
         assert_eq!(report.grpo.rollout.max_new_tokens, 2048);
         assert_eq!(report.grpo.effective_loss().max_completion_length, 2048);
         assert_eq!(report.eval_max_new_tokens, 2048);
+        // The report's GRPO: 8 updates of 512 completions per step, per-sequence loss.
+        assert_eq!(report.grpo.mini_batch_size, 512);
+        assert_eq!(report.grpo.loss.aggregation, LossAggregation::Grpo);
+        let prompts = report.trainer.prompts_per_step;
+        assert!(report.grpo.validate_step_size(prompts).is_ok());
+        assert_eq!(prompts * report.grpo.rollout.group_size / 512, 8);
 
         let embedded = RlConfig::embedded_default();
         assert_eq!(embedded.grpo.rollout.max_new_tokens, 160);
         assert_eq!(embedded.eval_max_new_tokens, 160);
+        // One update per step with the token-level loss, as the shipped policy was tuned.
+        assert_eq!(embedded.grpo.mini_batch_size, 0);
+        assert_eq!(embedded.grpo.loss.aggregation, LossAggregation::Dapo);
         // The token budget never splits the embedded default's micro-batches (a row is at most
         // the shipped policy's context), so its run is the one it was before the budget existed.
         let policy = Qwen2Config::from_file(default_policy_dir().join("config.json")).unwrap();
