@@ -16,7 +16,8 @@ pub enum Decay {
     Constant,
     /// Half-cosine from the peak down to `min_lr_ratio · peak` at `total_steps`, then stay there.
     Cosine {
-        /// Optimiser steps of the whole run, warm-up included.
+        /// Optimiser updates of the whole run, warm-up included. In GRPO a step makes
+        /// `num_iterations` × (mini-batches per step) updates, so count those, not steps.
         total_steps: u64,
         /// Floor as a fraction of the peak (0 decays to 0).
         min_lr_ratio: f64,
@@ -29,7 +30,7 @@ pub enum Decay {
 pub struct LrSchedule {
     /// Learning rate at the end of the warm-up.
     pub peak_lr: f64,
-    /// Steps of linear warm-up from 0 to the peak.
+    /// Optimiser updates of linear warm-up from 0 to the peak (in GRPO, updates, not steps).
     pub warmup_steps: u64,
     /// What follows the warm-up.
     pub decay: Decay,
