@@ -13,6 +13,7 @@
 //! embedded default's assets ([`assets`]).
 
 pub mod assets;
+pub mod chunk_seed;
 pub mod cli;
 pub mod cluster;
 pub mod config;

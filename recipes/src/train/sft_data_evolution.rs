@@ -383,13 +383,7 @@ fn sample_and_filter(
                     .encode(&tokenizer.apply_chat_template(&messages(&q.question, None), true)?)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let chunk_params = SamplingParams {
-            seed: params
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(chunk_index as u64),
-            ..params.clone()
-        };
+        let chunk_params = crate::chunk_seed::chunk_sampling_params(&params, chunk_index);
         let out = engine.generate(&prompts, &chunk_params)?;
         for (group, q) in out.groups.iter().zip(chunk) {
             let texts = group

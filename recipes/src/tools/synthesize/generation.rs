@@ -138,13 +138,7 @@ pub(super) fn generate(
                 Ok(tokenizer.encode(&text)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let chunk_params = SamplingParams {
-            seed: params
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(chunk_index as u64),
-            ..params.clone()
-        };
+        let chunk_params = crate::chunk_seed::chunk_sampling_params(params, chunk_index);
         let out = engine.generate(&prompts, &chunk_params)?;
         for (group, r) in out.groups.iter().zip(chunk) {
             for c in &group.completions {
