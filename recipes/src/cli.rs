@@ -51,7 +51,8 @@ pub struct Cli {
     /// `qwen25-math-rl`, of --datasets and --eval-data).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Directory of the evaluation sets, `<dir>/<dataset>/test.jsonl` (default: the shipped ones).
+    /// Directory of the evaluation sets, `<dir>/<dataset>/test.jsonl` (default: the shipped ones):
+    /// what `eval` evaluates on and what training data is decontaminated against.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// A TOML file with the recipe's config (see --print-config).

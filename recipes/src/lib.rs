@@ -9,8 +9,9 @@
 //! The rest is what every recipe shares: the command line ([`cli`]), config files ([`config`]),
 //! the start of a recipe ([`driver`]), the run directory ([`run`]), the models' dtypes
 //! ([`precision`]), the devices of a run's parts ([`placement`]), tool outputs written whole or not
-//! at all ([`output`]), the registry ([`registry`]), the cluster flags ([`cluster`]) and the
-//! embedded default's assets ([`assets`]).
+//! at all ([`output`]), the decontamination filter of training data ([`decontamination`]), the
+//! registry ([`registry`]), the cluster flags ([`cluster`]) and the embedded default's assets
+//! ([`assets`]).
 
 pub mod assets;
 pub mod chunk_seed;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_docs;
+pub mod decontamination;
 pub mod driver;
 pub mod eval;
 pub mod output;

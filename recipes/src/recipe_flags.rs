@@ -42,17 +42,18 @@ pub fn flags_read(recipe: &str) -> Option<Vec<&'static str>> {
         "logprobs" => &[&["model", "input", "output", "device", "dtype"]],
         "rm-score" => &[&["rm", "input", "output", "device", "dtype"]],
         "grade" => &[&["input", "output", "checker"]],
+        "decontaminate" => &[&["input", "output", "data_dir"]],
         "python" => &[CONFIG, &["input", "output"]],
         "sandbox-check" => &[CONFIG],
         "sft" => &[CONFIG, RUN, TRAINING],
-        "rm-retraining" | "sft-data-evolution" => &[CONFIG, RUN, TRAINING, &["rm"]],
+        "rm-retraining" | "sft-data-evolution" => &[CONFIG, RUN, TRAINING, &["rm", "data_dir"]],
         "tiny-bootstrap" => &[CONFIG, RUN, &["max_steps", "resume"]],
         "eval" => &[CONFIG, RUN, EVAL],
         "generate" => &[
             CONFIG,
             &["model", "input", "output", "device", "dtype", "seed"],
         ],
-        "synthesize" => &[CONFIG, RUN, &["model", "data"]],
+        "synthesize" => &[CONFIG, RUN, &["model", "data", "data_dir"]],
         _ => return None,
     };
     Some(groups.iter().flat_map(|g| g.iter().copied()).collect())

@@ -38,6 +38,10 @@ pub fn recipes() -> Vec<Recipe> {
         description: "check answers against gold answers (--input IN.jsonl --output OUT.jsonl [--checker qwen25-math|strict])",
         run: crate::tools::grade::run,
     }, Recipe {
+        name: "decontaminate",
+        description: "copy a JSONL data file without the lines whose question shares a 13-gram with (or nearly copies) an evaluation question; removed lines to OUT.removed.jsonl (--input IN.jsonl --output OUT.jsonl [--data-dir DIR])",
+        run: crate::tools::decontaminate::run,
+    }, Recipe {
         name: "python",
         description: "run {\"code\": ...} lines in the TIR sandbox; writes {output, status, seconds} per line (--input IN.jsonl --output OUT.jsonl [--set tool.KEY=VALUE])",
         run: crate::tools::python::run,

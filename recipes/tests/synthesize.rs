@@ -234,3 +234,72 @@ fn rounds_evolve_the_kept_problems_and_drop_copies_of_earlier_rounds() {
         "{operator}"
     );
 }
+
+#[test]
+fn problems_that_overlap_an_evaluation_set_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    scripted_instruct_model(&model);
+    let seeds = tmp.path().join("seeds.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"question\": \"Add two and three.\", \"answer\": \"5\"}\n",
+    )
+    .unwrap();
+    // An evaluation set holding the problem round 2 evolves: "What is 4+1?", other punctuation.
+    let data_dir = tmp.path().join("eval");
+    std::fs::create_dir_all(data_dir.join("held-out")).unwrap();
+    std::fs::write(
+        data_dir.join("held-out/test.jsonl"),
+        "{\"question\": \"what is 4 + 1\", \"answer\": \"5\"}\n",
+    )
+    .unwrap();
+    let run = |name: &str, decontaminate: &str| {
+        let output = tmp.path().join(name);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mathrl"));
+        cmd.args(["--recipe", "synthesize", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&seeds)
+            .arg("--output")
+            .arg(&output)
+            .arg("--data-dir")
+            .arg(&data_dir);
+        for set in [
+            "rephrase_prompt={question}#",
+            "new_problem_prompt={question}$",
+            "max_new_tokens=4",
+            "rounds=2",
+            "rephrasings_per_seed=1",
+            "new_problems_per_seed=0",
+            "evolution.per_problem=1",
+            "evolution.operators=[\"harder\"]",
+            decontaminate,
+        ]
+        .iter()
+        .chain(&EVOLUTION_PROMPTS)
+        {
+            cmd.args(["--set", set]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let questions: Vec<String> = std::fs::read_to_string(output.join("synthesized.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["question"].to_string())
+            .collect();
+        (questions, funnel(&output)["contaminated"].as_u64().unwrap())
+    };
+    let (kept, contaminated) = run("on", "decontaminate=true");
+    assert_eq!(
+        (kept, contaminated),
+        (vec!["\"What is 2+3?\"".to_string()], 1)
+    );
+    let (kept, contaminated) = run("off", "decontaminate=false");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(contaminated, 0);
+}

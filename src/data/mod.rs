@@ -1,7 +1,8 @@
 //! Datasets: the procedural grade-school math task of the embedded default, the one question/answer
 //! record and its loader (JSONL, or verl's Parquet), and the JSONL reader and writers that the
-//! SFT, RL and evaluation recipes use.
+//! SFT, RL and evaluation recipes use, and the decontamination test against the evaluation sets.
 
+pub mod decontamination;
 pub mod jsonl;
 pub mod parquet;
 pub mod procedural;

@@ -1,7 +1,8 @@
 //! One-shot tools: grade answers, per-token log-probs, RM scores, sample completions, synthesize
-//! problems (with its MinHash near-duplicate index), run programs in the TIR sandbox and report
-//! its isolation layers.
+//! problems (with its MinHash near-duplicate index), decontaminate data against the evaluation
+//! sets, run programs in the TIR sandbox and report its isolation layers.
 
+pub mod decontaminate;
 pub mod generate;
 pub mod grade;
 pub mod logprobs;

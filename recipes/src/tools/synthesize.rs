@@ -3,7 +3,8 @@
 //! the pairs are deduplicated, exactly and by MinHash near-duplicate detection (against each other
 //! and the seeds), and filtered: a rephrased problem's answer must check against the seed's gold,
 //! a new problem's answer must agree with the majority of fresh CoT solutions
-//! (self-consistency). The survivors are written as JSONL.
+//! (self-consistency); problems that overlap the evaluation sets are dropped (decontamination). The
+//! survivors are written as JSONL.
 //!
 //! With `--set rounds=N`, each later round evolves the problems the round before kept (query
 //! evolution, as the report's data synthesis does): one operator per problem, chosen from the
@@ -32,6 +33,7 @@ use mathrl::{Policy, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
+use crate::decontamination::{decontaminate, eval_index};
 use crate::driver::prepare;
 use crate::output::OutputFile;
 use crate::run::print_summary;
@@ -82,6 +84,9 @@ pub struct SynthesizeConfig {
     pub seeds_per_batch: usize,
     /// Checker profile: `qwen25-math`.
     pub checker: String,
+    /// Drop the problems that overlap the evaluation sets (`--data-dir`, default the shipped
+    /// ones), after dedup, in every round.
+    pub decontaminate: bool,
 }
 
 impl Default for SynthesizeConfig {
@@ -104,6 +109,7 @@ impl Default for SynthesizeConfig {
             min_agreement: 0.5,
             seeds_per_batch: 16,
             checker: "qwen25-math".into(),
+            decontaminate: true,
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct Funnel {
     pub exact_duplicates: usize,
     /// Dropped as near duplicates.
     pub near_duplicates: usize,
+    /// Dropped for overlapping an evaluation set.
+    pub contaminated: usize,
     /// Dropped by the answer check or self-consistency.
     pub rejected: usize,
     /// Written.
@@ -166,6 +174,7 @@ impl Funnel {
         self.parsed += other.parsed;
         self.exact_duplicates += other.exact_duplicates;
         self.near_duplicates += other.near_duplicates;
+        self.contaminated += other.contaminated;
         self.rejected += other.rejected;
         self.kept += other.kept;
     }
@@ -195,6 +204,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     let data = recipe.data_file("seeds.jsonl")?;
     let checker = crate::eval::recipe::checker(&config.checker)?;
     let seeds = load_qa(data, GoldAnswers::Optional)?;
+    if config.decontaminate {
+        // Read the evaluation sets now: a missing one fails before the run directory exists.
+        eval_index(cli.data_dir.as_deref())?;
+    }
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let policy = Policy::load(model_dir, &run.device, cli.compute_dtype(), Trainable::No)?;
@@ -245,6 +258,15 @@ pub fn run(cli: &Cli) -> Result<()> {
             )?
         };
         let unique = seen.keep(candidates, &mut round_funnel);
+        let before = unique.len();
+        let unique = decontaminate(
+            unique,
+            |c| c.question.as_str(),
+            config.decontaminate,
+            cli.data_dir.as_deref(),
+            "synthesized problems",
+        )?;
+        round_funnel.contaminated = before - unique.len();
         let kept = filter(
             &mut engine,
             &tokenizer,
@@ -287,11 +309,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             (
                 "funnel",
                 format!(
-                    "{} generated, {} parsed, -{} exact, -{} near, -{} rejected",
+                    "{} generated, {} parsed, -{} exact, -{} near, -{} contaminated, -{} rejected",
                     funnel.generated,
                     funnel.parsed,
                     funnel.exact_duplicates,
                     funnel.near_duplicates,
+                    funnel.contaminated,
                     funnel.rejected
                 ),
             ),
@@ -303,12 +326,13 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 /// The metrics of a funnel, by tag.
-fn funnel_scalars(funnel: &Funnel) -> [(&'static str, usize); 6] {
+fn funnel_scalars(funnel: &Funnel) -> [(&'static str, usize); 7] {
     [
         ("synthesize/generated", funnel.generated),
         ("synthesize/parsed", funnel.parsed),
         ("synthesize/exact_duplicates", funnel.exact_duplicates),
         ("synthesize/near_duplicates", funnel.near_duplicates),
+        ("synthesize/contaminated", funnel.contaminated),
         ("synthesize/rejected", funnel.rejected),
         ("synthesize/kept", funnel.kept),
     ]

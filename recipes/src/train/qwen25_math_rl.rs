@@ -38,6 +38,7 @@ use crate::assets::{
     POLICY_ASSET, RM_ASSET,
 };
 use crate::cli::Cli;
+use crate::decontamination::decontaminate_qa;
 use crate::driver::prepare_with;
 use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
@@ -135,6 +136,9 @@ pub struct RlConfig {
     pub resume: ResumeConfig,
     /// How `--data` is read.
     pub data: RlDataConfig,
+    /// Drop the `--data` prompts that overlap the evaluation sets (`--data-dir`, default the
+    /// shipped ones); the embedded default's procedural problems are not checked.
+    pub decontaminate: bool,
 }
 
 /// How the RL prompts of `--data` are read (JSONL: `question`/`problem`/`prompt`, gold in
@@ -210,6 +214,7 @@ impl Default for RlConfig {
             memory_plan: MemoryPlanConfig::default(),
             resume: ResumeConfig::default(),
             data: RlDataConfig::default(),
+            decontaminate: true,
         }
     }
 }
@@ -271,7 +276,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     // leaves nothing behind.
     let (prompts, held_out) = match &cli.data {
         Some(path) => (
-            load_prompts(path, config.data.dataset.as_deref())?,
+            decontaminate_qa(
+                load_prompts(path, config.data.dataset.as_deref())?,
+                config.decontaminate,
+                cli.data_dir.as_deref(),
+                "prompts",
+            )?,
             Vec::new(),
         ),
         None => (

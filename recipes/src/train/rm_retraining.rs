@@ -24,6 +24,7 @@ use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
+use crate::decontamination::decontaminate_qa;
 use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
 use crate::resume::checked_start;
@@ -49,6 +50,9 @@ pub struct RmRetrainingConfig {
     pub epochs: usize,
     /// Queries per optimisation step.
     pub queries_per_step: usize,
+    /// Drop the queries that overlap the evaluation sets (`--data-dir`, default the shipped
+    /// ones) before sampling.
+    pub decontaminate: bool,
     /// The learner: AdamW, schedule, clipping, micro-batch.
     pub learner: RmConfig,
     /// Compute dtype of the policy and the RM (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA),
@@ -97,6 +101,7 @@ impl Default for RmRetrainingConfig {
             eval_queries: 64,
             epochs: 1,
             queries_per_step: 8,
+            decontaminate: true,
             learner: RmConfig::default(),
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
@@ -137,6 +142,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         .context("config section `learner`")?;
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("qa.jsonl")?;
+    let items = decontaminate_qa(
+        load_qa(data, GoldAnswers::Required)?,
+        config.decontaminate,
+        cli.data_dir.as_deref(),
+        "queries",
+    )?;
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
@@ -154,7 +165,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         )?,
     }
     .with_save_dtype(precision.save);
-    let items = load_qa(data, GoldAnswers::Required)?;
     let verifier = crate::train::verifier::default_verifier();
     let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, config, &run)?;
     let rm_dir = run.path("rm");

@@ -26,6 +26,7 @@ use mathrl_rewards::{RewardModel, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
+use crate::decontamination::decontaminate_qa;
 use crate::driver::prepare;
 use crate::eval::prompts::COT_SYSTEM;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
@@ -64,6 +65,9 @@ pub struct EvolutionConfig {
     pub questions_per_batch: usize,
     /// Checker profile: `qwen25-math` (the reference's grader).
     pub checker: String,
+    /// Drop the questions that overlap the evaluation sets (`--data-dir`, default the shipped
+    /// ones) before anything samples them.
+    pub decontaminate: bool,
     /// The fine-tuning of each round (steps, batch size, learning rate, ...).
     pub sft: SftRecipeConfig,
 }
@@ -96,6 +100,7 @@ impl Default for EvolutionConfig {
             max_questions: 0,
             questions_per_batch: 16,
             checker: "qwen25-math".into(),
+            decontaminate: true,
             sft,
         }
     }
@@ -138,7 +143,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         require_dir(rm, "reward model")?;
     }
     let checker = crate::eval::recipe::checker(&config.checker)?;
-    let questions = load_qa(data, GoldAnswers::Optional)?;
+    let questions = decontaminate_qa(
+        load_qa(data, GoldAnswers::Optional)?,
+        config.decontaminate,
+        cli.data_dir.as_deref(),
+        "questions",
+    )?;
     let pool = match &config.pool {
         Some(path) => load_conversations(path)
             .with_context(|| format!("config key `pool`: {}", path.display()))?,
