@@ -45,7 +45,9 @@ pub fn flags_read(recipe: &str) -> Option<Vec<&'static str>> {
         "python" => &[CONFIG, &["input", "output"]],
         "sandbox-check" => &[CONFIG],
         "sft" => &[CONFIG, RUN, TRAINING],
-        "rm-retraining" | "sft-data-evolution" => &[CONFIG, RUN, TRAINING, &["rm"]],
+        "rm-retraining" | "sft-data-evolution" | "tir-data-evolution" => {
+            &[CONFIG, RUN, TRAINING, &["rm"]]
+        }
         "tiny-bootstrap" => &[CONFIG, RUN, &["max_steps", "resume"]],
         "eval" => &[CONFIG, RUN, EVAL],
         "generate" => &[
