@@ -343,7 +343,11 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The memory plan, from the config.json files, before any weight is loaded.
     let prompt_tokens = match config.memory_plan.prompt_tokens {
-        0 => longest_prompt_tokens(&tokenizer, prompts.iter().map(|p| p.question.as_str()))?,
+        0 => longest_prompt_tokens(
+            &tokenizer,
+            config.tir.then_some(TIR_SYSTEM),
+            prompts.iter().map(|p| p.question.as_str()),
+        )?,
         n => n,
     };
     let plan = MemoryPlan::new(&grpo_plan_input(

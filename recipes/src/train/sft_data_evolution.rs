@@ -43,7 +43,7 @@ use crate::tools::python::tir_executor;
 use crate::train::sft::{train_sft, SftRecipeConfig};
 use crate::train::sft_pool::pooled;
 
-/// Settings of the `sft-data-evolution` recipe.
+/// Settings of the `sft-data-evolution` and `tir-data-evolution` recipes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvolutionConfig {
