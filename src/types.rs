@@ -67,6 +67,13 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// Number of tool calls executed while generating it.
     pub tool_calls: usize,
+    /// Tool calls whose output is not an execution success
+    /// ([`crate::generation::tool::is_execution_success`]: an error, a timeout, a truncation).
+    #[serde(default)]
+    pub tool_errors: usize,
+    /// Wall-clock milliseconds spent in its tool calls.
+    #[serde(default)]
+    pub tool_ms: f64,
     /// The decoded text (special tokens skipped), when the engine has a tokenizer.
     pub text: Option<String>,
     /// Wall-clock timing.
@@ -89,6 +96,8 @@ impl Completion {
             token_ids,
             finish_reason,
             tool_calls: 0,
+            tool_errors: 0,
+            tool_ms: 0.0,
             text: None,
             timing: CompletionTiming::default(),
         }
@@ -140,6 +149,8 @@ mod tests {
             tool_mask: vec![false, true, false],
             finish_reason: FinishReason::Length,
             tool_calls: 1,
+            tool_errors: 1,
+            tool_ms: 3.5,
             text: Some("x".into()),
             timing: CompletionTiming {
                 queued_ms: 1.0,
@@ -153,5 +164,14 @@ mod tests {
             completion
         );
         assert_eq!(completion.num_sampled_tokens(), 2);
+    }
+
+    #[test]
+    fn completions_written_before_the_tool_counters_still_read() {
+        let json = r#"{"sample_index":0,"token_ids":[5],"logprobs":[-0.5],"tool_mask":[false],
+            "finish_reason":"stop_token","tool_calls":0,"text":null,
+            "timing":{"queued_ms":0.0,"generation_ms":1.0}}"#;
+        let completion: Completion = serde_json::from_str(json).unwrap();
+        assert_eq!((completion.tool_errors, completion.tool_ms), (0, 0.0));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use crossbeam::channel::Sender;
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::generation::{Engine, EngineConfig, SamplingParams, ToolExecutor};
 use mathrl::model::Qwen2Config;
 use mathrl::{Policy, Tokenizer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -40,6 +40,9 @@ pub struct RolloutSetup {
     pub board: WeightsBoard,
     /// Where results go.
     pub events: Sender<Event>,
+    /// The executor of tool-integrated reasoning: with one, completions may call it (python
+    /// blocks run, their output blocks become tool tokens).
+    pub tool: Option<Arc<dyn ToolExecutor>>,
 }
 
 /// One prompt to turn into a group.
@@ -99,8 +102,10 @@ fn engine_for(
                   actor)"
                 .into(),
         })?;
-    let mut engine =
-        Engine::from_policy(&policy, setup.engine.clone()).with_tokenizer(setup.tokenizer.clone());
+    let mut engine = with_tool(
+        Engine::from_policy(&policy, setup.engine.clone()).with_tokenizer(setup.tokenizer.clone()),
+        setup.tool.as_ref(),
+    );
     engine.set_policy_version(published.version);
     let loaded = Loaded {
         version: published.version,
@@ -118,12 +123,24 @@ pub(crate) fn build_engine(
     dtype: DType,
     engine: &EngineConfig,
     tokenizer: &Tokenizer,
+    tool: Option<&Arc<dyn ToolExecutor>>,
     snapshot: &WeightsSnapshot,
 ) -> crate::Result<Engine> {
     let policy = snapshot.to_policy(model_config, device, dtype)?;
-    let mut engine = Engine::from_policy(&policy, engine.clone()).with_tokenizer(tokenizer.clone());
+    let mut engine = with_tool(
+        Engine::from_policy(&policy, engine.clone()).with_tokenizer(tokenizer.clone()),
+        tool,
+    );
     engine.set_policy_version(snapshot.version);
     Ok(engine)
+}
+
+/// `engine` with the tool executor, when the run has one.
+fn with_tool(engine: Engine, tool: Option<&Arc<dyn ToolExecutor>>) -> Engine {
+    match tool {
+        Some(tool) => engine.with_tool(tool.clone()),
+        None => engine,
+    }
 }
 
 /// Generates the group of `job` with `engine`, timed, with the checksum of its weights.
@@ -312,6 +329,7 @@ mod tests {
             threads: 1,
             board: board.clone(),
             events: events_tx,
+            tool: None,
         };
         let mut actors = Vec::new();
         for index in 0..ACTORS {

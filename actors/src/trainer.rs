@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use crossbeam::channel::bounded;
 use mathrl::data::QaRecord;
+use mathrl::generation::ToolExecutor;
 use mathrl::{Metrics, Tokenizer};
 use mathrl_learners::{
     latest_checkpoint, CheckpointConfig, GrpoLearner, ResumeConfig, RunIdentity,
@@ -68,6 +69,17 @@ pub struct Trainer {
     resume_from: Option<PathBuf>,
     observer: Option<StepObserver>,
     policy_watch: Option<PolicyWatch>,
+    system_prompt: Option<String>,
+    tool: Option<RunTool>,
+}
+
+/// The tool of tool-integrated reasoning ([`Trainer::with_tool`]).
+#[derive(Clone)]
+struct RunTool {
+    /// The local rollout actors' executor.
+    executor: Arc<dyn ToolExecutor>,
+    /// What remote rollout workers build their own executor from.
+    worker_settings: serde_json::Value,
 }
 
 /// What the run's identity is made of besides its seed and prompts ([`Trainer::with_identity`]).
@@ -109,7 +121,33 @@ impl Trainer {
             resume_from: None,
             observer: None,
             policy_watch: None,
+            system_prompt: None,
+            tool: None,
         })
+    }
+
+    /// Puts `system` before every question as the chat's system turn (the TIR system prompt of
+    /// a tool-integrated run); without it prompts have the user turn alone.
+    pub fn with_system_prompt(mut self, system: impl Into<String>) -> Self {
+        self.system_prompt = Some(system.into());
+        self
+    }
+
+    /// Tool-integrated reasoning: local rollout actors generate with `executor` (a python block
+    /// followed by "```output" runs, its output block becomes tool tokens, masked out of the
+    /// loss), and remote rollout workers build their own executor from `worker_settings` with
+    /// their [`crate::cluster::ToolBuilder`]. Steps then log `rollout/tool_calls_mean`,
+    /// `rollout/tool_errors` and `rollout/tool_seconds`.
+    pub fn with_tool(
+        mut self,
+        executor: Arc<dyn ToolExecutor>,
+        worker_settings: serde_json::Value,
+    ) -> Self {
+        self.tool = Some(RunTool {
+            executor,
+            worker_settings,
+        });
+        self
     }
 
     /// Also accepts `mathrl worker` processes per `cluster`: they authenticate with its
@@ -256,6 +294,7 @@ impl Trainer {
             threads: self.config.threads_per_rollout_actor,
             board: board.clone(),
             events: events_tx.clone(),
+            tool: self.tool.as_ref().map(|t| t.executor.clone()),
         };
         let rollout_slots = Slots::new(self.config.rollout_actors);
         let reward_slots = Slots::new(self.config.reward_actors);
@@ -284,6 +323,7 @@ impl Trainer {
                     self.learner.policy(),
                     &self.tokenizer,
                     &self.config,
+                    self.tool.as_ref().map(|t| t.worker_settings.clone()),
                 )?;
                 Some(Host::start(
                     &runtime,
@@ -326,6 +366,7 @@ impl Trainer {
         )
         .with_identity(identity)
         .with_observer(self.observer.take())
+        .with_tool_metrics(self.tool.is_some())
         .with_policy_watch(self.policy_watch.take(), shape);
         let outcome = coordinator.run();
 
@@ -390,7 +431,7 @@ impl Trainer {
             .map(|record| {
                 let text = self
                     .tokenizer
-                    .question_prompt(&record.question, None)
+                    .question_prompt(&record.question, self.system_prompt.as_deref())
                     .and_then(|t| self.tokenizer.encode(&t))
                     .map_err(|e| Error::Input(format!("prompt `{}`: {e}", record.id)))?;
                 if text.is_empty() {
@@ -433,6 +474,7 @@ fn rollout_setup_for_workers(
     policy: &mathrl::Policy,
     tokenizer: &Tokenizer,
     config: &TrainerConfig,
+    tool: Option<serde_json::Value>,
 ) -> Result<Setup> {
     let (tokenizer_json, tokenizer_config) = tokenizer.to_json()?;
     Ok(Setup::Rollout {
@@ -441,6 +483,7 @@ fn rollout_setup_for_workers(
         engine: config.engine.clone(),
         tokenizer_json,
         tokenizer_config,
+        tool,
     })
 }
 

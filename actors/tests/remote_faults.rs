@@ -117,6 +117,8 @@ impl FakeState {
             tool_mask: vec![false; 3],
             finish_reason: FinishReason::Length,
             tool_calls: 0,
+            tool_errors: 0,
+            tool_ms: 0.0,
             text: Some("12".into()),
             timing: CompletionTiming::default(),
         };

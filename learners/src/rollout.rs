@@ -133,6 +133,8 @@ mod tests {
             tool_mask: tool.to_vec(),
             finish_reason: FinishReason::Length,
             tool_calls: 0,
+            tool_errors: 0,
+            tool_ms: 0.0,
             text: None,
             timing: CompletionTiming::default(),
         }

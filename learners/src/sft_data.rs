@@ -7,9 +7,14 @@
 //! of `render(messages[..=i])`, which covers its content and its end-of-turn tokens (the model
 //! must learn to stop). Each prefix's tokens must be a true prefix of the whole conversation's
 //! tokens; a template or tokenizer for which that fails is reported, not silently mis-masked.
+//!
+//! Tool-integrated trajectories keep their tool turns inside the assistant text, as the engine
+//! wrote them: the output block after each "```output" is what the sandbox printed, not what the
+//! model wrote, so its tokens are context, not targets (as in the RL learner's tool mask).
 
 use std::path::Path;
 
+use mathrl::generation::tool_output_spans;
 use mathrl::{ChatMessage, Tokenizer};
 use serde::Deserialize;
 
@@ -105,12 +110,73 @@ pub fn tokenize_conversation(
         let start = prefix_len(render(turn, true)?, "with a generation prompt", turn)?;
         let end = prefix_len(render(turn + 1, false)?, "through this turn", turn)?;
         mask[start..end.max(start)].fill(true);
+        let spans = tool_output_spans(&message.content);
+        if !spans.is_empty() {
+            let turn_tokens = start..end.max(start);
+            unmask_tool_output(
+                tokenizer,
+                messages,
+                turn,
+                &spans,
+                &ids,
+                turn_tokens,
+                &mut mask,
+            )?;
+        }
     }
     let keep = ids.len().min(max_length);
     Ok(SftExample {
         input_ids: ids[..keep].to_vec(),
         assistant_mask: mask[..keep].to_vec(),
     })
+}
+
+/// Clears the mask of the tokens of assistant turn `turn` (tokens `turn_tokens`) that start
+/// inside one of `spans` (byte ranges of its content): the tool output of a TIR trajectory. The
+/// tokens are located by their offsets in the rendered conversation.
+fn unmask_tool_output(
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+    turn: usize,
+    spans: &[std::ops::Range<usize>],
+    ids: &[u32],
+    turn_tokens: std::ops::Range<usize>,
+    mask: &mut [bool],
+) -> Result<()> {
+    let text = tokenizer.apply_chat_template(messages, false)?;
+    let before = tokenizer.apply_chat_template(&messages[..turn], true)?;
+    let content = messages[turn].content.as_str();
+    let base = text
+        .strip_prefix(before.as_str())
+        .and_then(|rest| rest.find(content))
+        .map(|at| before.len() + at)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "chat template: assistant turn {turn} does not appear verbatim in the rendered \
+                 conversation, so its tool output cannot be masked"
+            ))
+        })?;
+    let encoding = tokenizer
+        .inner()
+        .encode(text.as_str(), false)
+        .map_err(|e| Error::Input(format!("encoding the conversation: {e}")))?;
+    if encoding.get_ids() != ids {
+        return Err(Error::Input(format!(
+            "assistant turn {turn}: the conversation's tokens with offsets differ from its \
+             tokens, so its tool output cannot be located"
+        )));
+    }
+    let offsets = encoding.get_offsets();
+    for t in turn_tokens {
+        let token_start = offsets[t].0;
+        if spans
+            .iter()
+            .any(|span| (base + span.start..base + span.end).contains(&token_start))
+        {
+            mask[t] = false;
+        }
+    }
+    Ok(())
 }
 
 /// Rows of examples, each row a list of segments: one example per row, or several packed.
@@ -233,6 +299,39 @@ mod tests {
         let short = tokenize_conversation(&tok, &messages, 10).unwrap();
         assert_eq!(short.input_ids, ex.input_ids[..10]);
         assert_eq!(short.num_assistant_tokens(), 0);
+    }
+
+    #[test]
+    fn tool_output_inside_an_assistant_turn_is_context_not_target() {
+        let tok = tokenizer();
+        let response =
+            "Let me compute.\n```python\nprint(2+3)\n```\n```output\n5\n```\nSo \\boxed{5}.";
+        let messages = vec![
+            ChatMessage::new("user", "What is 2+3?"),
+            ChatMessage::new("assistant", response),
+        ];
+        let ex = tokenize_conversation(&tok, &messages, 4096).unwrap();
+        let mut spans = Vec::new();
+        let mut t = 0;
+        while t < ex.input_ids.len() {
+            if ex.assistant_mask[t] {
+                let start = t;
+                while t < ex.input_ids.len() && ex.assistant_mask[t] {
+                    t += 1;
+                }
+                spans.push(tok.decode(&ex.input_ids[start..t], false).unwrap());
+            }
+            t += 1;
+        }
+        // The model's text is trained, "```output" included (it asks for the call); the
+        // sandbox's output block is not.
+        assert_eq!(
+            spans,
+            [
+                "Let me compute.\n```python\nprint(2+3)\n```\n```output",
+                "So \\boxed{5}.<|im_end|>\n"
+            ]
+        );
     }
 
     #[test]

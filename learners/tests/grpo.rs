@@ -284,6 +284,8 @@ fn completion(ids: &[u32], tool: &[bool]) -> Completion {
         tool_mask: tool.to_vec(),
         finish_reason: FinishReason::StopToken,
         tool_calls: usize::from(tool.contains(&true)),
+        tool_errors: 0,
+        tool_ms: 0.0,
         text: None,
         timing: CompletionTiming::default(),
     }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use mathrl_actors::cluster::{check_cookie, run_worker as serve, RewardBuilder, WorkerOptions};
+use mathrl_actors::cluster::{
+    check_cookie, run_worker as serve, RewardBuilder, ToolBuilder, WorkerOptions,
+};
 use mathrl_actors::{ClusterConfig, Role};
 use mathrl_rewards::{RewardFunction, RewardResources, RewardSpec};
 
@@ -141,6 +143,8 @@ pub fn run_worker(args: &WorkerArgs, device: &str) -> Result<()> {
         let device = device.clone();
         Arc::new(move |spec: &RewardSpec| worker_reward(spec, rm.as_deref(), &device))
     };
+    // A TIR run's programs run in this node's sandbox, built from the coordinator's settings.
+    let tools: ToolBuilder = Arc::new(crate::tools::python::worker_tir_executor);
     let (cookie, _) = resolve_cookie(
         args.cookie_file.as_deref(),
         cookie_from_env()?,
@@ -161,7 +165,7 @@ pub fn run_worker(args: &WorkerArgs, device: &str) -> Result<()> {
         device,
         connect_timeout: Duration::from_secs(args.connect_timeout),
     };
-    let report = serve(options, rewards).with_context(|| format!("worker `{name}`"))?;
+    let report = serve(options, rewards, tools).with_context(|| format!("worker `{name}`"))?;
     eprintln!(
         "worker `{name}`: the run is over ({} groups generated, {} batches scored, {} weights \
          versions loaded)",

@@ -40,6 +40,7 @@ const SOURCES: &[&str] = &[
     include_str!("train/query_filter.rs"),
     include_str!("train/rm_retraining.rs"),
     include_str!("train/sft_data_evolution.rs"),
+    include_str!("train/tir_data_evolution.rs"),
     include_str!("precision.rs"),
     include_str!("eval/prompts.rs"),
     include_str!("eval/recipe.rs"),

@@ -46,7 +46,9 @@ pub fn flags_read(recipe: &str) -> Option<Vec<&'static str>> {
         "python" => &[CONFIG, &["input", "output"]],
         "sandbox-check" => &[CONFIG],
         "sft" => &[CONFIG, RUN, TRAINING],
-        "rm-retraining" | "sft-data-evolution" => &[CONFIG, RUN, TRAINING, &["rm", "data_dir"]],
+        "rm-retraining" | "sft-data-evolution" | "tir-data-evolution" => {
+            &[CONFIG, RUN, TRAINING, &["rm", "data_dir"]]
+        }
         "tiny-bootstrap" => &[CONFIG, RUN, &["max_steps", "resume"]],
         "eval" => &[CONFIG, RUN, EVAL],
         "generate" => &[

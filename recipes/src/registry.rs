@@ -74,6 +74,10 @@ pub fn recipes() -> Vec<Recipe> {
         description: "rounds of: sample K per question, keep checked-correct, top m by RM, fine-tune (--model DIR --data qa.jsonl [--rm DIR])",
         run: crate::train::sft_data_evolution::run,
     }, Recipe {
+        name: "tir-data-evolution",
+        description: "TIR SFT data by online rejection fine-tuning: rounds of sample K tool-integrated trajectories (python in the sandbox), keep checked-correct (or majority), top m by RM, fine-tune with tool output masked (--model DIR --data qa.jsonl [--rm DIR])",
+        run: crate::train::tir_data_evolution::run,
+    }, Recipe {
         name: "synthesize",
         description: "an instruct model rephrases and extends seed problems, then evolves the kept ones over rounds; exact + MinHash dedup, answer/self-consistency filter, JSONL (--model DIR --data seeds.jsonl [--set rounds=N])",
         run: crate::tools::synthesize::run,

@@ -19,6 +19,7 @@ const RESUMABLE: &[(&str, Stages)] = &[
     ("sft", Stages::One),
     ("rm-retraining", Stages::One),
     ("sft-data-evolution", Stages::Several),
+    ("tir-data-evolution", Stages::Several),
     ("pipeline", Stages::Several),
     ("tiny-bootstrap", Stages::Several),
 ];

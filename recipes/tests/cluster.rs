@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use common::tiny_procedural_policy;
+use common::{save_python_script, tiny_procedural_policy};
 use mathrl::model::Trainable;
 use mathrl::{Metrics, Policy, Tokenizer};
 use mathrl_actors::{ClusterConfig, QaRecord, StopHandle, Trainer, TrainerConfig};
@@ -243,6 +243,86 @@ fn worker_processes_generate_and_score_every_group_of_the_run_they_join() {
     assert!(!log.contains("--cookie is readable"), "{log}");
     let log = scorer.log();
     assert!(log.contains("--cookie is readable by every user"), "{log}");
+}
+
+/// `tir = true` with every rollout on a worker: the worker builds its own sandbox from the
+/// settings the coordinator sends, its completions carry the program's output block as tool
+/// tokens, and the coordinator accepts and trains them (the sampled tokens only).
+#[test]
+fn a_tir_run_gives_remote_rollout_workers_their_own_python_tool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(
+        &model,
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    );
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(&data, "{\"question\": \"Q\", \"answer\": \"5\"}\n").unwrap();
+    let out = tmp.path().join("run");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut coordinator = mathrl();
+    coordinator
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&out)
+        .args(["--max-steps", "1", "--listen", &addr])
+        .args(["--wait-for-workers", "1"])
+        .env("MATHRL_COOKIE", COOKIE);
+    for set in [
+        "tir=true",
+        "tool.allow_weaker_isolation=true",
+        "trainer.rollout_actors=0",
+        "trainer.reward_actors=1",
+        "trainer.prompts_per_step=2",
+        "grpo.rollout.group_size=2",
+        "grpo.rollout.temperature=0.1",
+        "grpo.rollout.max_new_tokens=24",
+        "grpo.mini_batch_size=0",
+        "grpo.gradient_checkpointing=false",
+        "grpo.loss.beta=0",
+        "eval_questions=0",
+    ] {
+        coordinator.args(["--set", set]);
+    }
+    let mut coordinator = Proc::spawn(&mut coordinator);
+    let mut worker = Proc::spawn(&mut worker(&addr, COOKIE, "tir1"));
+    let status = coordinator.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "coordinator failed:\n{}",
+        coordinator.log()
+    );
+    let status = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "worker failed:\n{}", worker.log());
+    assert!(
+        worker.log().contains("the python tool is ready"),
+        "{}",
+        worker.log()
+    );
+
+    let s = summary(&out);
+    assert_eq!(
+        (s["steps"].as_u64(), s["rejected_results"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    let scalar = |tag: &str| -> f64 {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["tag"] == tag)
+            .and_then(|v| v["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {tag}"))
+    };
+    // 4 completions, each one call; 6 sampled tokens each, and 3 tool tokens not trained.
+    assert_eq!(scalar("rollout/tool_calls_mean"), 1.0);
+    assert_eq!(scalar("rollout/tool_errors"), 0.0);
+    assert_eq!(scalar("train/completion_length_mean"), 9.0);
+    assert_eq!(scalar("train/trained_tokens"), 24.0);
 }
 
 /// A cookie under 16 bytes is refused before anything connects, naming where it came from.

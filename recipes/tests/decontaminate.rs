@@ -234,6 +234,7 @@ fn training_recipes_refuse_data_that_is_all_contaminated() {
     for (recipe, what) in [
         ("qwen25-math-rl", "prompts"),
         ("sft-data-evolution", "questions"),
+        ("tir-data-evolution", "questions"),
         ("rm-retraining", "queries"),
     ] {
         let output = tmp.path().join(recipe);

@@ -1,9 +1,12 @@
 //! Tool-integrated reasoning end to end: a scripted model writes a python block, the engine
 //! pauses, the program runs in the real sandbox through `SandboxExecutor`, and the output block
-//! is appended before generation resumes; then the eval runner in TIR mode over the same model.
+//! is appended before generation resumes; then the eval runner in TIR mode over the same model,
+//! and `qwen25-math-rl --set tir=true` training on such rollouts.
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use mathrl::data::QaRecord;
@@ -14,7 +17,7 @@ use mathrl_recipes::eval::{evaluate, EvalMode, PromptFormat, Selection};
 use mathrl_rewards::{Verdict, Verifier};
 use mathrl_sandbox::{PythonSandbox, SandboxConfig, SandboxExecutor};
 
-use common::{bigram_policy, id, script_tokenizer, SCRIPT_TOKENS};
+use common::{bigram_policy, id, save_python_script, script_tokenizer, SCRIPT_TOKENS};
 
 /// A chat template rendering only the last message: a question "Q" is the whole prompt.
 const LAST_MESSAGE: &str = "{{ messages[-1]['content'] }}";
@@ -71,6 +74,10 @@ fn a_python_block_gets_its_output_block_from_the_sandbox() {
             (c.finish_reason, c.tool_calls),
             (FinishReason::StopToken, 1)
         );
+        // A program that raised counts as a tool error; either way its time is measured.
+        let failed = output.contains("Error");
+        assert_eq!(c.tool_errors, usize::from(failed), "{output}");
+        assert!(c.tool_ms > 0.0);
         // The output block's tokens are marked as tool tokens, without a log-prob.
         let tool_tokens = tok.encode(&format!("\n{output}\n```\n")).unwrap();
         assert_eq!(
@@ -136,4 +143,136 @@ fn the_eval_runner_in_tir_mode_runs_the_programs_and_checks_the_answers() {
     mode.tool = None;
     let err = evaluate(&policy, &tok, &items, &mode, &LastBoxedEquals, None).unwrap_err();
     assert!(err.to_string().contains("tool executor"), "{err}");
+}
+
+/// Every message's content in order: the TIR system prompt, then the question "Q" (the scripted
+/// policy reads only the last token).
+const ALL_MESSAGES: &str = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+
+/// The values of the scalar `tag` in a run's `metrics.jsonl`, by step.
+fn scalars(run: &Path, tag: &str) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == tag)
+        .map(|v| (v["step"].as_u64().unwrap(), v["value"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&run)
+        .args(["--max-steps", "1", "--set", "tir=true"])
+        // Where the sandbox lacks an isolation layer (not root), run with a warning.
+        .args(["--set", "tool.allow_weaker_isolation=true"])
+        .args([
+            "--set",
+            "trainer.prompts_per_step=2",
+            "--set",
+            "grpo.rollout.group_size=2",
+        ])
+        // A low temperature keeps the sampled script exact (margin 10 / 0.1).
+        .args(["--set", "grpo.rollout.temperature=0.1"])
+        .args([
+            "--set",
+            "grpo.rollout.max_new_tokens=24",
+            "--set",
+            "grpo.mini_batch_size=0",
+        ])
+        .args([
+            "--set",
+            "grpo.gradient_checkpointing=false",
+            "--set",
+            "grpo.loss.beta=0",
+        ])
+        .args([
+            "--set",
+            "trainer.rollout_actors=1",
+            "--set",
+            "trainer.reward_actors=1",
+        ])
+        .args([
+            "--set",
+            "eval_questions=0",
+            "--set",
+            "trainer.sample_text_every=1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    // Each of the 4 completions: "```python\n" "print(2+3)\n" "```\n" "```output" sampled, the
+    // sandbox's "\n5\n```\n" appended (3 tool tokens), then "\boxed{5}" and <eos> sampled.
+    let step = |tag: &str| {
+        let values = scalars(&run, tag);
+        assert_eq!(values.len(), 1, "{tag}: {values:?}");
+        assert_eq!(values[0].0, 1, "{tag}");
+        values[0].1
+    };
+    assert_eq!(step("rollout/tool_calls_mean"), 1.0);
+    assert_eq!(step("rollout/tool_errors"), 0.0);
+    assert!(step("rollout/tool_seconds") > 0.0);
+    assert_eq!(step("train/completion_length_mean"), 9.0);
+    assert_eq!(step("rollout/sampled_tokens"), 24.0);
+    // The learner's batch trains the sampled tokens only: the tool tokens are masked.
+    assert_eq!(step("train/trained_tokens"), 24.0);
+    // The program ran in the sandbox: its output block is in the sampled text (indented).
+    let samples: Vec<String> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tag"] == "samples/completions")
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(samples.len(), 1);
+    assert!(
+        samples[0].contains("```output\n    5\n    ```\n    \\boxed{5}"),
+        "{}",
+        samples[0]
+    );
+}
+
+#[test]
+fn rl_with_tir_and_a_sandbox_that_cannot_start_fails_before_the_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(&data, "{\"question\": \"Q\", \"answer\": \"5\"}\n").unwrap();
+    let run = tmp.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
+        .args(["--recipe", "qwen25-math-rl", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&run)
+        .args(["--set", "tir=true", "--set", "tool.python=/no/such/python"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the TIR sandbox could not start"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "the run directory was created");
 }

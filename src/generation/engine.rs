@@ -27,7 +27,7 @@ use super::forward::{self, Logits};
 use super::kv_cache::{PrefixKv, SlotKvCache};
 use super::sampler::{SampledToken, Sampler};
 use super::sequence::{sequence_rng, Next, Phase, Rules, Sequence};
-use super::tool::{output_block_rest, ToolExecutor};
+use super::tool::{is_execution_success, output_block_rest, python_strip, ToolExecutor};
 use super::SamplingParams;
 use crate::model::Qwen2ForCausalLM;
 use crate::types::{Completion, FinishReason, Group};
@@ -105,6 +105,9 @@ pub struct GenerateOutput {
     /// Counters and timers.
     pub stats: EngineStats,
 }
+
+/// A finished tool call: prompt index, sample index, the output block's text, milliseconds.
+type ToolResult = (usize, usize, String, f64);
 
 /// Samples completions from a Qwen2 policy.
 pub struct Engine {
@@ -392,8 +395,8 @@ struct Run<'a> {
     /// Set when decode steps draw on the device: the noise stream of those draws on the CPU
     /// (a GPU draws its noise from its own seeded RNG).
     device_rng: Option<ChaCha8Rng>,
-    tool_sender: mpsc::Sender<(usize, usize, String)>,
-    tool_results: mpsc::Receiver<(usize, usize, String)>,
+    tool_sender: mpsc::Sender<ToolResult>,
+    tool_results: mpsc::Receiver<ToolResult>,
     tools_in_flight: usize,
     stats: EngineStats,
     start: Instant,
@@ -619,12 +622,14 @@ impl Run<'_> {
         std::thread::Builder::new()
             .name(format!("tool-p{p}-s{j}"))
             .spawn(move || {
+                let started = Instant::now();
                 let output = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     tool.execute(&program)
                 }))
                 .unwrap_or_else(|_| "ToolError: the tool executor panicked".to_string());
+                let ms = started.elapsed().as_secs_f64() * 1e3;
                 // The receiver outlives every call it waits for; a send after an error is moot.
-                let _ = sender.send((p, j, output));
+                let _ = sender.send((p, j, output, ms));
             })
             .map_err(|e| {
                 Error::Generation(format!(
@@ -649,7 +654,7 @@ impl Run<'_> {
             results.push(first);
         }
         results.extend(self.tool_results.try_iter());
-        for (p, j, output) in results {
+        for (p, j, output, ms) in results {
             self.tools_in_flight -= 1;
             let row = self
                 .live
@@ -660,6 +665,9 @@ impl Run<'_> {
                         "tool result for prompt {p} sample {j}, which is not live"
                     ))
                 })?;
+            let seq = &mut self.live[row];
+            seq.tool_ms += ms;
+            seq.tool_errors += usize::from(!is_execution_success(python_strip(&output)));
             self.resume_after_tool(row, &output)?;
         }
         Ok(())

@@ -30,4 +30,4 @@ pub use kv_cache::SlotKvCache;
 pub use params::SamplingParams;
 pub use sampler::{SampledToken, Sampler, SamplerSettings};
 pub use sequence::sequence_rng;
-pub use tool::{extract_program, ToolExecutor, TOOL_CALL_TRIGGER};
+pub use tool::{extract_program, tool_output_spans, ToolExecutor, TOOL_CALL_TRIGGER};

@@ -55,6 +55,10 @@ pub struct Sequence {
     pub tool_mask: Vec<bool>,
     /// Tool calls made so far.
     pub tool_calls: usize,
+    /// Tool calls whose output was not an execution success.
+    pub tool_errors: usize,
+    /// Milliseconds spent in tool calls.
+    pub tool_ms: f64,
     /// Index of the first token generated after the latest tool output.
     pub segment_start: usize,
     /// This sample's random stream.
@@ -82,6 +86,8 @@ impl Sequence {
             logprobs: Vec::new(),
             tool_mask: Vec::new(),
             tool_calls: 0,
+            tool_errors: 0,
+            tool_ms: 0.0,
             segment_start: 0,
             rng: sequence_rng(seed, prompt_index, sample_index),
             phase: Phase::Decoding,
@@ -129,6 +135,8 @@ impl Sequence {
             tool_mask: self.tool_mask,
             finish_reason,
             tool_calls: self.tool_calls,
+            tool_errors: self.tool_errors,
+            tool_ms: self.tool_ms,
             text,
             timing: CompletionTiming {
                 queued_ms: self.queued_ms,

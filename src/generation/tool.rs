@@ -45,6 +45,28 @@ pub fn output_block_rest(tail: &str, output: &str) -> String {
     }
 }
 
+/// Byte ranges of the tool output inside `text` (an assistant turn of a TIR trajectory): what
+/// follows each "```output" through the closing "```" and the newline after it, i.e. the part the
+/// engine appends as tool tokens (the model writes "```output" itself). An output block left open
+/// (a trajectory cut at its length limit) runs to the end of the text.
+pub fn tool_output_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(TOOL_CALL_TRIGGER) {
+        let start = from + at + TOOL_CALL_TRIGGER.len();
+        let end = match text[start..].find("\n```") {
+            Some(close) => {
+                let end = start + close + "\n```".len();
+                end + usize::from(text[end..].starts_with('\n'))
+            }
+            None => text.len(),
+        };
+        spans.push(start..end);
+        from = end;
+    }
+    spans
+}
+
 /// Words whose presence (case-insensitive) marks an earlier output as failed; the reference then
 /// keeps only that program's import lines. "..." catches truncated outputs, "nan" any NaN.
 const FAILURE_WORDS: [&str; 6] = [
@@ -258,6 +280,17 @@ mod tests {
         let text =
             "```python\nx = 1\n\u{1c}print(x)\n```\n```output\n1\n```\n```python\nprint(x)\n```";
         assert_eq!(extract_program(text), "x = 1\n\nprint(x)\n");
+    }
+
+    #[test]
+    fn tool_output_spans_are_what_the_engine_appends() {
+        let text = "a\n```python\nprint(5)\n```\n```output\n5\n```\nb ```output\nx";
+        let spans: Vec<&str> = tool_output_spans(text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(spans, [output_block_rest("", "5"), "\nx".to_string()]);
+        assert!(tool_output_spans("no tool here").is_empty());
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 pub use protocol::WorkerMsg;
 pub use remote::RemoteWorkers;
-pub use worker::{run_worker, RewardBuilder, WorkerOptions, WorkerReport};
+pub use worker::{run_worker, RewardBuilder, ToolBuilder, WorkerOptions, WorkerReport};
 
 /// Largest frame a node accepts (ractor_cluster's default is 16 MiB); weights chunks are far
 /// below it, so a frame this size is a peer's mistake.

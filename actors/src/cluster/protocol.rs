@@ -86,6 +86,11 @@ pub enum Setup {
         tokenizer_json: String,
         /// Its `tokenizer_config.json` (special tokens, chat template).
         tokenizer_config: serde_json::Value,
+        /// Tool-integrated reasoning: the run's tool settings (the recipe's TIR sandbox table),
+        /// from which the worker builds its own executor with its [`super::ToolBuilder`];
+        /// `None`: no tool.
+        #[serde(default)]
+        tool: Option<serde_json::Value>,
     },
     /// A reward worker: the run's reward as data (the worker builds it with its own RM copy).
     Reward {
@@ -174,6 +179,8 @@ mod tests {
                 tool_mask: vec![false, false, true],
                 finish_reason: FinishReason::Length,
                 tool_calls: 0,
+                tool_errors: 0,
+                tool_ms: 0.0,
                 text: Some("x".into()),
                 timing: CompletionTiming::default(),
             }],

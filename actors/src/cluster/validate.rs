@@ -55,6 +55,29 @@ pub enum Rejection {
         /// The policy's vocabulary size.
         vocab_size: usize,
     },
+    /// A token marked as tool output carries a log-prob: the policy did not sample it, and the
+    /// learner must not train on it as if it had.
+    #[error(
+        "completion {completion}, token {position}: a tool-output token has a log-prob (tool \
+         tokens are not sampled)"
+    )]
+    ToolTokenWithLogProb {
+        /// Index of the completion in its group.
+        completion: usize,
+        /// Position of the token in the completion.
+        position: usize,
+    },
+    /// A sampled token (tool mask unset) has no log-prob: its behaviour probability is missing.
+    #[error(
+        "completion {completion}, token {position}: a sampled token has no log-prob (only \
+         tool-output tokens may lack one)"
+    )]
+    SampledTokenWithoutLogProb {
+        /// Index of the completion in its group.
+        completion: usize,
+        /// Position of the token in the completion.
+        position: usize,
+    },
     /// A log-prob that is NaN or infinite.
     #[error("completion {completion}, token {position}: log-prob {value} is not finite")]
     LogProb {
@@ -167,7 +190,28 @@ pub fn check_group(expected: &Expected<'_>, reply: &GenerateReply) -> Result<(),
                 vocab_size: expected.vocab_size,
             });
         }
-        // `None` marks a tool-output token (not sampled, so no log-prob): nothing to check.
+        // A tool-output token (tool mask set) was not sampled: it has no log-prob, and every
+        // sampled token has one.
+        if let Some((position, &tool)) = c
+            .logprobs
+            .iter()
+            .zip(&c.tool_mask)
+            .enumerate()
+            .find(|(_, (logprob, &tool))| logprob.is_some() == tool)
+            .map(|(i, (_, tool))| (i, tool))
+        {
+            return Err(if tool {
+                Rejection::ToolTokenWithLogProb {
+                    completion,
+                    position,
+                }
+            } else {
+                Rejection::SampledTokenWithoutLogProb {
+                    completion,
+                    position,
+                }
+            });
+        }
         if let Some((position, value)) = c
             .logprobs
             .iter()
@@ -250,6 +294,8 @@ mod tests {
             tool_mask: vec![false, false, true],
             finish_reason: FinishReason::Length,
             tool_calls: 0,
+            tool_errors: 0,
+            tool_ms: 0.0,
             text: None,
             timing: CompletionTiming::default(),
         };
@@ -307,6 +353,35 @@ mod tests {
                 other => panic!("{value}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tool_tokens_have_no_log_prob_and_sampled_tokens_have_one() {
+        let mut bad = reply(2);
+        bad.group.completions[1].logprobs[2] = Some(-0.1);
+        let err = rejection(&bad);
+        assert_eq!(
+            err,
+            Rejection::ToolTokenWithLogProb {
+                completion: 1,
+                position: 2
+            }
+        );
+        assert!(
+            err.to_string().contains("tool-output token has a log-prob"),
+            "{err}"
+        );
+        let mut bad = reply(2);
+        bad.group.completions[0].logprobs[1] = None;
+        let err = rejection(&bad);
+        assert_eq!(
+            err,
+            Rejection::SampledTokenWithoutLogProb {
+                completion: 0,
+                position: 1
+            }
+        );
+        assert!(err.to_string().contains("completion 0, token 1"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
-use mathrl::generation::{Engine, EngineConfig};
+use mathrl::generation::{Engine, EngineConfig, ToolExecutor};
 use mathrl::model::Qwen2Config;
 use mathrl::Tokenizer;
 use mathrl_rewards::{RewardFunction, RewardSpec};
@@ -40,6 +40,12 @@ const CONNECT_RETRY: Duration = Duration::from_millis(250);
 /// its RM copy lives; this crate does not).
 pub type RewardBuilder =
     Arc<dyn Fn(&RewardSpec) -> anyhow::Result<Arc<dyn RewardFunction>> + Send + Sync>;
+
+/// Builds the executor of tool-integrated reasoning on the worker's own node from the run's tool
+/// settings (the coordinator's recipe config table, sent in the setup): programs run in the
+/// worker's sandbox, never the coordinator's.
+pub type ToolBuilder =
+    Arc<dyn Fn(&serde_json::Value) -> anyhow::Result<Arc<dyn ToolExecutor>> + Send + Sync>;
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -100,6 +106,7 @@ impl NodeEventSubscription for Sessions {
 pub fn run_worker(
     options: WorkerOptions,
     rewards: RewardBuilder,
+    tools: ToolBuilder,
 ) -> Result<WorkerReport, ClusterError> {
     check_cookie(&options.cookie, "the worker's options")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,7 +119,7 @@ pub fn run_worker(
             message: format!("starting tokio: {e}"),
         })?;
     let counts = Arc::new(Counts::default());
-    let outcome = runtime.block_on(serve(&options, rewards, counts.clone()));
+    let outcome = runtime.block_on(serve(&options, rewards, tools, counts.clone()));
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome?;
     Ok(counts.report())
@@ -121,6 +128,7 @@ pub fn run_worker(
 async fn serve(
     options: &WorkerOptions,
     rewards: RewardBuilder,
+    tools: ToolBuilder,
     counts: Arc<Counts>,
 ) -> Result<(), ClusterError> {
     let addr = options.connect.clone();
@@ -169,6 +177,7 @@ async fn serve(
             device: options.device.clone(),
             pool: Arc::new(pool),
             rewards,
+            tools,
             signals,
             counts,
             rollout: None,
@@ -302,6 +311,7 @@ struct RolloutSpec {
     dtype: DType,
     engine: EngineConfig,
     tokenizer: Tokenizer,
+    tool: Option<Arc<dyn ToolExecutor>>,
 }
 
 /// The worker's one actor.
@@ -313,6 +323,7 @@ struct WorkerState {
     device: Device,
     pool: Arc<rayon::ThreadPool>,
     rewards: RewardBuilder,
+    tools: ToolBuilder,
     signals: UnboundedSender<Signal>,
     counts: Arc<Counts>,
     rollout: Option<RolloutSpec>,
@@ -391,16 +402,30 @@ impl WorkerState {
                 engine,
                 tokenizer_json,
                 tokenizer_config,
+                tool,
             } => {
                 self.wrong_role(Role::Rollout)?;
                 let dtype = DType::from_str(&dtype).map_err(|e| format!("dtype `{dtype}`: {e}"))?;
                 let tokenizer = Tokenizer::from_json(&tokenizer_json, &tokenizer_config)
                     .map_err(|e| format!("tokenizer: {e}"))?;
+                let tool = match tool {
+                    Some(settings) => {
+                        let build = self.tools.clone();
+                        let tool = tokio::task::spawn_blocking(move || build(&settings))
+                            .await
+                            .map_err(|e| format!("building the TIR tool: {e}"))?
+                            .map_err(|e| format!("building the TIR tool: {e:#}"))?;
+                        tracing::info!("tool-integrated reasoning: the python tool is ready");
+                        Some(tool)
+                    }
+                    None => None,
+                };
                 self.rollout = Some(RolloutSpec {
                     model_config: *model_config,
                     dtype,
                     engine,
                     tokenizer,
+                    tool,
                 });
                 tracing::info!("set up as a rollout worker ({dtype:?}); waiting for weights");
                 Ok(())
@@ -441,6 +466,7 @@ impl WorkerState {
                     spec.dtype,
                     &spec.engine,
                     &spec.tokenizer,
+                    spec.tool.as_ref(),
                     &snapshot,
                 )
             })

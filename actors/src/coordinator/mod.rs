@@ -122,6 +122,8 @@ pub struct Coordinator<'a> {
     rejections: HashMap<WorkerId, usize>,
     /// Workers whose result for a step's slot was rejected (the slot goes to others first).
     rejected_by: HashMap<(u64, usize), BTreeSet<WorkerId>>,
+    /// Whether completions may call a tool: steps then log the tool metrics.
+    tool_metrics: bool,
 }
 
 /// The architecture, device and dtype of the learner's policy: what a published version needs
@@ -203,12 +205,19 @@ impl<'a> Coordinator<'a> {
             policy_watch: None,
             rejections: HashMap::new(),
             rejected_by: HashMap::new(),
+            tool_metrics: false,
         }
     }
 
     /// Tells `observer` of every trained step.
     pub fn with_observer(mut self, observer: Option<StepObserver>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Logs the tool metrics of each step (a run whose completions may call a tool).
+    pub fn with_tool_metrics(mut self, on: bool) -> Self {
+        self.tool_metrics = on;
         self
     }
 

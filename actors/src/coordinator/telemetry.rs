@@ -21,6 +21,26 @@ pub(super) struct Window {
     pub(super) max_reward_queue: usize,
 }
 
+/// The tool metrics of a step's groups: `rollout/tool_calls_mean`, tool calls per completion;
+/// `rollout/tool_errors`, the step's total of calls whose output is not an execution success
+/// (an error, a timeout, a truncated output); `rollout/tool_seconds`, the step's total seconds in
+/// tool calls (summed over completions, so it can exceed the step's wall time when they overlap).
+pub(super) fn tool_metrics(groups: &[&Group]) -> [(&'static str, f64); 3] {
+    let completions = groups.iter().flat_map(|g| &g.completions);
+    let (mut n, mut calls, mut errors, mut ms) = (0usize, 0usize, 0usize, 0.0f64);
+    for c in completions {
+        n += 1;
+        calls += c.tool_calls;
+        errors += c.tool_errors;
+        ms += c.tool_ms;
+    }
+    [
+        ("rollout/tool_calls_mean", calls as f64 / n.max(1) as f64),
+        ("rollout/tool_errors", errors as f64),
+        ("rollout/tool_seconds", ms / 1e3),
+    ]
+}
+
 impl Coordinator<'_> {
     /// Queue depths when `step` goes to the learner.
     pub(super) fn log_queues(&self, step: u64) {
@@ -102,6 +122,9 @@ impl Coordinator<'_> {
                 ("time/step_seconds", wall),
             ],
         );
+        if self.tool_metrics {
+            self.metrics.scalars(step, &tool_metrics(&groups));
+        }
         self.window_start = now;
         self.report.rollout_busy_seconds += window.rollout_busy.as_secs_f64();
         (open.sampled_tokens as f64 / rollout_wall, wall)
@@ -174,5 +197,39 @@ impl Coordinator<'_> {
             ));
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mathrl::types::{Completion, FinishReason};
+
+    use super::*;
+
+    #[test]
+    fn tool_metrics_average_the_calls_and_total_the_errors_and_seconds() {
+        let completion = |calls: usize, errors: usize, ms: f64| Completion {
+            tool_calls: calls,
+            tool_errors: errors,
+            tool_ms: ms,
+            ..Completion::sampled(0, vec![1], -1.0, FinishReason::StopToken)
+        };
+        let group = |completions: Vec<Completion>| Group {
+            prompt_index: 0,
+            prompt_ids: vec![1],
+            completions,
+            policy_version: 0,
+        };
+        let a = group(vec![completion(2, 1, 500.0), completion(0, 0, 0.0)]);
+        let b = group(vec![completion(1, 1, 1500.0), completion(1, 0, 250.0)]);
+        assert_eq!(
+            tool_metrics(&[&a, &b]),
+            [
+                ("rollout/tool_calls_mean", 1.0),
+                ("rollout/tool_errors", 2.0),
+                ("rollout/tool_seconds", 2.25),
+            ]
+        );
+        assert_eq!(tool_metrics(&[])[0], ("rollout/tool_calls_mean", 0.0));
     }
 }

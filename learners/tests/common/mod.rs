@@ -97,6 +97,8 @@ pub fn sample_groups(
                     tool_mask: vec![false; length],
                     finish_reason: FinishReason::Length,
                     tool_calls: 0,
+                    tool_errors: 0,
+                    tool_ms: 0.0,
                     text: None,
                     timing: CompletionTiming::default(),
                 }

@@ -182,7 +182,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     };
     require_dir(&model_dir, "model")?;
     if modes.iter().any(|m| m.format == PromptFormat::Tir) {
-        let tool = tir_executor(&config.tool, config.tool_timeout_ms)?;
+        let tool = crate::tools::python::tir_executor(&config.tool, config.tool_timeout_ms)?;
         for mode in modes.iter_mut().filter(|m| m.format == PromptFormat::Tir) {
             mode.tool = Some(tool.clone());
         }
@@ -263,18 +263,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         ],
     );
     Ok(())
-}
-
-/// The sandboxed Python executor of TIR programs.
-fn tir_executor(
-    tool: &mathrl_sandbox::SandboxConfig,
-    timeout_ms: u64,
-) -> Result<Arc<dyn mathrl::generation::ToolExecutor>> {
-    let sandbox = crate::tools::python::tir_sandbox(&mathrl_sandbox::SandboxConfig {
-        timeout_ms,
-        ..tool.clone()
-    })?;
-    Ok(Arc::new(mathrl_sandbox::SandboxExecutor::new(sandbox)))
 }
 
 fn save_responses(run: &RunContext, dataset: &str, result: &EvalResult) -> Result<()> {

@@ -1,8 +1,9 @@
 //! `python`: runs each line's `{"code": ...}` in the TIR sandbox, with the limits and isolation
 //! layers of the `tool` config table, and writes `{"output", "status", "seconds"}` per line:
 //! `output` is what a model would see, `status` how the program ended. Also the one place the
-//! recipes build the TIR sandbox ([`tir_sandbox`]), so that `eval`, `generate` and this recipe
-//! refuse to start alike when a layer is missing.
+//! recipes build the TIR sandbox ([`tir_sandbox`]) and its executor ([`tir_executor`]), so that
+//! `eval`, `generate`, `qwen25-math-rl`, `tir-data-evolution`, remote rollout workers and this
+//! recipe refuse to start alike when a layer is missing.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::read_jsonl_numbered;
-use mathrl_sandbox::{ExecutionStatus, PythonSandbox, SandboxConfig};
+use mathrl::generation::ToolExecutor;
+use mathrl_sandbox::{ExecutionStatus, PythonSandbox, SandboxConfig, SandboxExecutor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,6 +36,30 @@ pub fn tir_sandbox(config: &SandboxConfig) -> Result<Arc<PythonSandbox>> {
          layers of this machine)",
     )?;
     Ok(Arc::new(sandbox))
+}
+
+/// The sandbox settings of a TIR run: the `tool` table with `timeout_ms` as each program's
+/// wall-clock limit (the recipes' `tool_timeout_ms`, the reference's 5 s by default).
+pub fn tir_settings(tool: &SandboxConfig, timeout_ms: u64) -> SandboxConfig {
+    SandboxConfig {
+        timeout_ms,
+        ..tool.clone()
+    }
+}
+
+/// The sandboxed Python executor of TIR programs, with `timeout_ms` per program.
+pub fn tir_executor(tool: &SandboxConfig, timeout_ms: u64) -> Result<Arc<dyn ToolExecutor>> {
+    let sandbox = tir_sandbox(&tir_settings(tool, timeout_ms))?;
+    Ok(Arc::new(SandboxExecutor::new(sandbox)))
+}
+
+/// A remote rollout worker's executor, built on its own node from the sandbox settings the
+/// coordinator sent (its [`tir_settings`] as JSON).
+pub fn worker_tir_executor(settings: &Value) -> Result<Arc<dyn ToolExecutor>> {
+    let tool: SandboxConfig = serde_json::from_value(settings.clone())
+        .context("the coordinator's TIR sandbox settings")?;
+    let sandbox = tir_sandbox(&tool)?;
+    Ok(Arc::new(SandboxExecutor::new(sandbox)))
 }
 
 /// Reads the programs, each a non-empty `code` string; errors name the file and line.

@@ -74,15 +74,17 @@ pub fn grpo_plan_input(
     }
 }
 
-/// Tokens of the longest of `questions` once formatted as a prompt.
+/// Tokens of the longest of `questions` once formatted as a prompt (after the `system` turn, when
+/// given).
 pub fn longest_prompt_tokens<'a>(
     tokenizer: &Tokenizer,
+    system: Option<&str>,
     questions: impl IntoIterator<Item = &'a str>,
 ) -> Result<usize> {
     let mut longest = 0;
     for question in questions {
         let ids = tokenizer
-            .question_prompt(question, None)
+            .question_prompt(question, system)
             .and_then(|text| tokenizer.encode(&text))
             .with_context(|| format!("measuring the prompt of `{question}`"))?;
         longest = longest.max(ids.len());

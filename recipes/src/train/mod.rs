@@ -11,4 +11,5 @@ pub mod sft;
 pub mod sft_data_evolution;
 pub mod sft_pool;
 pub mod tiny_bootstrap;
+pub mod tir_data_evolution;
 pub mod verifier;

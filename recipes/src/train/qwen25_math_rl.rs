@@ -15,6 +15,14 @@
 //! exits at once), and `trainer.max_train_seconds` bounds the wall time. With `--listen
 //! ADDR:PORT --cookie-file PATH` it also accepts `mathrl worker` processes into its pools
 //! (DEPLOYMENT.md); `trainer.rollout_actors = 0` then leaves every rollout to them.
+//!
+//! With `tir = true` the rollouts are tool-integrated: prompts carry the TIR system prompt of
+//! the `eval` recipe, and a python block the policy closes with "```output" runs in the sandbox
+//! (the `tool` table, `tool_timeout_ms` per program; the reference protocol: at most
+//! `trainer.sampling.max_tool_calls` = 4 calls, long outputs truncated). The output block's
+//! tokens are context, masked out of the loss. Remote rollout workers build their own sandbox
+//! from the same settings. The held-out before/after accuracy, the evaluation sets and the
+//! query filter stay greedy chain of thought.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +39,7 @@ use mathrl_learners::{
     ResumeConfig,
 };
 use mathrl_rewards::{RewardResources, RewardSpec, Verifier};
+use mathrl_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::assets::{
@@ -40,11 +49,13 @@ use crate::assets::{
 use crate::cli::Cli;
 use crate::decontamination::decontaminate_qa;
 use crate::driver::prepare_with;
+use crate::eval::prompts::TIR_SYSTEM;
 use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
 use crate::progress::grpo_fields;
 use crate::resume::ResumeFrom;
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::tools::python::{tir_executor, tir_settings};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
 use crate::train::memory_plan::{
     grpo_plan_input, longest_prompt_tokens, print_and_check, MemoryPlanConfig,
@@ -136,6 +147,15 @@ pub struct RlConfig {
     pub resume: ResumeConfig,
     /// How `--data` is read.
     pub data: RlDataConfig,
+    /// Tool-integrated reasoning in the rollouts: the TIR system prompt, python blocks run in the
+    /// sandbox, their output tokens masked out of the loss. Default false.
+    pub tir: bool,
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
+    pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: SandboxConfig,
     /// Drop the `--data` prompts that overlap the evaluation sets (`--data-dir`, default the
     /// shipped ones); the embedded default's procedural problems are not checked.
     pub decontaminate: bool,
@@ -177,6 +197,10 @@ const RESUMABLE_KEYS: &[&str] = &[
     "resume",
 ];
 
+/// The TIR keys, left out of a run's identity when `tir` is off so that such a run resumes the
+/// checkpoints of runs from before TIR training existed.
+const TIR_KEYS: &[&str] = &["tir", "tool_timeout_ms", "tool"];
+
 /// New tokens per answer in the Qwen2.5-Math evaluation: the report-scale rollout length and the
 /// length of the before/after evaluation (the `eval` recipe's default too).
 const QWEN25_MATH_EVAL_MAX_NEW_TOKENS: usize = 2048;
@@ -214,6 +238,9 @@ impl Default for RlConfig {
             memory_plan: MemoryPlanConfig::default(),
             resume: ResumeConfig::default(),
             data: RlDataConfig::default(),
+            tir: false,
+            tool_timeout_ms: 5000,
+            tool: SandboxConfig::default(),
             decontaminate: true,
         }
     }
@@ -265,7 +292,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     };
     let config = recipe.config.clone();
     validate(&config, cli)?;
-    let identity_config = without_keys(serde_json::to_value(&config)?, RESUMABLE_KEYS);
+    let mut identity_config = without_keys(serde_json::to_value(&config)?, RESUMABLE_KEYS);
+    if !config.tir {
+        identity_config = without_keys(identity_config, TIR_KEYS);
+    }
     let model_dir = cli.model.clone().unwrap_or_else(default_policy_dir);
     let rm_dir = cli.rm.clone().or_else(|| embedded.then(default_rm_dir));
     if cli.model.is_none() {
@@ -300,6 +330,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         );
     }
 
+    // The sandbox before the run directory: one that cannot start fails with its own error
+    // (which isolation layer is missing) and leaves nothing behind.
+    let tool = if config.tir {
+        Some(tir_executor(&config.tool, config.tool_timeout_ms)?)
+    } else {
+        None
+    };
+
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
     let tokenizer = Tokenizer::from_dir(&model_dir)?;
@@ -315,7 +353,11 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The memory plan, from the config.json files, before any weight is loaded.
     let prompt_tokens = match config.memory_plan.prompt_tokens {
-        0 => longest_prompt_tokens(&tokenizer, prompts.iter().map(|p| p.question.as_str()))?,
+        0 => longest_prompt_tokens(
+            &tokenizer,
+            config.tir.then_some(TIR_SYSTEM),
+            prompts.iter().map(|p| p.question.as_str()),
+        )?,
         n => n,
     };
     let plan = MemoryPlan::new(&grpo_plan_input(
@@ -399,6 +441,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         run.resume.as_ref(),
         &run.path("checkpoints"),
     )?);
+    if let Some(tool) = tool {
+        let worker_settings =
+            serde_json::to_value(tir_settings(&config.tool, config.tool_timeout_ms))?;
+        trainer = trainer
+            .with_system_prompt(TIR_SYSTEM)
+            .with_tool(tool, worker_settings);
+    }
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);
     }

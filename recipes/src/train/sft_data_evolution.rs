@@ -11,32 +11,40 @@
 //! `--rm` the vote is a plain majority and the kept responses are the first m in sample order.
 //! Held-out accuracy (greedy, questions with a gold answer taken from the end of the data, never
 //! trained on) is reported before the first round and after each.
+//!
+//! With `tir = true` the rounds sample tool-integrated trajectories (the TIR system prompt, python
+//! blocks run in the sandbox) and the held-out accuracy is greedy TIR; the kept responses keep
+//! their output blocks, which the fine-tuning masks out of the loss. `tir-data-evolution` is this
+//! loop ([`run_rounds`]) with TIR on by default.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::generation::{Engine, EngineConfig, SamplingParams, ToolExecutor};
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
 use mathrl_learners::sft_data::{load_conversations, Conversation};
 use mathrl_rewards::{RewardModel, Verifier};
+use mathrl_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::decontamination::decontaminate_qa;
-use crate::driver::prepare;
-use crate::eval::prompts::COT_SYSTEM;
+use crate::driver::{prepare, Prepared};
+use crate::eval::prompts::PromptFormat;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
 use crate::eval::{evaluate, EvalMode};
 use crate::precision::Precision;
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::tools::python::tir_executor;
 use crate::train::sft::{train_sft, SftRecipeConfig};
 use crate::train::sft_pool::pooled;
 
-/// Settings of the `sft-data-evolution` recipe.
+/// Settings of the `sft-data-evolution` and `tir-data-evolution` recipes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvolutionConfig {
@@ -70,6 +78,20 @@ pub struct EvolutionConfig {
     pub decontaminate: bool,
     /// The fine-tuning of each round (steps, batch size, learning rate, ...).
     pub sft: SftRecipeConfig,
+    /// Tool-integrated reasoning: sample (and evaluate) with the TIR system prompt, python blocks
+    /// run in the sandbox, output blocks kept in the data and masked out of the fine-tuning.
+    /// Default false here, true in `tir-data-evolution`.
+    pub tir: bool,
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
+    pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: SandboxConfig,
+    /// For a question without a gold answer: the least fraction of its K responses that must
+    /// give the majority answer for that answer to be trusted (0: any plurality; 0.5 in
+    /// `tir-data-evolution`).
+    pub min_agreement: f64,
 }
 
 impl Default for EvolutionConfig {
@@ -102,6 +124,39 @@ impl Default for EvolutionConfig {
             checker: "qwen25-math".into(),
             decontaminate: true,
             sft,
+            tir: false,
+            tool_timeout_ms: 5000,
+            tool: SandboxConfig::default(),
+            min_agreement: 0.0,
+        }
+    }
+}
+
+impl EvolutionConfig {
+    /// Checks the ranges; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        self.sft
+            .learner
+            .validate()
+            .context("config section `sft.learner`")?;
+        if !(0.0..=1.0).contains(&self.min_agreement) {
+            bail!(
+                "min_agreement must be within [0, 1], not {}",
+                self.min_agreement
+            );
+        }
+        if self.samples_per_question == 0 {
+            bail!("samples_per_question must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// How questions are put to the model: chain of thought, or TIR with `tir`.
+    fn format(&self) -> PromptFormat {
+        if self.tir {
+            PromptFormat::Tir
+        } else {
+            PromptFormat::Cot
         }
     }
 }
@@ -130,13 +185,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     let Some(recipe) = prepare::<EvolutionConfig>(cli, "sft-data-evolution")? else {
         return Ok(());
     };
+    run_rounds(recipe)
+}
+
+/// The rounds of sample → filter → fine-tune of `sft-data-evolution` and `tir-data-evolution`
+/// (which differ only in their defaults).
+pub fn run_rounds(recipe: Prepared<'_, EvolutionConfig>) -> Result<()> {
+    let cli = recipe.cli;
     let config = &recipe.config;
     // Before the run directory and the models: a bad setting fails at once.
-    config
-        .sft
-        .learner
-        .validate()
-        .context("config section `sft.learner`")?;
+    config.validate()?;
     let model_dir = recipe.model_dir()?;
     let data = recipe.data_file("qa.jsonl")?;
     if let Some(rm) = &cli.rm {
@@ -162,6 +220,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             eval.len()
         );
     }
+    // The sandbox before the run directory: one that cannot start fails with its own error.
+    let tool = if config.tir {
+        Some(tir_executor(&config.tool, config.tool_timeout_ms)?)
+    } else {
+        None
+    };
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     // The fine-tuning's `sft.dtype` / `sft.save_dtype` (or `--dtype`) set the policy's and the
@@ -179,7 +243,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         )?),
         None => None,
     };
-    let eval_mode = EvalMode::greedy_cot(config.max_new_tokens);
+    let mut eval_mode = EvalMode::greedy_cot(config.max_new_tokens);
+    eval_mode.format = config.format();
+    eval_mode.tool = tool.clone();
     let accuracy = |policy: &Policy| -> Result<f64> {
         if eval.is_empty() {
             return Ok(f64::NAN);
@@ -208,6 +274,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             &train[..used],
             checker.as_ref(),
             rm.as_ref(),
+            tool.as_ref(),
             config,
             run.seed.wrapping_add(round as u64),
         )?;
@@ -355,19 +422,26 @@ struct Kept {
     questions: usize,
 }
 
-/// Samples K responses per question and keeps the top m of the accepted ones per question.
+/// Samples K responses per question (with the TIR tool when there is one) and keeps the top m of
+/// the accepted ones per question.
+#[allow(clippy::too_many_arguments)] // the round's parts; a struct would only rename them
 fn sample_and_filter(
     policy: &Policy,
     tokenizer: &Tokenizer,
     questions: &[QaRecord],
     checker: &dyn Verifier,
     rm: Option<&RewardModel>,
+    tool: Option<&Arc<dyn ToolExecutor>>,
     config: &EvolutionConfig,
     seed: u64,
 ) -> Result<Kept> {
     let frozen = policy.frozen_copy()?;
     let mut engine =
         Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    if let Some(tool) = tool {
+        engine = engine.with_tool(tool.clone());
+    }
+    let format = config.format();
     let params = SamplingParams {
         n: config.samples_per_question,
         temperature: config.temperature,
@@ -389,8 +463,8 @@ fn sample_and_filter(
         let prompts = chunk
             .iter()
             .map(|q| {
-                Ok(tokenizer
-                    .encode(&tokenizer.apply_chat_template(&messages(&q.question, None), true)?)?)
+                let prompt = messages(format, &q.question, None);
+                Ok(tokenizer.encode(&tokenizer.apply_chat_template(&prompt, true)?)?)
             })
             .collect::<Result<Vec<_>>>()?;
         let chunk_params = crate::chunk_seed::chunk_sampling_params(&params, chunk_index);
@@ -415,15 +489,20 @@ fn sample_and_filter(
                 }
                 None => None,
             };
-            let accepted =
-                accepted_responses(&texts, q.gold.as_deref(), checker, scores.as_deref());
+            let accepted = accepted_responses(
+                &texts,
+                q.gold.as_deref(),
+                checker,
+                scores.as_deref(),
+                config.min_agreement,
+            );
             let picked = top_m(&accepted, scores.as_deref(), config.keep_per_question);
             if !picked.is_empty() {
                 kept.questions += 1;
             }
             for i in picked {
                 kept.conversations.push(Conversation {
-                    messages: messages(&q.question, Some(&texts[i])),
+                    messages: messages(format, &q.question, Some(&texts[i])),
                 });
             }
             bar.inc(1);
@@ -433,11 +512,11 @@ fn sample_and_filter(
     Ok(kept)
 }
 
-/// The conversation of a question (and its response): the CoT system prompt, the user turn and,
-/// when given, the assistant turn.
-fn messages(question: &str, response: Option<&str>) -> Vec<ChatMessage> {
+/// The conversation of a question (and its response): the format's system prompt (CoT or TIR),
+/// the user turn and, when given, the assistant turn (a TIR response with its output blocks).
+fn messages(format: PromptFormat, question: &str, response: Option<&str>) -> Vec<ChatMessage> {
     let mut messages = vec![
-        ChatMessage::new("system", COT_SYSTEM),
+        ChatMessage::new("system", format.system_prompt()),
         ChatMessage::new("user", question),
     ];
     if let Some(response) = response {
@@ -447,12 +526,14 @@ fn messages(question: &str, response: Option<&str>) -> Vec<ChatMessage> {
 }
 
 /// Indices of the responses accepted as correct: checked against the gold answer when there is
-/// one, else those giving the answer of the (RM-weighted) majority vote. Duplicates are dropped.
+/// one, else those giving the answer of the (RM-weighted) majority vote, provided at least
+/// `min_agreement` of the responses give it. Duplicates are dropped.
 pub fn accepted_responses(
     texts: &[String],
     gold: Option<&str>,
     checker: &dyn Verifier,
     scores: Option<&[f32]>,
+    min_agreement: f64,
 ) -> Vec<usize> {
     let unique = |i: &usize| !texts[..*i].contains(&texts[*i]);
     match gold {
@@ -473,6 +554,10 @@ pub fn accepted_responses(
             let Some(winner) = winner else {
                 return Vec::new();
             };
+            let agreeing = answers.iter().filter(|a| **a == answers[winner]).count();
+            if (agreeing as f64) < min_agreement * texts.len() as f64 {
+                return Vec::new();
+            }
             (0..texts.len())
                 .filter(|&i| answers[i].is_some() && answers[i] == answers[winner])
                 .filter(unique)
@@ -536,7 +621,7 @@ mod tests {
             "none",
         ]);
         assert_eq!(
-            accepted_responses(&t, Some("4"), &LastBoxed, None),
+            accepted_responses(&t, Some("4"), &LastBoxed, None, 0.0),
             vec![0, 2]
         );
     }
@@ -544,13 +629,22 @@ mod tests {
     #[test]
     fn without_gold_the_rm_weighted_vote_picks_the_answer() {
         let t = texts(&["a \\boxed{1}", "b \\boxed{1}", "c \\boxed{2}", "none"]);
-        assert_eq!(accepted_responses(&t, None, &LastBoxed, None), vec![0, 1]);
+        assert_eq!(
+            accepted_responses(&t, None, &LastBoxed, None, 0.0),
+            vec![0, 1]
+        );
+        // Two of four agree: enough for half, not for three quarters.
+        assert_eq!(
+            accepted_responses(&t, None, &LastBoxed, None, 0.5),
+            vec![0, 1]
+        );
+        assert!(accepted_responses(&t, None, &LastBoxed, None, 0.75).is_empty());
         let scores = [-5.0, -5.0, 5.0, 0.0];
         assert_eq!(
-            accepted_responses(&t, None, &LastBoxed, Some(&scores)),
+            accepted_responses(&t, None, &LastBoxed, Some(&scores), 0.0),
             vec![2]
         );
-        assert!(accepted_responses(&texts(&["x", "y"]), None, &LastBoxed, None).is_empty());
+        assert!(accepted_responses(&texts(&["x", "y"]), None, &LastBoxed, None, 0.0).is_empty());
     }
 
     #[test]

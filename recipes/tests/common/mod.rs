@@ -120,6 +120,28 @@ pub fn bigram_policy(pairs: &[(u32, u32)]) -> Policy {
     Policy::from_tensors(&config, tensors, &Device::Cpu, DType::F32, Trainable::No).unwrap()
 }
 
+/// The TIR script "Q" -> "```python\n" -> "print(2+3)\n" -> "```\n" -> "```output"; after the
+/// tool's "\n```\n" -> "\boxed{5}" -> `<eos>`, saved with its tokenizer (`chat_template`) in
+/// `dir` for the recipes to load.
+pub fn save_python_script(dir: &Path, chat_template: &str) -> Tokenizer {
+    let tokenizer_dir = dir.with_extension("tokenizer");
+    std::fs::create_dir_all(&tokenizer_dir).unwrap();
+    let tok = script_tokenizer(&tokenizer_dir, chat_template);
+    let [py, program, _, close, trigger, out_close, boxed] = SCRIPT_TOKENS.map(|t| id(&tok, t));
+    bigram_policy(&[
+        (id(&tok, "Q"), py),
+        (py, program),
+        (program, close),
+        (close, trigger),
+        (out_close, boxed),
+        (boxed, 0),
+    ])
+    .with_side_files_from(&tokenizer_dir)
+    .save(dir)
+    .unwrap();
+    tok
+}
+
 /// A random policy of `layers` layers (hidden 32) with the procedural tokenizer, saved in `dir`.
 pub fn tiny_procedural_policy(dir: &Path, layers: usize) {
     let tokenizer_dir =

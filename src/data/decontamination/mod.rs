@@ -213,7 +213,7 @@ impl Decontaminator {
                 return None;
             }
             let similarity = lcs_similarity(ids, &indexed.words);
-            (similarity >= LCS_THRESHOLD).then(|| Contamination {
+            (similarity >= LCS_THRESHOLD).then_some(Contamination {
                 eval: &indexed.question,
                 overlap: Overlap::Lcs(similarity),
             })
