@@ -25,6 +25,7 @@ use mathrl::{Metrics, Policy, Tokenizer};
 use mathrl_learners::{GrpoConfig, GrpoLearner, LrSchedule, RolloutBatch, ScoredGroup};
 use mathrl_recipes::accuracy::greedy_accuracy;
 use mathrl_recipes::assets::{default_policy_dir, procedural_items, BOOTSTRAP_TRAIN_PROBLEMS};
+use mathrl_recipes::eval::EvalMode;
 use mathrl_recipes::verifier::default_verifier;
 
 fn main() -> Result<()> {
@@ -50,7 +51,13 @@ fn main() -> Result<()> {
     config.rollout.temperature = temperature;
     config.train_step.schedule = LrSchedule::constant(lr);
     let mut learner = GrpoLearner::new(policy, None, config, Metrics::null())?;
-    let accuracy = greedy_accuracy(learner.policy(), &tokenizer, &held_out, &*verifier, 160)?;
+    let accuracy = greedy_accuracy(
+        learner.policy(),
+        &tokenizer,
+        &held_out,
+        &*verifier,
+        &EvalMode::greedy_cot(160),
+    )?;
     println!(
         "step 0: held-out accuracy {:.1}%",
         100.0 * accuracy.accuracy
@@ -109,8 +116,13 @@ fn main() -> Result<()> {
             report.loss,
         );
         if step % 10 == 0 || step == steps {
-            let accuracy =
-                greedy_accuracy(learner.policy(), &tokenizer, &held_out, &*verifier, 160)?;
+            let accuracy = greedy_accuracy(
+                learner.policy(),
+                &tokenizer,
+                &held_out,
+                &*verifier,
+                &EvalMode::greedy_cot(160),
+            )?;
             println!(
                 "step {step}: held-out accuracy {:.1}%",
                 100.0 * accuracy.accuracy

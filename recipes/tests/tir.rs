@@ -160,25 +160,17 @@ fn scalars(run: &Path, tag: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_tokens() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    save_python_script(&model, ALL_MESSAGES);
-    let data = tmp.path().join("qa.jsonl");
-    std::fs::write(
-        &data,
-        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
-    )
-    .unwrap();
-    let run = tmp.path().join("run");
-    let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
+/// One TIR step of `qwen25-math-rl` on the scripted model: 2 prompts × 2 completions, sampled at a
+/// temperature low enough to keep the script exact.
+fn rl_tir_command(model: &Path, data: &Path, run: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mathrl"));
+    command
         .args(["--recipe", "qwen25-math-rl", "--model"])
-        .arg(&model)
+        .arg(model)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--output")
-        .arg(&run)
+        .arg(run)
         .args(["--max-steps", "1", "--set", "tir=true"])
         // Where the sandbox lacks an isolation layer (not root), run with a warning.
         .args(["--set", "tool.allow_weaker_isolation=true"])
@@ -213,9 +205,23 @@ fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_toke
             "eval_questions=0",
             "--set",
             "trainer.sample_text_every=1",
-        ])
-        .output()
-        .unwrap();
+        ]);
+    command
+}
+
+#[test]
+fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = rl_tir_command(&model, &data, &run).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
@@ -275,4 +281,101 @@ fn rl_with_tir_and_a_sandbox_that_cannot_start_fails_before_the_run_directory() 
         "{stderr}"
     );
     assert!(!run.exists(), "the run directory was created");
+}
+
+/// The query filter samples as the rollouts do: with TIR the program's output answers "5", so
+/// the questions whose gold is 5 are answered 2 of 2 times and kept, the one with gold 6 never.
+#[test]
+fn rl_with_tir_filters_queries_with_tool_integrated_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n\
+         {\"question\": \"Q\", \"answer\": \"5\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = rl_tir_command(&model, &data, &run)
+        .args(["--set", "query_filter.enabled=true"])
+        .args([
+            "--set",
+            "query_filter.samples=2",
+            "--set",
+            "query_filter.min_correct=2",
+        ])
+        .args([
+            "--set",
+            "query_filter.max_correct=2",
+            "--set",
+            "query_filter.temperature=0.1",
+        ])
+        .args(["--set", "query_filter.max_new_tokens=24"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("query filter kept=2 examined=3"),
+        "{stderr}"
+    );
+}
+
+/// RM retraining with `tir = true` labels tool-integrated samples: their text holds the output
+/// block the sandbox printed, and the checker judges the boxed answer after it.
+#[test]
+fn rm_retraining_with_tir_labels_tool_integrated_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
+        .args(["--recipe", "rm-retraining", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(&run)
+        .args([
+            "--set",
+            "tir=true",
+            "--set",
+            "tool.allow_weaker_isolation=true",
+        ])
+        .args(["--set", "samples_per_query=2", "--set", "temperature=0.1"])
+        .args(["--set", "max_new_tokens=24", "--set", "eval_queries=0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let samples: Vec<serde_json::Value> =
+        std::fs::read_to_string(run.join("checkpoints/samples.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let labels: Vec<Vec<bool>> = samples
+        .iter()
+        .map(|q| {
+            q["responses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let text = r[0].as_str().unwrap();
+                    assert!(text.contains("```output\n5\n```\n\\boxed{5}"), "{text}");
+                    r[1].as_bool().unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(labels, [[true, true], [false, false]]);
 }

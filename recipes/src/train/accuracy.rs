@@ -18,14 +18,14 @@ pub struct Accuracy {
     pub n: usize,
 }
 
-/// Answers each question greedily (the chat template with the CoT system prompt) and checks it
-/// with `verifier`: the eval runner on questions of no named data set.
+/// Answers each question in `mode` (greedy CoT, or greedy TIR with its tool) and checks it with
+/// `verifier`: the eval runner on questions of no named data set, all in one batch.
 pub fn greedy_accuracy(
     policy: &Policy,
     tokenizer: &Tokenizer,
     items: &[QaRecord],
     verifier: &dyn Verifier,
-    max_new_tokens: usize,
+    mode: &EvalMode,
 ) -> Result<Accuracy> {
     let eval_items: Vec<QaRecord> = items
         .iter()
@@ -36,7 +36,7 @@ pub fn greedy_accuracy(
             ..item.clone()
         })
         .collect();
-    let mut mode = EvalMode::greedy_cot(max_new_tokens);
+    let mut mode = mode.clone();
     mode.questions_per_batch = items.len().max(1);
     let result = evaluate(policy, tokenizer, &eval_items, &mode, verifier, None)?;
     Ok(Accuracy {

@@ -5,6 +5,7 @@ pub mod memory_plan;
 pub mod pipeline;
 pub mod query_filter;
 pub mod qwen25_math_rl;
+pub mod reasoning;
 pub mod rl_eval;
 pub mod rm_retraining;
 pub mod sft;

@@ -4,10 +4,12 @@
 
 use anyhow::Result;
 use mathrl::data::QaRecord;
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::generation::SamplingParams;
 use mathrl::{Policy, Tokenizer};
 use mathrl_rewards::Verifier;
 use serde::{Deserialize, Serialize};
+
+use crate::train::reasoning::Reasoning;
 
 /// Settings of the query filter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,7 @@ pub fn filter_queries(
     items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &QueryFilterConfig,
+    reasoning: &Reasoning,
     seed: u64,
 ) -> Result<Vec<QaRecord>> {
     let examined = if config.max_queries == 0 {
@@ -81,13 +84,12 @@ pub fn filter_queries(
         config.max_queries.min(items.len())
     };
     let frozen = policy.frozen_copy()?;
-    let mut engine =
-        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    let mut engine = reasoning.engine(&frozen, tokenizer);
     let mut kept = Vec::new();
     for (chunk_index, chunk) in items[..examined].chunks(64).enumerate() {
         let prompts = chunk
             .iter()
-            .map(|item| Ok(tokenizer.encode(&tokenizer.question_prompt(&item.question, None)?)?))
+            .map(|item| reasoning.prompt_ids(tokenizer, &item.question))
             .collect::<Result<Vec<_>>>()?;
         let params = SamplingParams {
             n: config.samples,

@@ -22,7 +22,7 @@
 //! `trainer.sampling.max_tool_calls` = 4 calls, long outputs truncated). The output block's
 //! tokens are context, masked out of the loss. Remote rollout workers build their own sandbox
 //! from the same settings. The held-out before/after accuracy, the evaluation sets and the
-//! query filter stay greedy chain of thought.
+//! query filter answer with TIR too.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +50,7 @@ use crate::cli::Cli;
 use crate::decontamination::decontaminate_qa;
 use crate::driver::prepare_with;
 use crate::eval::prompts::TIR_SYSTEM;
+use crate::eval::EvalMode;
 use crate::placement::Placement;
 use crate::precision::{DtypeSetting, Precision};
 use crate::progress::grpo_fields;
@@ -61,6 +62,7 @@ use crate::train::memory_plan::{
     grpo_plan_input, longest_prompt_tokens, print_and_check, MemoryPlanConfig,
 };
 use crate::train::query_filter::{filter_queries, QueryFilterConfig};
+use crate::train::reasoning::Reasoning;
 use crate::train::rl_eval::{describe_sets, eval_sets, RlEvaluator};
 
 /// How the reward is made.
@@ -337,6 +339,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    let reasoning = Reasoning::with_tool(tool.clone());
 
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
@@ -388,6 +391,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         tokenizer.clone(),
         verifier.clone(),
         config.eval_max_new_tokens,
+        reasoning.clone(),
         run.metrics.clone(),
     )));
     let before = evaluate(
@@ -395,7 +399,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &tokenizer,
         &held_out,
         verifier.as_ref(),
-        &config,
+        &reasoning.greedy_mode(config.eval_max_new_tokens),
         &run,
         0,
     )?;
@@ -406,6 +410,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             &prompts,
             verifier.as_ref(),
             &config.query_filter,
+            &reasoning,
             run.seed,
         )?
     } else {
@@ -477,7 +482,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &tokenizer,
         &held_out,
         verifier.as_ref(),
-        &config,
+        &reasoning.greedy_mode(config.eval_max_new_tokens),
         &run,
         report.steps,
     )?;
@@ -603,21 +608,15 @@ fn evaluate(
     tokenizer: &Tokenizer,
     held_out: &[QaRecord],
     verifier: &dyn Verifier,
-    config: &RlConfig,
+    mode: &EvalMode,
     run: &RunContext,
     step: u64,
 ) -> Result<Option<Accuracy>> {
     if held_out.is_empty() {
         return Ok(None);
     }
-    let accuracy = greedy_accuracy(
-        policy,
-        tokenizer,
-        held_out,
-        verifier,
-        config.eval_max_new_tokens,
-    )
-    .context("held-out evaluation")?;
+    let accuracy = greedy_accuracy(policy, tokenizer, held_out, verifier, mode)
+        .context("held-out evaluation")?;
     run.metrics
         .scalar("eval/held_out_accuracy", step, accuracy.accuracy);
     tracing::info!(

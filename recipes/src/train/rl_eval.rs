@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use crate::cli::Cli;
 use crate::eval::datasets::{default_data_dir, load_dataset, parse_dataset_list};
-use crate::eval::{evaluate, EvalMode};
+use crate::eval::evaluate;
 use crate::train::qwen25_math_rl::load_prompts;
+use crate::train::reasoning::Reasoning;
 
 /// Questions evaluated under one name.
 #[derive(Debug, Clone)]
@@ -79,19 +80,21 @@ pub struct RlEvaluator {
     tokenizer: Tokenizer,
     verifier: Arc<dyn Verifier>,
     max_new_tokens: usize,
+    reasoning: Reasoning,
     metrics: Metrics,
     by_set: BTreeMap<String, Vec<StepAccuracy>>,
     failures: Vec<String>,
 }
 
 impl RlEvaluator {
-    /// An evaluator of `sets`, answering with at most `max_new_tokens` new tokens, logging to
-    /// `metrics`.
+    /// An evaluator of `sets`, answering greedily as `reasoning` says with at most
+    /// `max_new_tokens` new tokens, logging to `metrics`.
     pub fn new(
         sets: Vec<EvalSet>,
         tokenizer: Tokenizer,
         verifier: Arc<dyn Verifier>,
         max_new_tokens: usize,
+        reasoning: Reasoning,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -99,6 +102,7 @@ impl RlEvaluator {
             tokenizer,
             verifier,
             max_new_tokens,
+            reasoning,
             metrics,
             by_set: BTreeMap::new(),
             failures: Vec::new(),
@@ -120,7 +124,7 @@ impl RlEvaluator {
             if results.iter().any(|r| r.step == step) {
                 continue;
             }
-            let mut mode = EvalMode::greedy_cot(self.max_new_tokens);
+            let mut mode = self.reasoning.greedy_mode(self.max_new_tokens);
             // Questions share one KV cache per batch: a whole large set at once could not fit.
             mode.questions_per_batch = set.items.len().clamp(1, 64);
             match evaluate(

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use mathrl::data::jsonl::{read_jsonl, write_jsonl};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::{Engine, EngineConfig, SamplingParams};
+use mathrl::generation::SamplingParams;
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
 use mathrl_learners::{
@@ -21,6 +21,7 @@ use mathrl_learners::{
     RunState, SeededRng,
 };
 use mathrl_rewards::{RewardHeadKind, RewardModel, Verifier};
+use mathrl_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
@@ -29,6 +30,8 @@ use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
 use crate::resume::checked_start;
 use crate::run::{print_summary, require_dir, RunContext};
+use crate::tools::python::tir_executor;
+use crate::train::reasoning::Reasoning;
 
 /// Settings of the `rm-retraining` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,15 @@ pub struct RmRetrainingConfig {
     /// Drop the queries that overlap the evaluation sets (`--data-dir`, default the shipped
     /// ones) before sampling.
     pub decontaminate: bool,
+    /// Sample tool-integrated responses (the TIR system prompt, python blocks run in the
+    /// sandbox, their output blocks kept in the text the RM learns to score). Default false.
+    pub tir: bool,
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
+    pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: SandboxConfig,
     /// The learner: AdamW, schedule, clipping, micro-batch.
     pub learner: RmConfig,
     /// Compute dtype of the policy and the RM (`--dtype` wins): auto (f32 on CPU, bf16 on CUDA),
@@ -102,6 +114,9 @@ impl Default for RmRetrainingConfig {
             epochs: 1,
             queries_per_step: 8,
             decontaminate: true,
+            tir: false,
+            tool_timeout_ms: 5000,
+            tool: SandboxConfig::default(),
             learner: RmConfig::default(),
             dtype: DtypeSetting::Auto,
             save_dtype: DtypeSetting::Auto,
@@ -148,6 +163,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         cli.data_dir.as_deref(),
         "queries",
     )?;
+    // The sandbox before the run directory: one that cannot start fails at once.
+    let reasoning = match config.tir {
+        true => Reasoning::tir(tir_executor(&config.tool, config.tool_timeout_ms)?),
+        false => Reasoning::cot(),
+    };
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);
@@ -166,7 +186,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
     .with_save_dtype(precision.save);
     let verifier = crate::train::verifier::default_verifier();
-    let outcome = retrain_rm(&policy, rm, &tokenizer, &items, verifier, config, &run)?;
+    let outcome = retrain_rm(
+        &policy, rm, &tokenizer, &items, verifier, config, &reasoning, &run,
+    )?;
     let rm_dir = run.path("rm");
     outcome
         .rm
@@ -212,15 +234,15 @@ fn label_samples(
     items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &RmRetrainingConfig,
+    reasoning: &Reasoning,
     seed: u64,
 ) -> Result<Vec<LabelledQuery>> {
     let prompts = items
         .iter()
-        .map(|item| Ok(tokenizer.encode(&tokenizer.question_prompt(&item.question, None)?)?))
+        .map(|item| reasoning.prompt_ids(tokenizer, &item.question))
         .collect::<Result<Vec<_>>>()?;
     let frozen = policy.frozen_copy()?;
-    let mut engine =
-        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    let mut engine = reasoning.engine(&frozen, tokenizer);
     let params = SamplingParams {
         n: config.samples_per_query,
         temperature: config.temperature,
@@ -269,6 +291,7 @@ fn sample_all(
     items: &[QaRecord],
     verifier: &dyn Verifier,
     config: &RmRetrainingConfig,
+    reasoning: &Reasoning,
     run: &RunContext,
 ) -> Result<Vec<LabelledQuery>> {
     let bar = run.progress(items.len() as u64, "sampling");
@@ -276,7 +299,7 @@ fn sample_all(
     for (chunk_index, chunk) in items.chunks(32).enumerate() {
         let seed = run.seed.wrapping_add(chunk_index as u64);
         labelled.extend(label_samples(
-            policy, tokenizer, chunk, verifier, config, seed,
+            policy, tokenizer, chunk, verifier, config, reasoning, seed,
         )?);
         bar.inc(chunk.len() as u64);
     }
@@ -297,6 +320,7 @@ fn write_samples(cache: &Path, labelled: &[LabelledQuery]) -> Result<()> {
 
 /// The loop: label samples, hold out the last `eval_queries`, train for `epochs` in seeded
 /// shuffled steps, and measure held-out pairwise accuracy before and after.
+#[allow(clippy::too_many_arguments)] // the run's parts; a struct would only rename them
 pub fn retrain_rm(
     policy: &Policy,
     rm: RewardModel,
@@ -304,6 +328,7 @@ pub fn retrain_rm(
     items: &[QaRecord],
     verifier: Arc<dyn Verifier>,
     config: &RmRetrainingConfig,
+    reasoning: &Reasoning,
     run: &RunContext,
 ) -> Result<RmOutcome> {
     let used = if config.max_queries == 0 {
@@ -341,7 +366,15 @@ pub fn retrain_rm(
     let labelled = match read {
         Some(labelled) => labelled,
         None => {
-            let labelled = sample_all(policy, tokenizer, items, verifier.as_ref(), config, run)?;
+            let labelled = sample_all(
+                policy,
+                tokenizer,
+                items,
+                verifier.as_ref(),
+                config,
+                reasoning,
+                run,
+            )?;
             write_samples(&cache, &labelled)?;
             labelled
         }

@@ -29,8 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
 use crate::driver::prepare;
+use crate::eval::EvalMode;
 use crate::run::{print_summary, RunContext};
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
+use crate::train::reasoning::Reasoning;
 use crate::train::rm_retraining::{retrain_rm, RmRetrainingConfig};
 use crate::train::sft::{train_sft, SftOutcome, SftRecipeConfig};
 
@@ -245,7 +247,7 @@ fn sft_until_accuracy(
             tokenizer,
             held_out,
             verifier.as_ref(),
-            config.max_new_tokens,
+            &EvalMode::greedy_cot(config.max_new_tokens),
         )?;
         run.metrics
             .scalar("sft/stop_check_accuracy", done, accuracy.accuracy);
@@ -326,7 +328,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &tokenizer,
         &qa_items(report_set),
         verifier.as_ref(),
-        config.max_new_tokens,
+        &EvalMode::greedy_cot(config.max_new_tokens),
     )?;
     tracing::info!(
         steps = worked.steps,
@@ -350,7 +352,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &tokenizer,
         &qa_items(report_set),
         verifier.as_ref(),
-        config.max_new_tokens,
+        &EvalMode::greedy_cot(config.max_new_tokens),
     )?;
 
     // 4. RM from the policy's backbone, trained on its labelled samples.
@@ -368,6 +370,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         &rm_items,
         verifier,
         &config.rm,
+        &Reasoning::cot(),
         &run,
     )?;
     let rm_dir = assets.join("tiny-math-rm");
