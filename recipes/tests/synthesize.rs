@@ -303,3 +303,60 @@ fn problems_that_overlap_an_evaluation_set_are_dropped() {
     assert_eq!(kept.len(), 2);
     assert_eq!(contaminated, 0);
 }
+
+/// With `tir = true` the self-consistency solutions run their programs: the solver writes a
+/// python block after a problem's "?", and only the sandbox's output block leads it to
+/// "\boxed{5}" (without a tool the script ends after "```output").
+#[test]
+fn with_tir_the_self_consistency_solutions_run_their_programs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let tokenizer_dir = model.with_extension("tokenizer");
+    std::fs::create_dir_all(&tokenizer_dir).unwrap();
+    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY]);
+    let [py, program, _, close, trigger, out_close, boxed] =
+        common::SCRIPT_TOKENS.map(|t| id(&tok, t));
+    let reply = id(&tok, REPLY);
+    bigram_policy(&[
+        (id(&tok, "$"), reply),
+        (reply, boxed),
+        (id(&tok, "?"), py),
+        (py, program),
+        (program, close),
+        (close, trigger),
+        // Without a tool nothing follows the trigger: the solution ends unanswered.
+        (trigger, 0),
+        (out_close, boxed),
+        (boxed, 0),
+    ])
+    .with_side_files_from(&tokenizer_dir)
+    .save(&model)
+    .unwrap();
+    let seeds = tmp.path().join("seeds.jsonl");
+    std::fs::write(&seeds, "{\"question\": \"Add one and four.\"}\n").unwrap();
+    let kept = |name: &str, tir: &str| {
+        let output = tmp.path().join(name);
+        let lines = synthesize(
+            &model,
+            &seeds,
+            &output,
+            &[
+                "rephrasings_per_seed=0",
+                "new_problems_per_seed=1",
+                "max_new_tokens=24",
+                tir,
+                "tool.allow_weaker_isolation=true",
+            ],
+        );
+        (lines, funnel(&output)["rejected"].as_u64().unwrap())
+    };
+    let (lines, rejected) = kept("tir", "tir=true");
+    assert_eq!(rejected, 0);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0]["check"].as_str(), lines[0]["agreement"].as_f64()),
+        (Some("self-consistency"), Some(1.0))
+    );
+    let (lines, rejected) = kept("cot", "tir=false");
+    assert_eq!((lines.len(), rejected), (0, 1), "{lines:?}");
+}

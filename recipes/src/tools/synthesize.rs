@@ -2,9 +2,10 @@
 //! seed problems (keeping their answer) and writes new problems from them (with their solutions);
 //! the pairs are deduplicated, exactly and by MinHash near-duplicate detection (against each other
 //! and the seeds), and filtered: a rephrased problem's answer must check against the seed's gold,
-//! a new problem's answer must agree with the majority of fresh CoT solutions
-//! (self-consistency); problems that overlap the evaluation sets are dropped (decontamination). The
-//! survivors are written as JSONL.
+//! a new problem's answer must agree with the majority of fresh CoT solutions (self-consistency;
+//! with `--set tir=true` the solutions are tool-integrated, their programs run in the sandbox);
+//! problems that overlap the evaluation sets are dropped (decontamination). The survivors are
+//! written as JSONL.
 //!
 //! With `--set rounds=N`, each later round evolves the problems the round before kept (query
 //! evolution, as the report's data synthesis does): one operator per problem, chosen from the
@@ -30,6 +31,7 @@ use mathrl::data::{load_qa, GoldAnswers};
 use mathrl::generation::{Engine, EngineConfig};
 use mathrl::model::Trainable;
 use mathrl::{Policy, Tokenizer};
+use mathrl_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Cli;
@@ -37,6 +39,8 @@ use crate::decontamination::{decontaminate, eval_index};
 use crate::driver::prepare;
 use crate::output::OutputFile;
 use crate::run::print_summary;
+use crate::tools::python::tir_executor;
+use crate::train::reasoning::Reasoning;
 pub use dedup::{deduplicate, Deduplicator};
 pub use generation::parse_problem;
 pub use operators::{Operator, QueryEvolutionConfig};
@@ -87,6 +91,15 @@ pub struct SynthesizeConfig {
     /// Drop the problems that overlap the evaluation sets (`--data-dir`, default the shipped
     /// ones), after dedup, in every round.
     pub decontaminate: bool,
+    /// Self-consistency by tool-integrated reasoning: the solutions get the TIR system prompt and
+    /// their python blocks run in the sandbox. Default false (chain of thought).
+    pub tir: bool,
+    /// Wall-clock limit of one TIR program in milliseconds (the reference: 5 s); overrides
+    /// `tool.timeout_ms`.
+    pub tool_timeout_ms: u64,
+    /// The TIR sandbox: limits and isolation layers (`tool.allow_weaker_isolation = true` runs
+    /// with missing layers, with a warning).
+    pub tool: SandboxConfig,
 }
 
 impl Default for SynthesizeConfig {
@@ -110,6 +123,9 @@ impl Default for SynthesizeConfig {
             seeds_per_batch: 16,
             checker: "qwen25-math".into(),
             decontaminate: true,
+            tir: false,
+            tool_timeout_ms: 5000,
+            tool: SandboxConfig::default(),
         }
     }
 }
@@ -208,11 +224,19 @@ pub fn run(cli: &Cli) -> Result<()> {
         // Read the evaluation sets now: a missing one fails before the run directory exists.
         eval_index(cli.data_dir.as_deref())?;
     }
+    // The sandbox before the run directory: one that cannot start fails at once.
+    let tool = match config.tir {
+        true => Some(tir_executor(&config.tool, config.tool_timeout_ms)?),
+        false => None,
+    };
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let policy = Policy::load(model_dir, &run.device, cli.compute_dtype(), Trainable::No)?;
     let mut engine =
         Engine::from_policy(&policy, EngineConfig::default()).with_tokenizer(tokenizer.clone());
+    // With TIR the solutions of the self-consistency check run their programs; the instruct
+    // model's problems never do.
+    let mut tir_solver = tool.map(|tool| Reasoning::tir(tool).engine(&policy, &tokenizer));
     let mut funnel = Funnel::default();
     let seed_texts: Vec<&str> = seeds.iter().map(|s| s.question.as_str()).collect();
     // One dedup state for every round: a round's problem must be new against all before it.
@@ -268,7 +292,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         )?;
         round_funnel.contaminated = before - unique.len();
         let kept = filter(
-            &mut engine,
+            tir_solver.as_mut().unwrap_or(&mut engine),
             &tokenizer,
             unique,
             config,

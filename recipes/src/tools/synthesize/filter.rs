@@ -1,6 +1,6 @@
 //! The answer filter of synthesized problems: a rephrasing keeps its seed's gold answer, any
-//! other problem's answer must agree with the majority of fresh CoT solutions
-//! (self-consistency).
+//! other problem's answer must agree with the majority of fresh CoT (or, with `tir`, TIR)
+//! solutions (self-consistency).
 
 use anyhow::Result;
 use mathrl::generation::{Engine, SamplingParams};
@@ -9,14 +9,14 @@ use mathrl::Tokenizer;
 use mathrl_rewards::Verifier;
 
 use super::{Candidate, Funnel, Kind, SynthesizeConfig};
-use crate::eval::prompts::COT_SYSTEM;
+use crate::eval::prompts::PromptFormat;
 use crate::eval::voting::majority_vote;
 
 /// Keeps the candidates whose answer checks against the seed's gold (rephrasings of seeds with
-/// one) or agrees with the majority of `consistency_samples` fresh CoT solutions (the rest), with
-/// the check used (`gold` / `self-consistency`) and the agreement.
+/// one) or agrees with the majority of `consistency_samples` fresh solutions by `solver` (the
+/// rest), with the check used (`gold` / `self-consistency`) and the agreement.
 pub(super) fn filter(
-    engine: &mut Engine,
+    solver: &mut Engine,
     tokenizer: &Tokenizer,
     candidates: Vec<Candidate>,
     config: &SynthesizeConfig,
@@ -44,17 +44,21 @@ pub(super) fn filter(
             seed: seed.wrapping_add(0x5EED),
             ..SamplingParams::default()
         };
+        let format = match config.tir {
+            true => PromptFormat::Tir,
+            false => PromptFormat::Cot,
+        };
         let prompts = without
             .iter()
             .map(|c| {
                 let messages = [
-                    ChatMessage::new("system", COT_SYSTEM),
+                    ChatMessage::new("system", format.system_prompt()),
                     ChatMessage::new("user", &c.question),
                 ];
                 Ok(tokenizer.encode(&tokenizer.apply_chat_template(&messages, true)?)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let out = engine.generate(&prompts, &params)?;
+        let out = solver.generate(&prompts, &params)?;
         for (group, c) in out.groups.iter().zip(without) {
             let texts = group
                 .completions
