@@ -50,30 +50,57 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
 /// rows, f32 on the CPU, no gradient), by [`fused::skinny_matmul`], which reads the weights once;
 /// `None` otherwise.
 pub fn skinny_times_weight_t(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+    Ok(skinny_times_weights_t(x, [weight])?.map(|[y]| y))
+}
+
+/// [`skinny_times_weight_t`] for several weights sharing `x`, in one pass of the thread pool.
+fn skinny_times_weights_t<const N: usize>(
+    x: &Tensor,
+    weights: [&Tensor; N],
+) -> Result<Option<[Tensor; N]>> {
     let (dims, k) = (x.dims(), x.dim(D::Minus1)?);
     let rows = x.elem_count() / k.max(1);
     if rows > fused::MAX_SKINNY_ROWS {
         return Ok(None);
     }
-    let Some(y) = fused::skinny_matmul(&x.reshape((rows, k))?, weight)? else {
+    let Some(ys) = fused::skinny_matmuls(&x.reshape((rows, k))?, weights)? else {
         return Ok(None);
     };
-    let mut out_dims = dims.to_vec();
-    if let Some(last) = out_dims.last_mut() {
-        *last = y.dim(1)?;
+    let mut out = Vec::with_capacity(N);
+    for y in ys {
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = y.dim(1)?;
+        }
+        out.push(y.reshape(out_dims)?);
     }
-    Ok(Some(y.reshape(out_dims)?))
+    Ok(out.try_into().ok())
 }
 
 /// `layer(x)`, decode-sized inputs through [`skinny_times_weight_t`].
 pub fn apply_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    Ok(match skinny_times_weight_t(x, layer.weight())? {
-        Some(y) => match layer.bias() {
+    let [y] = apply_linears([layer], x)?;
+    Ok(y)
+}
+
+/// `layer(x)` for each of several layers reading the same `x` (Q/K/V, gate/up): decode-sized
+/// inputs in one pass over all their weights.
+pub fn apply_linears<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+    let Some(ys) = skinny_times_weights_t(x, layers.map(|l| l.weight()))? else {
+        let mut ys = Vec::with_capacity(N);
+        for layer in layers {
+            ys.push(layer.forward(x)?);
+        }
+        return Ok(ys.try_into().expect("one output per layer"));
+    };
+    let mut out = Vec::with_capacity(N);
+    for (y, layer) in ys.into_iter().zip(layers) {
+        out.push(match layer.bias() {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
-        },
-        None => layer.forward(x)?,
-    })
+        });
+    }
+    Ok(out.try_into().expect("one output per layer"))
 }
 
 /// The token embedding table.
@@ -227,9 +254,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = apply_linear(&self.q_proj, x)?.reshape((b, t, h, hd))?;
-        let k = apply_linear(&self.k_proj, x)?.reshape((b, t, kvh, hd))?;
-        let v = apply_linear(&self.v_proj, x)?.reshape((b, t, kvh, hd))?;
+        let [q, k, v] = apply_linears([&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let q = q.reshape((b, t, h, hd))?;
+        let k = k.reshape((b, t, kvh, hd))?;
+        let v = v.reshape((b, t, kvh, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         // Query head i uses KV head i / (h / kvh); grouping the queries of one KV head into one
         // matrix avoids materialising repeated keys and values.
@@ -311,8 +339,7 @@ impl Mlp {
 
     /// Applies the MLP to `x` `[B, T, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = apply_linear(&self.gate_proj, x)?;
-        let up = apply_linear(&self.up_proj, x)?;
+        let [gate, up] = apply_linears([&self.gate_proj, &self.up_proj], x)?;
         let product = if fused_training(&gate, &[&gate, &up]) {
             fused::swiglu(&gate, &up)?
         } else {

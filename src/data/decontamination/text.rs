@@ -13,9 +13,9 @@ fn is_unspaced_script(c: char) -> bool {
     )
 }
 
-/// The words of `text` after normalisation: lower-cased; every run of characters that are not
-/// letters or digits is a separator (so LaTeX `$\frac{1}{2}$` reads as `frac 1 2`); each CJK
-/// character is a word.
+/// The words of `text` after normalisation: lower-cased; apostrophes dropped (`Janet’s`, `Janet's`
+/// and `Janets` are one word); every other run of characters that are not letters or digits is a
+/// separator (so LaTeX `$\frac{1}{2}$` reads as `frac 1 2`); each CJK character is a word.
 pub fn normalized_words(text: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -27,6 +27,8 @@ pub fn normalized_words(text: &str) -> Vec<String> {
             words.push(c.to_string());
         } else if c.is_alphanumeric() {
             word.extend(c.to_lowercase());
+        } else if matches!(c, '\'' | '\u{2019}' | '`') {
+            // An apostrophe joins, so that changing or dropping it changes no word.
         } else if !word.is_empty() {
             words.push(std::mem::take(&mut word));
         }
@@ -47,6 +49,13 @@ mod tests {
         let b = normalized_words("what is \\frac 1 2 of 10 -- answer in words");
         assert_eq!(a, b);
         assert_eq!(a[..5], ["what", "is", "frac", "1", "2"]);
+    }
+
+    #[test]
+    fn apostrophes_join_rather_than_split() {
+        let words = |s| normalized_words(s);
+        assert_eq!(words("Janet’s ducks"), ["janets", "ducks"]);
+        assert_eq!(words("Janet's ducks"), words("Janets ducks"));
     }
 
     #[test]

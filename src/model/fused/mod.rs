@@ -26,7 +26,7 @@ pub use head_logprobs::{head_logprobs, HeadLogprobs};
 pub use rms_norm::rms_norm;
 pub use rope::rope_transposed;
 pub use simd::{exp, with_simd};
-pub use skinny_matmul::{skinny_matmul, MAX_SKINNY_ROWS};
+pub use skinny_matmul::{skinny_matmul, skinny_matmuls, MAX_SKINNY_ROWS};
 pub use swiglu::swiglu;
 
 use candle_core::{DType, Storage, Tensor};

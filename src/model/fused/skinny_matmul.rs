@@ -22,36 +22,68 @@ const TASK_ROWS: usize = 32;
 /// `x · weightᵀ` for `x` `[rows, in]` and `weight` `[out, in]`, both f32 on the CPU with no
 /// gradient tracked and `rows ≤ MAX_SKINNY_ROWS`; `None` when any of that does not hold.
 pub fn skinny_matmul(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
-    let (Ok((rows, k)), Ok((n, wk))) = (x.dims2(), weight.dims2()) else {
+    Ok(skinny_matmuls(x, [weight])?.map(|[y]| y))
+}
+
+/// `x · wᵀ` for each of several weights sharing `x` (Q, K and V; gate and up), as one parallel
+/// pass over all their rows: one hand-off to the thread pool instead of one per weight, and
+/// balanced across weights of different sizes (GQA's K and V have a few blocks each). `None`
+/// under the conditions of [`skinny_matmul`], for any weight.
+pub fn skinny_matmuls<const N: usize>(
+    x: &Tensor,
+    weights: [&Tensor; N],
+) -> Result<Option<[Tensor; N]>> {
+    let Ok((rows, k)) = x.dims2() else {
         return Ok(None);
     };
-    if rows == 0
-        || rows > MAX_SKINNY_ROWS
-        || k != wk
-        || !applies_to(x)
-        || !applies_to(weight)
-        || x.track_op()
-        || weight.track_op()
-        || !weight.is_contiguous()
-    {
+    if rows == 0 || rows > MAX_SKINNY_ROWS || !applies_to(x) || x.track_op() {
         return Ok(None);
     }
-    let x = x.contiguous()?;
-    // Each task owns a contiguous block of the transposed output, [n, rows].
-    let mut out_t = vec![0f32; n * rows];
-    with_f32s([&x, weight], |[x, w]| {
-        out_t
-            .par_chunks_mut(TASK_ROWS * rows)
-            .zip(w.par_chunks(TASK_ROWS * k))
-            .for_each(|(out, w)| weight_block(x, w, out, rows, k));
-    })?;
-    let mut out = vec![0f32; rows * n];
-    for (j, column) in out_t.chunks_exact(rows).enumerate() {
-        for (r, &v) in column.iter().enumerate() {
-            out[r * n + j] = v;
+    let mut outputs = Vec::with_capacity(N);
+    for weight in weights {
+        match weight.dims2() {
+            Ok((n, wk))
+                if wk == k
+                    && applies_to(weight)
+                    && !weight.track_op()
+                    && weight.is_contiguous() =>
+            {
+                // Each task owns a contiguous block of a transposed output, [n, rows].
+                outputs.push(vec![0f32; n * rows]);
+            }
+            _ => return Ok(None),
         }
     }
-    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+    let x = x.contiguous()?;
+    with_f32s([&x], |[x]| {
+        with_f32s(weights, |ws| {
+            let tasks: Vec<(&mut [f32], &[f32])> = outputs
+                .iter_mut()
+                .zip(ws)
+                .flat_map(|(out, w)| {
+                    out.chunks_mut(TASK_ROWS * rows)
+                        .zip(w.chunks(TASK_ROWS * k))
+                })
+                .collect();
+            tasks
+                .into_par_iter()
+                .for_each(|(out, w)| weight_block(x, w, out, rows, k));
+        })
+    })??;
+    let mut results = Vec::with_capacity(N);
+    for out_t in outputs {
+        let n = out_t.len() / rows;
+        let mut out = vec![0f32; rows * n];
+        for (j, column) in out_t.chunks_exact(rows).enumerate() {
+            for (r, &v) in column.iter().enumerate() {
+                out[r * n + j] = v;
+            }
+        }
+        results.push(Tensor::from_vec(out, (rows, n), x.device())?);
+    }
+    Ok(Some(results.try_into().map_err(|_| {
+        crate::Error::Input("skinny_matmuls: one output per weight".into())
+    })?))
 }
 
 /// `out[j·rows + r] = x[r] · w[j]` for the weight rows `w` of one task.
@@ -157,6 +189,24 @@ mod tests {
             let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-5 * k as f32, "{rows}x{k}x{n}: {diff}");
         }
+    }
+
+    #[test]
+    fn several_weights_in_one_pass_give_each_product() {
+        let x = seeded_randn(&[8, 96], 1);
+        let (q, k, v) = (
+            seeded_randn(&[4 * TASK_ROWS + 5, 96], 2),
+            seeded_randn(&[32, 96], 3),
+            seeded_randn(&[7, 96], 4),
+        );
+        let [yq, yk, yv] = skinny_matmuls(&x, [&q, &k, &v]).unwrap().expect("applies");
+        for (y, w) in [(yq, &q), (yk, &k), (yv, &v)] {
+            // The same kernel on the same rows: bit for bit what one weight alone gives.
+            let alone = skinny_matmul(&x, w).unwrap().unwrap();
+            assert_eq!(max_abs_diff(&y, &alone), 0.0);
+        }
+        let other_k = seeded_randn(&[4, 95], 5);
+        assert!(skinny_matmuls(&x, [&q, &other_k]).unwrap().is_none());
     }
 
     #[test]
