@@ -13,6 +13,8 @@ pub mod entropy;
 pub mod error;
 pub mod grpo;
 mod grpo_batch;
+pub mod grpo_config;
+pub mod grpo_report;
 pub mod learner_core;
 pub mod micro_batch;
 pub mod mini_batch;

@@ -18,7 +18,7 @@ const SOURCES: &[&str] = &[
     include_str!("../../src/generation/params.rs"),
     include_str!("../../src/data/procedural/mod.rs"),
     include_str!("../../learners/src/optim.rs"),
-    include_str!("../../learners/src/grpo.rs"),
+    include_str!("../../learners/src/grpo_config.rs"),
     include_str!("../../learners/src/train_step.rs"),
     include_str!("../../learners/src/run_identity.rs"),
     include_str!("../../learners/src/advantage.rs"),
