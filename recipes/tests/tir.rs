@@ -160,6 +160,34 @@ fn scalars(run: &Path, tag: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// A temporary directory holding the python-writing script model, a `qa.jsonl` of the question
+/// "Q" with each of `golds`, and the path of a run directory.
+struct ScriptedRun {
+    _tmp: tempfile::TempDir,
+    model: std::path::PathBuf,
+    data: std::path::PathBuf,
+    run: std::path::PathBuf,
+}
+
+fn scripted_run(golds: &[&str]) -> ScriptedRun {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    save_python_script(&model, ALL_MESSAGES);
+    let data = tmp.path().join("qa.jsonl");
+    let lines: String = golds
+        .iter()
+        .map(|gold| format!("{{\"question\": \"Q\", \"answer\": \"{gold}\"}}\n"))
+        .collect();
+    std::fs::write(&data, lines).unwrap();
+    let run = tmp.path().join("run");
+    ScriptedRun {
+        _tmp: tmp,
+        model,
+        data,
+        run,
+    }
+}
+
 /// One TIR step of `qwen25-math-rl` on the scripted model: 2 prompts × 2 completions, sampled at a
 /// temperature low enough to keep the script exact.
 fn rl_tir_command(model: &Path, data: &Path, run: &Path) -> Command {
@@ -211,24 +239,17 @@ fn rl_tir_command(model: &Path, data: &Path, run: &Path) -> Command {
 
 #[test]
 fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_tokens() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    save_python_script(&model, ALL_MESSAGES);
-    let data = tmp.path().join("qa.jsonl");
-    std::fs::write(
-        &data,
-        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
-    )
-    .unwrap();
-    let run = tmp.path().join("run");
-    let out = rl_tir_command(&model, &data, &run).output().unwrap();
+    let ScriptedRun {
+        model, data, run, ..
+    } = &scripted_run(&["5", "6"]);
+    let out = rl_tir_command(model, data, run).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
     // Each of the 4 completions: "```python\n" "print(2+3)\n" "```\n" "```output" sampled, the
     // sandbox's "\n5\n```\n" appended (3 tool tokens), then "\boxed{5}" and <eos> sampled.
     let step = |tag: &str| {
-        let values = scalars(&run, tag);
+        let values = scalars(run, tag);
         assert_eq!(values.len(), 1, "{tag}: {values:?}");
         assert_eq!(values[0].0, 1, "{tag}");
         values[0].1
@@ -258,19 +279,16 @@ fn rl_with_tir_runs_the_programs_in_the_sandbox_and_trains_only_the_sampled_toke
 
 #[test]
 fn rl_with_tir_and_a_sandbox_that_cannot_start_fails_before_the_run_directory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    save_python_script(&model, ALL_MESSAGES);
-    let data = tmp.path().join("qa.jsonl");
-    std::fs::write(&data, "{\"question\": \"Q\", \"answer\": \"5\"}\n").unwrap();
-    let run = tmp.path().join("run");
+    let ScriptedRun {
+        model, data, run, ..
+    } = &scripted_run(&["5"]);
     let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
         .args(["--recipe", "qwen25-math-rl", "--model"])
-        .arg(&model)
+        .arg(model)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--output")
-        .arg(&run)
+        .arg(run)
         .args(["--set", "tir=true", "--set", "tool.python=/no/such/python"])
         .output()
         .unwrap();
@@ -287,18 +305,10 @@ fn rl_with_tir_and_a_sandbox_that_cannot_start_fails_before_the_run_directory() 
 /// the questions whose gold is 5 are answered 2 of 2 times and kept, the one with gold 6 never.
 #[test]
 fn rl_with_tir_filters_queries_with_tool_integrated_samples() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    save_python_script(&model, ALL_MESSAGES);
-    let data = tmp.path().join("qa.jsonl");
-    std::fs::write(
-        &data,
-        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n\
-         {\"question\": \"Q\", \"answer\": \"5\"}\n",
-    )
-    .unwrap();
-    let run = tmp.path().join("run");
-    let out = rl_tir_command(&model, &data, &run)
+    let ScriptedRun {
+        model, data, run, ..
+    } = &scripted_run(&["5", "6", "5"]);
+    let out = rl_tir_command(model, data, run)
         .args(["--set", "query_filter.enabled=true"])
         .args([
             "--set",
@@ -327,23 +337,16 @@ fn rl_with_tir_filters_queries_with_tool_integrated_samples() {
 /// block the sandbox printed, and the checker judges the boxed answer after it.
 #[test]
 fn rm_retraining_with_tir_labels_tool_integrated_samples() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    save_python_script(&model, ALL_MESSAGES);
-    let data = tmp.path().join("qa.jsonl");
-    std::fs::write(
-        &data,
-        "{\"question\": \"Q\", \"answer\": \"5\"}\n{\"question\": \"Q\", \"answer\": \"6\"}\n",
-    )
-    .unwrap();
-    let run = tmp.path().join("run");
+    let ScriptedRun {
+        model, data, run, ..
+    } = &scripted_run(&["5", "6"]);
     let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
         .args(["--recipe", "rm-retraining", "--model"])
-        .arg(&model)
+        .arg(model)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--output")
-        .arg(&run)
+        .arg(run)
         .args([
             "--set",
             "tir=true",
