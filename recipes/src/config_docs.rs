@@ -31,7 +31,7 @@ const SOURCES: &[&str] = &[
     include_str!("../../actors/src/config.rs"),
     include_str!("../../rewards/src/spec.rs"),
     include_str!("../../rewards/src/shaping.rs"),
-    include_str!("../../sandbox/src/sandbox.rs"),
+    include_str!("../../sandbox/src/config.rs"),
     include_str!("train/qwen25_math_rl.rs"),
     include_str!("train/pipeline.rs"),
     include_str!("train/memory_plan.rs"),

@@ -24,10 +24,12 @@
 //! # Ok::<(), mathrl_sandbox::SandboxError>(())
 //! ```
 
+pub mod config;
 pub mod executor;
 pub mod isolation;
 pub mod layers;
 mod mounts;
+pub mod outcome;
 pub mod output;
 mod pipes;
 pub mod sandbox;

@@ -14,12 +14,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+pub use super::config::SandboxConfig;
 use super::isolation::{self, ChildPlan, Isolation, Limit, RECORD_LEN};
 use super::layers;
 use super::mounts::{self, RootPlan};
-use super::output::{self, DONE_MESSAGE, OUTPUT_TRUNCATION_CHARS, TIMEOUT_MESSAGE};
+pub use super::outcome::{ExecutionResult, ExecutionStatus, SandboxError};
+use super::output::{self, DONE_MESSAGE, TIMEOUT_MESSAGE};
 use super::pipes::{Exchange, Stop, REPORT, STDERR, STDOUT};
 use super::seccomp::SeccompFilter;
 use super::uid_pool::{self, UidLease};
@@ -41,183 +43,6 @@ const TEARDOWN_GRACE: Duration = Duration::from_millis(500);
 const MAX_REPORT_BYTES: usize = 64 * 1024;
 /// Bytes of stderr kept in an [`ExecutionResult`].
 const KEPT_STDERR_BYTES: usize = 4096;
-
-/// What the program sees of the host file system by default (besides the interpreter).
-const DEFAULT_READABLE_PATHS: &[&str] = &[
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/nsswitch.conf",
-];
-
-/// Limits and isolation of the sandbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxConfig {
-    /// Wall-clock limit of one snippet, interpreter start-up included. The reference uses 5 s.
-    pub timeout_ms: u64,
-    /// Address space of each process (`RLIMIT_AS`): 1 GiB. Allocations past it raise MemoryError.
-    pub memory_bytes: u64,
-    /// CPU time of each process (`RLIMIT_CPU` soft limit; the hard limit is one second more): 6 s,
-    /// a backstop behind the wall-clock timeout.
-    pub cpu_seconds: u64,
-    /// Processes and threads the sandbox's uid may own (`RLIMIT_NPROC`): 16. Only in force when
-    /// the program does not run as root (see `switch_user`).
-    pub max_processes: u64,
-    /// Largest file the program may write (`RLIMIT_FSIZE`): 16 MiB.
-    pub max_file_bytes: u64,
-    /// Open file descriptors per process (`RLIMIT_NOFILE`): 256.
-    pub max_open_files: u64,
-    /// Bytes read from each of stdout and stderr; past them the program is killed: 1 MiB.
-    pub max_output_bytes: usize,
-    /// Characters of an output the model sees (first half, "...", last half): 400, as the reference.
-    pub output_chars: usize,
-    /// The interpreter: a name looked up in `PATH` or a path. "python3".
-    pub python: String,
-    /// Where the per-run work directories are created; `None`: the system temporary directory.
-    /// With a mount namespace the program's work directory is a tmpfs mounted over it instead.
-    pub temp_root: Option<PathBuf>,
-    /// Size of the work directory's tmpfs (mount namespace only): 64 MiB. Counts as memory.
-    pub work_dir_bytes: u64,
-    /// The only host paths the program sees (mount namespace only), read-only, besides the
-    /// interpreter's own directories, a few devices and its work directory: system libraries
-    /// and the `/etc` files the dynamic linker and Python read. Missing paths are skipped.
-    pub readable_paths: Vec<PathBuf>,
-    /// The program's environment, besides `HOME` and `TMPDIR` (the work directory) and
-    /// `PYTHONHASHSEED`. Default: one thread for OpenMP/OpenBLAS/MKL, so that numpy neither
-    /// oversubscribes the cores when many snippets run at once nor reserves per-core buffers
-    /// that break the address-space limit.
-    pub env: Vec<(String, String)>,
-    /// `PYTHONHASHSEED`: Some(0) makes set and dict orders (and so outputs) reproducible. Since
-    /// `-E` would ignore it, a seed runs `python -s -P -B` in a cleared environment instead of
-    /// `python -I -B`; `None` runs `-I` with a random seed.
-    pub hash_seed: Option<u32>,
-    /// Install the prelude's audit hook (refuses writes outside the work directory, other
-    /// programs and sockets at the Python level; best effort, see SANDBOX.md). Default true.
-    pub audit_hook: bool,
-    /// New mount (allowlist file system), network, PID, IPC and UTS namespaces: as root
-    /// directly, otherwise inside a new user namespace.
-    pub namespaces: bool,
-    /// The seccomp filter (`sandbox/src/seccomp.rs`): no ptrace, mounts, namespaces, keyrings,
-    /// bpf, perf, non-Unix sockets, signals outside the run.
-    pub seccomp: bool,
-    /// Run even when a layer asked for above is unavailable here (logged as a warning whenever a
-    /// sandbox is built); by default such a sandbox refuses to start and names the layer.
-    pub allow_weaker_isolation: bool,
-    /// When root: run as a fresh unprivileged uid, so that `RLIMIT_NPROC` applies and root-owned
-    /// files cannot be changed.
-    pub switch_user: bool,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        let one_thread = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"];
-        SandboxConfig {
-            timeout_ms: 5000,
-            memory_bytes: 1 << 30,
-            cpu_seconds: 6,
-            max_processes: 16,
-            max_file_bytes: 16 << 20,
-            max_open_files: 256,
-            max_output_bytes: 1 << 20,
-            output_chars: OUTPUT_TRUNCATION_CHARS,
-            python: "python3".to_string(),
-            temp_root: None,
-            work_dir_bytes: 64 << 20,
-            readable_paths: DEFAULT_READABLE_PATHS.iter().map(PathBuf::from).collect(),
-            env: one_thread
-                .iter()
-                .map(|name| (name.to_string(), "1".to_string()))
-                .collect(),
-            hash_seed: Some(0),
-            audit_hook: true,
-            namespaces: true,
-            seccomp: true,
-            allow_weaker_isolation: false,
-            switch_user: true,
-        }
-    }
-}
-
-/// Why a snippet could not be run at all (never a property of the snippet itself).
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// A config field is out of range.
-    #[error("sandbox config field `{field}`: {reason}")]
-    Config { field: &'static str, reason: String },
-    /// The interpreter could not be started to describe itself.
-    #[error("python interpreter `{python}` could not be started: {source}")]
-    Interpreter { python: String, source: io::Error },
-    /// The interpreter did not describe itself.
-    #[error("python interpreter `{python}` did not report its location ({status}): {detail}")]
-    Probe {
-        python: String,
-        status: String,
-        detail: String,
-    },
-    /// The work directory could not be made.
-    #[error("sandbox work directory in {dir}: {source}")]
-    WorkDir { dir: PathBuf, source: io::Error },
-    /// The program could not be started.
-    #[error("starting the sandboxed interpreter {executable}: {source}")]
-    Spawn {
-        executable: PathBuf,
-        source: io::Error,
-    },
-    /// A layer the config asks for is unavailable here (and `allow_weaker_isolation` is off).
-    #[error("the python sandbox refuses to start: {missing} (set allow_weaker_isolation = true to run without; see sandbox/SANDBOX.md)")]
-    WeakerIsolation { missing: String },
-    /// The pipes to a running program failed.
-    #[error("reading from the sandboxed program (pid {pid}): {source}")]
-    Pipe { pid: i32, source: io::Error },
-}
-
-/// How a snippet ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExecutionStatus {
-    /// It ran to the end; the output is its result (or "Done").
-    Success,
-    /// It raised; the output is the last line of the traceback.
-    Error,
-    /// It passed the wall-clock timeout and was killed; the output is "Timeout Error".
-    Timeout,
-    /// It passed the CPU-time limit; the output is "Timeout Error" as well.
-    CpuTimeLimit,
-    /// It raised MemoryError (the address-space limit); the output is that traceback line.
-    MemoryExceeded,
-    /// Its stdout or stderr passed `max_output_bytes` and it was killed; the output is the
-    /// truncated stdout read so far (or "Output Limit Error").
-    OutputLimit,
-    /// It died without a result (a signal, `os._exit`); the output says so.
-    Crashed,
-}
-
-/// The outcome of one snippet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecutionResult {
-    /// The text the model sees inside the output block.
-    pub output: String,
-    /// How the snippet ended.
-    pub status: ExecutionStatus,
-    /// Wall-clock time from start to the last process gone.
-    pub elapsed_ms: u64,
-    /// The isolation layers that were applied to this run.
-    pub isolation: Isolation,
-    /// Process group (and pid) of the program's first process, for diagnostics.
-    pub process_group: i32,
-    /// The first bytes of stderr (warnings, interpreter crashes); never shown to the model.
-    pub stderr: String,
-}
 
 /// The interpreter the sandbox runs, located once.
 #[derive(Debug, Clone)]
@@ -244,7 +69,7 @@ pub struct PythonSandbox {
 impl PythonSandbox {
     /// Checks the config and locates the interpreter (it is run once to report its path).
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        validate(&config)?;
+        config.validate()?;
         let interpreter = locate_interpreter(&config.python)?;
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
@@ -648,36 +473,6 @@ fn crashed(exit: ExitStatus, stderr: &str) -> (ExecutionStatus, String) {
     )
 }
 
-fn validate(config: &SandboxConfig) -> Result<(), SandboxError> {
-    let positive = [
-        ("timeout_ms", config.timeout_ms),
-        ("cpu_seconds", config.cpu_seconds),
-        ("max_processes", config.max_processes),
-        ("max_open_files", config.max_open_files),
-        ("max_output_bytes", config.max_output_bytes as u64),
-        ("output_chars", config.output_chars as u64),
-    ];
-    for (field, value) in positive {
-        if value == 0 {
-            return Err(SandboxError::Config {
-                field,
-                reason: "must be positive".to_string(),
-            });
-        }
-    }
-    if config.memory_bytes < 64 << 20 {
-        let reason = format!(
-            "{} bytes is too small to start Python (64 MiB at least)",
-            config.memory_bytes
-        );
-        return Err(SandboxError::Config {
-            field: "memory_bytes",
-            reason,
-        });
-    }
-    Ok(())
-}
-
 /// Runs the interpreter once (with this process's environment, as a pyenv shim needs) to learn
 /// its real executable, version and prefixes.
 fn locate_interpreter(python: &str) -> Result<Interpreter, SandboxError> {
@@ -874,13 +669,14 @@ mod tests {
             timeout_ms: 0,
             ..SandboxConfig::default()
         };
-        let error = validate(&config).expect_err("zero timeout");
+        let error = config.validate().expect_err("zero timeout");
         assert!(error.to_string().contains("timeout_ms"), "{error}");
         let config = SandboxConfig {
             memory_bytes: 1024,
             ..SandboxConfig::default()
         };
-        assert!(validate(&config)
+        assert!(config
+            .validate()
             .expect_err("tiny memory")
             .to_string()
             .contains("memory_bytes"));
