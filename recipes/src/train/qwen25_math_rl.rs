@@ -197,6 +197,8 @@ const RESUMABLE_KEYS: &[&str] = &[
     "save_dtype",
     "memory_plan",
     "resume",
+    // It acts through the prompts, which the identity hashes.
+    "decontaminate",
 ];
 
 /// The TIR keys, left out of a run's identity when `tir` is off so that such a run resumes the

@@ -84,7 +84,8 @@ pub struct RmRetrainingConfig {
     pub resume: ResumeConfig,
 }
 
-/// Settings a resumed RM retraining run may change: they bound or watch it.
+/// Settings a resumed RM retraining run may change: they bound or watch it. `decontaminate`
+/// acts through the queries, which the identity hashes.
 const RESUMABLE_KEYS: &[&str] = &[
     "epochs",
     "checkpoint_every",
@@ -92,7 +93,12 @@ const RESUMABLE_KEYS: &[&str] = &[
     "checkpoint_dir",
     "save_dtype",
     "resume",
+    "decontaminate",
 ];
+
+/// The TIR keys, left out of a run's identity when `tir` is off, so that it resumes the
+/// checkpoints of runs from before TIR sampling existed.
+const TIR_KEYS: &[&str] = &["tir", "tool_timeout_ms", "tool"];
 
 /// The labelled samples of one query, as `samples.jsonl` keeps them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -349,7 +355,10 @@ pub fn retrain_rm(
             .iter()
             .map(serde_json::to_vec)
             .collect::<Result<Vec<_>, _>>()?,
-        without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
+        without_keys(
+            without_keys(serde_json::to_value(config)?, RESUMABLE_KEYS),
+            if config.tir { &[] } else { TIR_KEYS },
+        ),
     );
     let resume_from = checked_start(
         run.resume.as_ref(),
