@@ -87,13 +87,14 @@ pub fn tokenize_conversation(
     messages: &[ChatMessage],
     max_length: usize,
 ) -> Result<SftExample> {
-    let render = |upto: usize, generation_prompt: bool| -> Result<Vec<u32>> {
-        let text = tokenizer.apply_chat_template(&messages[..upto], generation_prompt)?;
-        Ok(tokenizer.encode(&text)?)
+    let render = |upto: usize, generation_prompt: bool| -> Result<String> {
+        Ok(tokenizer.apply_chat_template(&messages[..upto], generation_prompt)?)
     };
-    let ids = render(messages.len(), false)?;
+    let text = render(messages.len(), false)?;
+    let ids = tokenizer.encode(&text)?;
     let mut mask = vec![false; ids.len()];
-    let prefix_len = |prefix: Vec<u32>, what: &str, turn: usize| -> Result<usize> {
+    let prefix_len = |prefix: &str, what: &str, turn: usize| -> Result<usize> {
+        let prefix = tokenizer.encode(prefix)?;
         if ids.starts_with(&prefix) {
             Ok(prefix.len())
         } else {
@@ -103,25 +104,35 @@ pub fn tokenize_conversation(
             )))
         }
     };
+    // Where each token starts in `text`: needed only for turns with tool output, found once.
+    let mut offsets: Option<Vec<(usize, usize)>> = None;
     for (turn, message) in messages.iter().enumerate() {
         if message.role != "assistant" {
             continue;
         }
-        let start = prefix_len(render(turn, true)?, "with a generation prompt", turn)?;
-        let end = prefix_len(render(turn + 1, false)?, "through this turn", turn)?;
-        mask[start..end.max(start)].fill(true);
+        let before = render(turn, true)?;
+        let start = prefix_len(&before, "with a generation prompt", turn)?;
+        let end = prefix_len(&render(turn + 1, false)?, "through this turn", turn)?;
+        let turn_tokens = start..end.max(start);
+        mask[turn_tokens.clone()].fill(true);
         let spans = tool_output_spans(&message.content);
-        if !spans.is_empty() {
-            let turn_tokens = start..end.max(start);
-            unmask_tool_output(
-                tokenizer,
-                messages,
-                turn,
-                &spans,
-                &ids,
-                turn_tokens,
-                &mut mask,
-            )?;
+        if spans.is_empty() {
+            continue;
+        }
+        let offsets = match &mut offsets {
+            Some(offsets) => offsets,
+            None => offsets.insert(token_offsets(tokenizer, &text, &ids)?),
+        };
+        // The tool output's tokens are context: the sandbox wrote them, not the model.
+        let base = content_start(&text, &before, &message.content, turn)?;
+        for t in turn_tokens {
+            let token_start = offsets[t].0;
+            if spans
+                .iter()
+                .any(|span| (base + span.start..base + span.end).contains(&token_start))
+            {
+                mask[t] = false;
+            }
         }
     }
     let keep = ids.len().min(max_length);
@@ -131,23 +142,26 @@ pub fn tokenize_conversation(
     })
 }
 
-/// Clears the mask of the tokens of assistant turn `turn` (tokens `turn_tokens`) that start
-/// inside one of `spans` (byte ranges of its content): the tool output of a TIR trajectory. The
-/// tokens are located by their offsets in the rendered conversation.
-fn unmask_tool_output(
-    tokenizer: &Tokenizer,
-    messages: &[ChatMessage],
-    turn: usize,
-    spans: &[std::ops::Range<usize>],
-    ids: &[u32],
-    turn_tokens: std::ops::Range<usize>,
-    mask: &mut [bool],
-) -> Result<()> {
-    let text = tokenizer.apply_chat_template(messages, false)?;
-    let before = tokenizer.apply_chat_template(&messages[..turn], true)?;
-    let content = messages[turn].content.as_str();
-    let base = text
-        .strip_prefix(before.as_str())
+/// The byte offsets of `ids`, the tokens of `text`, within it.
+fn token_offsets(tokenizer: &Tokenizer, text: &str, ids: &[u32]) -> Result<Vec<(usize, usize)>> {
+    let encoding = tokenizer
+        .inner()
+        .encode(text, false)
+        .map_err(|e| Error::Input(format!("encoding the conversation: {e}")))?;
+    if encoding.get_ids() != ids {
+        return Err(Error::Input(
+            "the conversation's tokens with offsets differ from its tokens, so its tool output \
+             cannot be located"
+                .into(),
+        ));
+    }
+    Ok(encoding.get_offsets().to_vec())
+}
+
+/// Where assistant turn `turn`'s `content` starts in the rendered conversation `text`, whose
+/// turns before it render as `before`.
+fn content_start(text: &str, before: &str, content: &str, turn: usize) -> Result<usize> {
+    text.strip_prefix(before)
         .and_then(|rest| rest.find(content))
         .map(|at| before.len() + at)
         .ok_or_else(|| {
@@ -155,28 +169,7 @@ fn unmask_tool_output(
                 "chat template: assistant turn {turn} does not appear verbatim in the rendered \
                  conversation, so its tool output cannot be masked"
             ))
-        })?;
-    let encoding = tokenizer
-        .inner()
-        .encode(text.as_str(), false)
-        .map_err(|e| Error::Input(format!("encoding the conversation: {e}")))?;
-    if encoding.get_ids() != ids {
-        return Err(Error::Input(format!(
-            "assistant turn {turn}: the conversation's tokens with offsets differ from its \
-             tokens, so its tool output cannot be located"
-        )));
-    }
-    let offsets = encoding.get_offsets();
-    for t in turn_tokens {
-        let token_start = offsets[t].0;
-        if spans
-            .iter()
-            .any(|span| (base + span.start..base + span.end).contains(&token_start))
-        {
-            mask[t] = false;
-        }
-    }
-    Ok(())
+        })
 }
 
 /// Rows of examples, each row a list of segments: one example per row, or several packed.
@@ -268,6 +261,23 @@ mod tests {
         .unwrap()
     }
 
+    /// The text of each maximal run of assistant (trained) tokens.
+    fn trained_runs(tok: &Tokenizer, ex: &SftExample) -> Vec<String> {
+        let mut runs = Vec::new();
+        let mut t = 0;
+        while t < ex.input_ids.len() {
+            if ex.assistant_mask[t] {
+                let start = t;
+                while t < ex.input_ids.len() && ex.assistant_mask[t] {
+                    t += 1;
+                }
+                runs.push(tok.decode(&ex.input_ids[start..t], false).unwrap());
+            }
+            t += 1;
+        }
+        runs
+    }
+
     #[test]
     fn assistant_tokens_are_exactly_the_assistant_turns() {
         let tok = tokenizer();
@@ -278,19 +288,7 @@ mod tests {
             ChatMessage::new("assistant", "\\boxed{8}"),
         ];
         let ex = tokenize_conversation(&tok, &messages, 4096).unwrap();
-        // Decode each maximal run of assistant tokens.
-        let mut spans = Vec::new();
-        let mut t = 0;
-        while t < ex.input_ids.len() {
-            if ex.assistant_mask[t] {
-                let start = t;
-                while t < ex.input_ids.len() && ex.assistant_mask[t] {
-                    t += 1;
-                }
-                spans.push(tok.decode(&ex.input_ids[start..t], false).unwrap());
-            }
-            t += 1;
-        }
+        let spans = trained_runs(&tok, &ex);
         assert_eq!(
             spans,
             ["2+3 = \\boxed{5}<|im_end|>\n", "\\boxed{8}<|im_end|>\n"]
@@ -311,18 +309,7 @@ mod tests {
             ChatMessage::new("assistant", response),
         ];
         let ex = tokenize_conversation(&tok, &messages, 4096).unwrap();
-        let mut spans = Vec::new();
-        let mut t = 0;
-        while t < ex.input_ids.len() {
-            if ex.assistant_mask[t] {
-                let start = t;
-                while t < ex.input_ids.len() && ex.assistant_mask[t] {
-                    t += 1;
-                }
-                spans.push(tok.decode(&ex.input_ids[start..t], false).unwrap());
-            }
-            t += 1;
-        }
+        let spans = trained_runs(&tok, &ex);
         // The model's text is trained, "```output" included (it asks for the call); the
         // sandbox's output block is not.
         assert_eq!(
