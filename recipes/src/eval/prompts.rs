@@ -36,6 +36,15 @@ pub enum PromptFormat {
 }
 
 impl PromptFormat {
+    /// TIR when `tir`, else chain of thought (the recipes' `tir` key).
+    pub fn of_tir(tir: bool) -> Self {
+        if tir {
+            PromptFormat::Tir
+        } else {
+            PromptFormat::Cot
+        }
+    }
+
     /// The system prompt of this format.
     pub fn system_prompt(self) -> &'static str {
         match self {

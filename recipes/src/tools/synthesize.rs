@@ -39,7 +39,6 @@ use crate::decontamination::{decontaminate, eval_index};
 use crate::driver::prepare;
 use crate::output::OutputFile;
 use crate::run::print_summary;
-use crate::tools::python::tir_executor;
 use crate::train::reasoning::Reasoning;
 pub use dedup::{deduplicate, Deduplicator};
 pub use generation::parse_problem;
@@ -225,10 +224,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         eval_index(cli.data_dir.as_deref())?;
     }
     // The sandbox before the run directory: one that cannot start fails at once.
-    let tool = match config.tir {
-        true => Some(tir_executor(&config.tool, config.tool_timeout_ms)?),
-        false => None,
-    };
+    let reasoning = Reasoning::of_config(config.tir, &config.tool, config.tool_timeout_ms)?;
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let policy = Policy::load(model_dir, &run.device, cli.compute_dtype(), Trainable::No)?;
@@ -236,7 +232,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Engine::from_policy(&policy, EngineConfig::default()).with_tokenizer(tokenizer.clone());
     // With TIR the solutions of the self-consistency check run their programs; the instruct
     // model's problems never do.
-    let mut tir_solver = tool.map(|tool| Reasoning::tir(tool).engine(&policy, &tokenizer));
+    let mut tir_solver = config.tir.then(|| reasoning.engine(&policy, &tokenizer));
     let mut funnel = Funnel::default();
     let seed_texts: Vec<&str> = seeds.iter().map(|s| s.question.as_str()).collect();
     // One dedup state for every round: a round's problem must be new against all before it.

@@ -56,13 +56,13 @@ use crate::precision::{DtypeSetting, Precision};
 use crate::progress::grpo_fields;
 use crate::resume::ResumeFrom;
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::tools::python::{tir_executor, tir_settings};
+use crate::tools::python::tir_settings;
 use crate::train::accuracy::{greedy_accuracy, Accuracy};
 use crate::train::memory_plan::{
     grpo_plan_input, longest_prompt_tokens, print_and_check, MemoryPlanConfig,
 };
 use crate::train::query_filter::{filter_queries, QueryFilterConfig};
-use crate::train::reasoning::Reasoning;
+use crate::train::reasoning::{Reasoning, TIR_KEYS};
 use crate::train::rl_eval::{describe_sets, eval_sets, RlEvaluator};
 
 /// How the reward is made.
@@ -201,10 +201,6 @@ const RESUMABLE_KEYS: &[&str] = &[
     "decontaminate",
 ];
 
-/// The TIR keys, left out of a run's identity when `tir` is off so that such a run resumes the
-/// checkpoints of runs from before TIR training existed.
-const TIR_KEYS: &[&str] = &["tir", "tool_timeout_ms", "tool"];
-
 /// New tokens per answer in the Qwen2.5-Math evaluation: the report-scale rollout length and the
 /// length of the before/after evaluation (the `eval` recipe's default too).
 const QWEN25_MATH_EVAL_MAX_NEW_TOKENS: usize = 2048;
@@ -336,12 +332,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The sandbox before the run directory: one that cannot start fails with its own error
     // (which isolation layer is missing) and leaves nothing behind.
-    let tool = if config.tir {
-        Some(tir_executor(&config.tool, config.tool_timeout_ms)?)
-    } else {
-        None
-    };
-    let reasoning = Reasoning::with_tool(tool.clone());
+    let reasoning = Reasoning::of_config(config.tir, &config.tool, config.tool_timeout_ms)?;
 
     let run = recipe.start()?;
     let placement = Placement::from_cli(cli, &run.device)?;
@@ -448,12 +439,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         run.resume.as_ref(),
         &run.path("checkpoints"),
     )?);
-    if let Some(tool) = tool {
+    if let Some(tool) = reasoning.tool() {
         let worker_settings =
             serde_json::to_value(tir_settings(&config.tool, config.tool_timeout_ms))?;
         trainer = trainer
             .with_system_prompt(TIR_SYSTEM)
-            .with_tool(tool, worker_settings);
+            .with_tool(tool.clone(), worker_settings);
     }
     if let Some(cluster) = crate::cluster::cluster_config(cli, Some(reward_spec))? {
         trainer = trainer.with_cluster(cluster);

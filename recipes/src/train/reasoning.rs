@@ -1,16 +1,24 @@
 //! How a training recipe's own sampling answers a question: chain of thought, or tool-integrated
-//! reasoning with the sandboxed Python executor. One value carries the choice to the query
-//! filter, the RM's labelled samples and the greedy before/after accuracy, so that with `tir =
-//! true` they see the policy as its rollouts do.
+//! reasoning with the sandboxed Python executor. One value, built from a recipe's TIR keys,
+//! carries the choice to RL's query filter and accuracies, the RM's labelled samples, the
+//! evolution rounds and synthesis's self-consistency check, so that with `tir = true` they all
+//! see the policy as its rollouts do.
 
 use std::sync::Arc;
 
 use anyhow::Result;
 use mathrl::generation::{Engine, EngineConfig, ToolExecutor};
 use mathrl::{Policy, Tokenizer};
+use mathrl_sandbox::SandboxConfig;
 
 use crate::eval::prompts::{PromptFormat, TIR_SYSTEM};
 use crate::eval::EvalMode;
+use crate::tools::python::tir_executor;
+
+/// The config keys of TIR (`tir`, `tool_timeout_ms`, the `tool` table) that every recipe that
+/// samples for training has; a run with `tir = false` leaves them out of its resume identity, so
+/// that it resumes the checkpoints of runs from before TIR training existed.
+pub const TIR_KEYS: &[&str] = &["tir", "tool_timeout_ms", "tool"];
 
 /// Chain of thought (no tool), or TIR with its executor.
 #[derive(Clone, Default)]
@@ -30,14 +38,21 @@ impl Reasoning {
         Self::default()
     }
 
-    /// Tool-integrated reasoning with `tool`.
-    pub fn tir(tool: Arc<dyn ToolExecutor>) -> Self {
-        Self { tool: Some(tool) }
+    /// The reasoning of a recipe's TIR keys: with `tir`, the sandbox of `tool` (each program
+    /// limited to `timeout_ms`), started now, so that one that cannot start fails before the
+    /// recipe makes its run directory.
+    pub fn of_config(tir: bool, tool: &SandboxConfig, timeout_ms: u64) -> Result<Self> {
+        Ok(Self {
+            tool: match tir {
+                true => Some(tir_executor(tool, timeout_ms)?),
+                false => None,
+            },
+        })
     }
 
-    /// TIR with `tool` when there is one, else chain of thought.
-    pub fn with_tool(tool: Option<Arc<dyn ToolExecutor>>) -> Self {
-        Self { tool }
+    /// Chain of thought or TIR.
+    pub fn format(&self) -> PromptFormat {
+        PromptFormat::of_tir(self.tool.is_some())
     }
 
     /// The executor, when TIR.
@@ -64,11 +79,10 @@ impl Reasoning {
 
     /// Greedy evaluation in this format, at most `max_new_tokens` per answer.
     pub fn greedy_mode(&self, max_new_tokens: usize) -> EvalMode {
-        let mut mode = EvalMode::greedy_cot(max_new_tokens);
-        if let Some(tool) = &self.tool {
-            mode.format = PromptFormat::Tir;
-            mode.tool = Some(tool.clone());
+        EvalMode {
+            format: self.format(),
+            tool: self.tool.clone(),
+            ..EvalMode::greedy_cot(max_new_tokens)
         }
-        mode
     }
 }

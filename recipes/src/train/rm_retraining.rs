@@ -30,8 +30,7 @@ use crate::driver::prepare;
 use crate::precision::{DtypeSetting, Precision};
 use crate::resume::checked_start;
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::tools::python::tir_executor;
-use crate::train::reasoning::Reasoning;
+use crate::train::reasoning::{Reasoning, TIR_KEYS};
 
 /// Settings of the `rm-retraining` recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,10 +94,6 @@ const RESUMABLE_KEYS: &[&str] = &[
     "resume",
     "decontaminate",
 ];
-
-/// The TIR keys, left out of a run's identity when `tir` is off, so that it resumes the
-/// checkpoints of runs from before TIR sampling existed.
-const TIR_KEYS: &[&str] = &["tir", "tool_timeout_ms", "tool"];
 
 /// The labelled samples of one query, as `samples.jsonl` keeps them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,10 +165,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         "queries",
     )?;
     // The sandbox before the run directory: one that cannot start fails at once.
-    let reasoning = match config.tir {
-        true => Reasoning::tir(tir_executor(&config.tool, config.tool_timeout_ms)?),
-        false => Reasoning::cot(),
-    };
+    let reasoning = Reasoning::of_config(config.tir, &config.tool, config.tool_timeout_ms)?;
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let precision = Precision::resolve(cli.dtype, config.dtype, config.save_dtype);

@@ -19,11 +19,10 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::{Engine, EngineConfig, SamplingParams, ToolExecutor};
+use mathrl::generation::SamplingParams;
 use mathrl::model::Trainable;
 use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
@@ -35,12 +34,12 @@ use serde::{Deserialize, Serialize};
 use crate::cli::Cli;
 use crate::decontamination::decontaminate_qa;
 use crate::driver::{prepare, Prepared};
+use crate::eval::evaluate;
 use crate::eval::prompts::PromptFormat;
 use crate::eval::voting::{majority_vote, rm_weighted_vote};
-use crate::eval::{evaluate, EvalMode};
 use crate::precision::Precision;
 use crate::run::{print_summary, require_dir, RunContext};
-use crate::tools::python::tir_executor;
+use crate::train::reasoning::Reasoning;
 use crate::train::sft::{train_sft, SftRecipeConfig};
 use crate::train::sft_pool::pooled;
 
@@ -150,15 +149,6 @@ impl EvolutionConfig {
         }
         Ok(())
     }
-
-    /// How questions are put to the model: chain of thought, or TIR with `tir`.
-    fn format(&self) -> PromptFormat {
-        if self.tir {
-            PromptFormat::Tir
-        } else {
-            PromptFormat::Cot
-        }
-    }
 }
 
 /// What one round did.
@@ -221,11 +211,7 @@ pub fn run_rounds(recipe: Prepared<'_, EvolutionConfig>) -> Result<()> {
         );
     }
     // The sandbox before the run directory: one that cannot start fails with its own error.
-    let tool = if config.tir {
-        Some(tir_executor(&config.tool, config.tool_timeout_ms)?)
-    } else {
-        None
-    };
+    let reasoning = Reasoning::of_config(config.tir, &config.tool, config.tool_timeout_ms)?;
     let run = recipe.start()?;
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     // The fine-tuning's `sft.dtype` / `sft.save_dtype` (or `--dtype`) set the policy's and the
@@ -243,9 +229,7 @@ pub fn run_rounds(recipe: Prepared<'_, EvolutionConfig>) -> Result<()> {
         )?),
         None => None,
     };
-    let mut eval_mode = EvalMode::greedy_cot(config.max_new_tokens);
-    eval_mode.format = config.format();
-    eval_mode.tool = tool.clone();
+    let eval_mode = reasoning.greedy_mode(config.max_new_tokens);
     let accuracy = |policy: &Policy| -> Result<f64> {
         if eval.is_empty() {
             return Ok(f64::NAN);
@@ -274,7 +258,7 @@ pub fn run_rounds(recipe: Prepared<'_, EvolutionConfig>) -> Result<()> {
             &train[..used],
             checker.as_ref(),
             rm.as_ref(),
-            tool.as_ref(),
+            &reasoning,
             config,
             run.seed.wrapping_add(round as u64),
         )?;
@@ -422,8 +406,8 @@ struct Kept {
     questions: usize,
 }
 
-/// Samples K responses per question (with the TIR tool when there is one) and keeps the top m of
-/// the accepted ones per question.
+/// Samples K responses per question (CoT, or TIR with its tool) and keeps the top m of the
+/// accepted ones per question.
 #[allow(clippy::too_many_arguments)] // the round's parts; a struct would only rename them
 fn sample_and_filter(
     policy: &Policy,
@@ -431,17 +415,13 @@ fn sample_and_filter(
     questions: &[QaRecord],
     checker: &dyn Verifier,
     rm: Option<&RewardModel>,
-    tool: Option<&Arc<dyn ToolExecutor>>,
+    reasoning: &Reasoning,
     config: &EvolutionConfig,
     seed: u64,
 ) -> Result<Kept> {
     let frozen = policy.frozen_copy()?;
-    let mut engine =
-        Engine::from_policy(&frozen, EngineConfig::default()).with_tokenizer(tokenizer.clone());
-    if let Some(tool) = tool {
-        engine = engine.with_tool(tool.clone());
-    }
-    let format = config.format();
+    let mut engine = reasoning.engine(&frozen, tokenizer);
+    let format = reasoning.format();
     let params = SamplingParams {
         n: config.samples_per_question,
         temperature: config.temperature,

@@ -44,10 +44,7 @@ pub(super) fn filter(
             seed: seed.wrapping_add(0x5EED),
             ..SamplingParams::default()
         };
-        let format = match config.tir {
-            true => PromptFormat::Tir,
-            false => PromptFormat::Cot,
-        };
+        let format = PromptFormat::of_tir(config.tir);
         let prompts = without
             .iter()
             .map(|c| {
