@@ -9,4 +9,6 @@ pub mod procedural;
 pub mod qa;
 
 pub use jsonl::{read_jsonl, read_jsonl_lines, read_jsonl_numbered};
-pub use qa::{final_answer, load_qa, load_qa_report, GoldAnswers, QaLoad, QaRecord, RecordUnit};
+pub use qa::{
+    final_answer, load_qa, load_qa_report, GoldAnswers, QaLoad, QaRecord, RecordUnit, QUESTION_KEYS,
+};

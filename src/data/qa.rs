@@ -71,7 +71,7 @@ enum BadLine {
 }
 
 /// Keys of the question, in the order they are tried: plain records, MATH, TRL/verl.
-const QUESTION_KEYS: [&str; 3] = ["question", "problem", "prompt"];
+pub const QUESTION_KEYS: [&str; 3] = ["question", "problem", "prompt"];
 /// Pointers to the gold answer, in the order they are tried: plain records, TRL
 /// (`solution`, `ground_truth`) and verl (`reward_model.ground_truth`).
 const GOLD_POINTERS: [&str; 5] = [

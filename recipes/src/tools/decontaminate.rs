@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::decontamination::{Contamination, Overlap};
-use mathrl::data::read_jsonl_lines;
+use mathrl::data::{read_jsonl_lines, QUESTION_KEYS};
 use serde_json::{json, Value};
 
 use crate::cli::Cli;
@@ -89,7 +89,7 @@ pub fn questions_of(record: &Value) -> Result<Vec<String>> {
     let Value::Object(fields) = record else {
         bail!("expected a JSON object");
     };
-    for key in ["question", "problem", "prompt"] {
+    for key in QUESTION_KEYS {
         match fields.get(key) {
             Some(Value::String(text)) => return Ok(vec![text.clone()]),
             Some(messages @ Value::Array(_)) => return user_turns(messages, key),
