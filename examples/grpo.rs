@@ -51,17 +51,16 @@ fn main() -> Result<()> {
     config.rollout.temperature = temperature;
     config.train_step.schedule = LrSchedule::constant(lr);
     let mut learner = GrpoLearner::new(policy, None, config, Metrics::null())?;
-    let accuracy = greedy_accuracy(
-        learner.policy(),
-        &tokenizer,
-        &held_out,
-        &*verifier,
-        &EvalMode::greedy_cot(160),
-    )?;
-    println!(
-        "step 0: held-out accuracy {:.1}%",
-        100.0 * accuracy.accuracy
-    );
+    let print_accuracy = |step: u64, policy: &Policy| -> Result<()> {
+        let mode = EvalMode::greedy_cot(160);
+        let accuracy = greedy_accuracy(policy, &tokenizer, &held_out, &*verifier, &mode)?;
+        println!(
+            "step {step}: held-out accuracy {:.1}%",
+            100.0 * accuracy.accuracy
+        );
+        Ok(())
+    };
+    print_accuracy(0, learner.policy())?;
 
     for step in 1..=steps {
         // 1. This step's questions, as chat prompts.
@@ -116,17 +115,7 @@ fn main() -> Result<()> {
             report.loss,
         );
         if step % 10 == 0 || step == steps {
-            let accuracy = greedy_accuracy(
-                learner.policy(),
-                &tokenizer,
-                &held_out,
-                &*verifier,
-                &EvalMode::greedy_cot(160),
-            )?;
-            println!(
-                "step {step}: held-out accuracy {:.1}%",
-                100.0 * accuracy.accuracy
-            );
+            print_accuracy(step, learner.policy())?;
         }
     }
     Ok(())

@@ -40,6 +40,17 @@ fn scripted_instruct_model(dir: &Path) {
 }
 
 fn synthesize(model: &Path, seeds: &Path, output: &Path, sets: &[&str]) -> Vec<serde_json::Value> {
+    synthesize_against(model, seeds, output, None, sets)
+}
+
+/// [`synthesize`], decontaminating against the evaluation sets of `data_dir` when given.
+fn synthesize_against(
+    model: &Path,
+    seeds: &Path,
+    output: &Path,
+    data_dir: Option<&Path>,
+    sets: &[&str],
+) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mathrl"));
     cmd.args(["--recipe", "synthesize", "--model"])
         .arg(model)
@@ -56,6 +67,9 @@ fn synthesize(model: &Path, seeds: &Path, output: &Path, sets: &[&str]) -> Vec<s
         .args(["--set", "max_new_tokens=4"]);
     for set in sets {
         cmd.args(["--set", set]);
+    }
+    if let Some(dir) = data_dir {
+        cmd.arg("--data-dir").arg(dir);
     }
     let out = cmd.output().unwrap();
     assert!(
@@ -256,42 +270,20 @@ fn problems_that_overlap_an_evaluation_set_are_dropped() {
     .unwrap();
     let run = |name: &str, decontaminate: &str| {
         let output = tmp.path().join(name);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mathrl"));
-        cmd.args(["--recipe", "synthesize", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&seeds)
-            .arg("--output")
-            .arg(&output)
-            .arg("--data-dir")
-            .arg(&data_dir);
-        for set in [
-            "rephrase_prompt={question}#",
-            "new_problem_prompt={question}$",
-            "max_new_tokens=4",
+        let mut sets = vec![
             "rounds=2",
             "rephrasings_per_seed=1",
             "new_problems_per_seed=0",
             "evolution.per_problem=1",
             "evolution.operators=[\"harder\"]",
             decontaminate,
-        ]
-        .iter()
-        .chain(&EVOLUTION_PROMPTS)
-        {
-            cmd.args(["--set", set]);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let questions: Vec<String> = std::fs::read_to_string(output.join("synthesized.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["question"].to_string())
-            .collect();
+        ];
+        sets.extend(EVOLUTION_PROMPTS);
+        let questions: Vec<String> =
+            synthesize_against(&model, &seeds, &output, Some(&data_dir), &sets)
+                .iter()
+                .map(|l| l["question"].to_string())
+                .collect();
         (questions, funnel(&output)["contaminated"].as_u64().unwrap())
     };
     let (kept, contaminated) = run("on", "decontaminate=true");

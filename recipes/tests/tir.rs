@@ -282,14 +282,8 @@ fn rl_with_tir_and_a_sandbox_that_cannot_start_fails_before_the_run_directory() 
     let ScriptedRun {
         model, data, run, ..
     } = &scripted_run(&["5"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_mathrl"))
-        .args(["--recipe", "qwen25-math-rl", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--output")
-        .arg(run)
-        .args(["--set", "tir=true", "--set", "tool.python=/no/such/python"])
+    let out = rl_tir_command(model, data, run)
+        .args(["--set", "tool.python=/no/such/python"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
