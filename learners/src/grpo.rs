@@ -1,12 +1,12 @@
 //! `GrpoLearner`: one GRPO step per batch of scored groups, as in the Qwen2.5-Math report.
 //!
 //! [`GrpoLearner::step`] reads top to bottom: group advantages over the whole step → mini-batches
-//! of whole groups ([`crate::mini_batch`]), each cut into padded `[prompt | completion]`
-//! micro-batches → μ epochs over the mini-batches, each mini-batch one guarded AdamW update from
-//! its micro-batches' accumulated gradients (peak memory follows the micro-batch, not the
-//! mini-batch: micro-batches are bounded in rows and in padded tokens, and with
-//! `gradient_checkpointing` the decoder layers' activations are recomputed in the backward pass)
-//! → metrics. A step makes μ × (mini-batches) updates; by default one mini-batch is the step.
+//! of whole groups ([`crate::mini_batch`]), each cut into micro-batches of padded
+//! `[prompt | completion]` rows (or, with `pack_groups`, of packed groups) → μ epochs over the
+//! mini-batches, each mini-batch one guarded AdamW update from its micro-batches' accumulated
+//! gradients (peak memory follows the micro-batch, not the mini-batch: micro-batches are bounded
+//! in rows and in padded tokens, and with `gradient_checkpointing` the decoder layers'
+//! activations are recomputed in the backward pass) → metrics. A step makes μ × (mini-batches) updates; by default one mini-batch is the step.
 //!
 //! What it does not do, and why:
 //! - No value network: advantages are group-relative (that is GRPO).
@@ -25,7 +25,7 @@ use mathrl::{Metrics, Policy};
 
 use crate::checkpoint::{CheckpointConfig, RunState};
 use crate::entropy::entropy_of_hidden;
-use crate::grpo_batch::{micro_batches, MicroBatch, Row};
+use crate::grpo_batch::{micro_batches, packed_micro_batches, MicroBatch, Row};
 pub use crate::grpo_config::{GrpoConfig, OldLogprobs};
 pub use crate::grpo_report::GrpoStepReport;
 use crate::learner_core::LearnerCore;
@@ -193,8 +193,7 @@ impl GrpoLearner {
                 for (k, mb) in mini.iter().enumerate() {
                     let policy = self.core.model();
                     let backbone = policy.model().backbone();
-                    let (positions, bias) =
-                        backbone.padded_inputs(&mb.input_ids, &mb.attention_mask)?;
+                    let (input_ids, positions, bias) = mb.forward_inputs(backbone)?;
                     let mut metrics = None;
                     let first_update = pass == 0 && j == 0;
                     // The policy's log-probs and loss from the final hidden states (with
@@ -227,7 +226,7 @@ impl GrpoLearner {
                     };
                     let out = loss_and_gradients(
                         backbone,
-                        &mb.input_ids,
+                        &input_ids,
                         &positions,
                         &bias,
                         activations,
@@ -253,23 +252,22 @@ impl GrpoLearner {
     /// temperature, their entropies where the fused CPU pass gave them, and the final hidden
     /// states `[n, C, d]` that predicted them.
     fn completion_logprobs(&self, model: &Policy, mb: &MicroBatch) -> Result<CompletionLogprobs> {
-        let hidden = model
-            .model()
-            .backbone()
-            .forward(&mb.input_ids, &mb.attention_mask)?;
+        let backbone = model.model().backbone();
+        let (input_ids, positions, bias) = mb.forward_inputs(backbone)?;
+        let hidden = backbone.forward_with(&input_ids, &positions, &bias, None)?;
         self.completion_logprobs_of_hidden(model, &hidden, mb)
     }
 
-    /// [`Self::completion_logprobs`] from the final hidden states `[n, P + C, d]` of the whole rows.
+    /// [`Self::completion_logprobs`] from the final hidden states of the forward pass over
+    /// [`MicroBatch::forward_inputs`].
     fn completion_logprobs_of_hidden(
         &self,
         model: &Policy,
         hidden: &Tensor,
         mb: &MicroBatch,
     ) -> Result<CompletionLogprobs> {
-        // Completion token j sits at column P + j and is predicted by the hidden state at P + j − 1.
         let (p, c) = (mb.prompt_width, mb.completion_width);
-        let hidden = hidden.narrow(1, p - 1, c + 1)?;
+        let hidden = mb.completion_hidden(hidden)?;
         let out = token_logprobs(
             model.model(),
             &hidden,
@@ -394,6 +392,7 @@ impl GrpoLearner {
                     continue;
                 }
                 rows.push(Row {
+                    group: g,
                     prompt: &group.prompt_ids,
                     completion: &completion.token_ids,
                     behaviour: completion
@@ -421,7 +420,12 @@ impl GrpoLearner {
         ranges
             .into_iter()
             .map(|range| {
-                micro_batches(
+                let cut = if self.config.pack_groups {
+                    packed_micro_batches
+                } else {
+                    micro_batches
+                };
+                cut(
                     rows.by_ref().take(range.len()).collect(),
                     self.config.micro_batch_size,
                     self.config.micro_batch_tokens,

@@ -61,6 +61,14 @@ pub struct GrpoConfig {
     /// pass; a longer single completion goes alone. The split does not change the update (the
     /// loss is normalised by the update's totals).
     pub micro_batch_tokens: usize,
+    /// Pack each group's prompt once with its completions into one row, each completion seeing
+    /// only the prompt and itself (a shared-prefix mask, `mathrl::model::SharedPrefixBatch`),
+    /// instead of one padded `[prompt | completion]` row per completion: the prompt's forward and
+    /// backward run once per group, and padding goes. The update is the same up to float
+    /// rounding. It pays when completions are short next to the prompt (the embedded default: on,
+    /// 0.48× the learner's time); attention grows with the square of the packed length, which
+    /// `micro_batch_tokens` also bounds. Default false.
+    pub pack_groups: bool,
     /// Recompute each decoder layer's activations in the backward pass instead of keeping them
     /// from the forward pass: about one more forward of compute for the activation memory of a
     /// single layer (plus each layer's input). Gradients are unchanged.
@@ -100,6 +108,7 @@ impl Default for GrpoConfig {
             mini_batch_size: 0,
             micro_batch_size: 8,
             micro_batch_tokens: 16_384,
+            pack_groups: false,
             gradient_checkpointing: false,
             filter_zero_variance_groups: false,
             old_logprobs: OldLogprobs::Recompute,

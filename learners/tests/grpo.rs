@@ -206,17 +206,28 @@ fn weights(learner: &GrpoLearner) -> Result<Vec<f32>> {
 }
 
 /// One step's report and weights with `aggregation`, micro-batches of at most `max_rows` rows and
-/// `max_tokens` padded tokens.
+/// `max_tokens` padded tokens, groups packed or not.
 fn step_split(
     batch: &RolloutBatch,
     aggregation: LossAggregation,
     max_rows: usize,
     max_tokens: usize,
 ) -> Result<(mathrl_learners::GrpoStepReport, Vec<f32>)> {
+    step_with(batch, aggregation, max_rows, max_tokens, false)
+}
+
+fn step_with(
+    batch: &RolloutBatch,
+    aggregation: LossAggregation,
+    max_rows: usize,
+    max_tokens: usize,
+    pack_groups: bool,
+) -> Result<(mathrl_learners::GrpoStepReport, Vec<f32>)> {
     let mut c = config(0.05, 1e-3);
     c.micro_batch_size = max_rows;
     c.micro_batch_tokens = max_tokens;
     c.loss.aggregation = aggregation;
+    c.pack_groups = pack_groups;
     // A large ε makes the first AdamW update ≈ lr·g instead of lr·sign(g), so that the
     // comparison is of gradients, not of the signs of rounding noise in near-zero ones.
     c.optimizer.eps = 1.0;
@@ -273,6 +284,65 @@ fn micro_batching_does_not_change_the_update() -> Result<()> {
         whole.0.loss,
         split.0.loss
     );
+    Ok(())
+}
+
+#[test]
+fn packed_groups_give_the_padded_update() -> Result<()> {
+    let mut rng = SeededRng::new(11);
+    let sampler = tiny_policy(Trainable::No)?;
+    // Prompts of 2–4 tokens, 4 completions each of 2 to 6 tokens (cut, as if they stopped).
+    let mut groups = sample_groups(&sampler, &prompts(), 4, 6, 1.0, &mut rng)?;
+    for (g, group) in groups.iter_mut().enumerate() {
+        for (i, c) in group.completions.iter_mut().enumerate() {
+            let len = 2 + (g + 3 * i) % 5;
+            c.token_ids.truncate(len);
+            c.logprobs.truncate(len);
+            c.tool_mask.truncate(len);
+        }
+    }
+    let lengths: Vec<usize> = groups
+        .iter()
+        .flat_map(|g| g.completions.iter().map(|c| c.token_ids.len()))
+        .collect();
+    assert!(lengths.iter().min() < lengths.iter().max(), "{lengths:?}");
+    let batch = score(groups, |ids| ids.iter().sum::<u32>() as f32 / 1000.0);
+    let norm = |r: &mathrl_learners::GrpoStepReport| r.grad_norm.expect("a gradient");
+    for aggregation in [LossAggregation::Dapo, LossAggregation::DrGrpo] {
+        let padded = step_with(&batch, aggregation, 16, 16_384, false)?;
+        // Whole groups two to a micro-batch; groups cut into packed rows of 3 completions; a
+        // 12-token budget that splits groups and micro-batches by tokens.
+        for (max_rows, max_tokens) in [(8, 16_384), (3, 16_384), (16, 12)] {
+            let packed = step_with(&batch, aggregation, max_rows, max_tokens, true)?;
+            let case = format!("{aggregation:?}, packed, {max_rows} rows, {max_tokens} tokens");
+            // The sampler's log-probs are the padded forward's: the packed one matches them.
+            assert!(
+                packed.0.logprob_drift_max < 1e-4,
+                "{case}: drift {}",
+                packed.0.logprob_drift_max
+            );
+            assert!(
+                (padded.0.loss - packed.0.loss).abs() < 1e-5 * padded.0.loss.abs().max(1e-3),
+                "{case}: loss {} vs {}",
+                padded.0.loss,
+                packed.0.loss
+            );
+            assert!(
+                (norm(&padded.0) - norm(&packed.0)).abs() < 1e-4 * norm(&padded.0),
+                "{case}: gradient norm {} vs {}",
+                norm(&padded.0),
+                norm(&packed.0)
+            );
+            let max_diff = padded
+                .1
+                .iter()
+                .zip(&packed.1)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max_diff < 1e-6, "{case}: weights differ by {max_diff}");
+            assert_eq!(padded.0.trained_tokens, packed.0.trained_tokens, "{case}");
+        }
+    }
     Ok(())
 }
 

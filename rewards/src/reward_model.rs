@@ -15,7 +15,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use mathrl::model::layers::linear;
 use mathrl::model::weights::{checkpoint_builder, tensors_builder, WeightStore};
-use mathrl::model::{Qwen2Config, Qwen2Model, Trainable};
+use mathrl::model::{
+    common_prefix_len, packing_pays, Qwen2Config, Qwen2Model, SharedPrefixBatch, SharedPrefixRow,
+    Trainable,
+};
 use mathrl::policy::{save_pretrained, with_masters};
 use mathrl::{ChatMessage, Policy, Tokenizer};
 use rand::SeedableRng;
@@ -265,11 +268,12 @@ impl RewardModel {
         let picked = hidden
             .reshape((b * t, d))?
             .index_select(&Tensor::new(rows, &self.device)?, 0)?;
-        Ok(self
-            .head
-            .forward(&picked)?
-            .squeeze(1)?
-            .to_dtype(DType::F32)?)
+        self.rewards_of(&picked)
+    }
+
+    /// Rewards `[n]` (f32) of the final hidden states `[n, hidden]` of sequences' last tokens.
+    fn rewards_of(&self, last: &Tensor) -> Result<Tensor> {
+        Ok(self.head.forward(last)?.squeeze(1)?.to_dtype(DType::F32)?)
     }
 
     /// Token ids of a (question, response) pair through the chat template: system prompt (the
@@ -297,33 +301,68 @@ impl RewardModel {
         self.score_ids(&ids, batch_size)
     }
 
-    /// Rewards of token sequences of any lengths, `batch_size` rows per forward pass.
+    /// Rewards of token sequences of any lengths, `batch_size` sequences per forward pass: one
+    /// packed row when they share a prefix and that is cheaper ([`packing_pays`]; a group's
+    /// responses to one question share the template and the question), right-padded rows
+    /// otherwise. The two agree up to float rounding.
     pub fn score_ids(&self, sequences: &[Vec<u32>], batch_size: usize) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(batch_size.max(1)) {
-            let width = chunk.iter().map(Vec::len).max().unwrap_or(0);
-            let pad = self.config.pad_token_id.unwrap_or(0);
-            let ids: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|s| {
-                    s.iter()
-                        .copied()
-                        .chain(std::iter::repeat(pad))
-                        .take(width)
-                        .collect()
-                })
-                .collect();
-            let mask: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|s| (0..width).map(|i| u32::from(i < s.len())).collect())
-                .collect();
-            let rewards = self.forward(
-                &Tensor::new(ids, &self.device)?,
-                &Tensor::new(mask, &self.device)?,
-            )?;
+            let rewards = match self.score_packed(chunk)? {
+                Some(rewards) => rewards,
+                None => self.score_padded(chunk)?,
+            };
             out.extend(rewards.to_vec1::<f32>()?);
         }
         Ok(out)
+    }
+
+    /// Rewards `[n]` of `chunk` as one packed row, or `None` when packing does not pay.
+    fn score_packed(&self, chunk: &[Vec<u32>]) -> Result<Option<Tensor>> {
+        let sequences: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        let prefix = common_prefix_len(&sequences);
+        let width = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let row = SharedPrefixRow {
+            prefix: &sequences[0][..prefix],
+            suffixes: sequences.iter().map(|s| &s[prefix..]).collect(),
+        };
+        if chunk.len() < 2
+            || prefix == 0
+            || !packing_pays(&self.config, chunk.len(), width, row.len())
+        {
+            return Ok(None);
+        }
+        let packed = SharedPrefixBatch::new(&[row], &self.device)?;
+        let hidden = packed.forward(&self.backbone)?;
+        let (g, t, d) = hidden.dims3()?;
+        let picked = hidden
+            .reshape((g * t, d))?
+            .index_select(&packed.last_token_indices()?, 0)?;
+        Ok(Some(self.rewards_of(&picked)?))
+    }
+
+    /// Rewards `[n]` of `chunk` as right-padded rows.
+    fn score_padded(&self, chunk: &[Vec<u32>]) -> Result<Tensor> {
+        let width = chunk.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = self.config.pad_token_id.unwrap_or(0);
+        let ids: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat(pad))
+                    .take(width)
+                    .collect()
+            })
+            .collect();
+        let mask: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|s| (0..width).map(|i| u32::from(i < s.len())).collect())
+            .collect();
+        self.forward(
+            &Tensor::new(ids, &self.device)?,
+            &Tensor::new(mask, &self.device)?,
+        )
     }
 
     /// Saves in `dtype` from now on instead of the dtype of the loaded files; `None` goes back

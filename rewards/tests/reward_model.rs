@@ -181,3 +181,42 @@ fn an_all_padding_row_is_an_error_naming_it() {
     let err = rm.forward(&ids, &mask).err().unwrap().to_string();
     assert!(err.contains("row 1"), "{err}");
 }
+
+#[test]
+fn a_group_sharing_its_prompt_scores_packed_as_padded_one_by_one() {
+    for name in ["tiny-rm", "tiny-rm-seqcls", "rm-seqcls-gqa3"] {
+        let rm = RewardModel::load(fixture(name), &Device::Cpu, Some(DType::F32), Trainable::No)
+            .unwrap();
+        // A 24-token prompt, then responses of 1 to 9 tokens; the last response is empty (the
+        // sequence is the prompt itself).
+        let prompt: Vec<u32> = (0..24).map(|i| (i * 7 + 3) % 97 + 1).collect();
+        let group: Vec<Vec<u32>> = (0..6)
+            .map(|r| {
+                let response =
+                    (0..(1 + r * 8 / 5) % 10).map(|j| ((r * 13 + j * 5) % 89 + 2) as u32);
+                prompt.iter().copied().chain(response).collect()
+            })
+            .chain(std::iter::once(prompt.clone()))
+            .collect();
+        let packed_len = prompt.len() + group.iter().map(|s| s.len() - prompt.len()).sum::<usize>();
+        let width = group.iter().map(Vec::len).max().unwrap();
+        assert!(
+            mathrl::model::packing_pays(rm.config(), group.len(), width, packed_len),
+            "{name}: the case must take the packed path"
+        );
+        let packed = rm.score_ids(&group, group.len()).unwrap();
+        let alone = rm.score_ids(&group, 1).unwrap();
+        assert_eq!(packed.len(), group.len());
+        for (i, (p, a)) in packed.iter().zip(&alone).enumerate() {
+            assert!(
+                (p - a).abs() < 1e-5,
+                "{name} sequence {i}: packed {p} vs alone {a}"
+            );
+        }
+        // Different responses score differently: the comparison is not of a constant.
+        assert!(
+            alone.iter().any(|&a| (a - alone[0]).abs() > 1e-4),
+            "{name}: {alone:?}"
+        );
+    }
+}

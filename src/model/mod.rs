@@ -7,6 +7,7 @@ pub mod layers;
 pub mod logprobs;
 mod qwen2;
 pub mod recompute;
+mod shared_prefix;
 pub mod weights;
 
 pub use config::Qwen2Config;
@@ -19,4 +20,5 @@ pub use qwen2::{
     Qwen2ForCausalLM, Qwen2Model,
 };
 pub use recompute::{loss_and_gradients, Activations, LossAndGradients};
+pub use shared_prefix::{common_prefix_len, packing_pays, SharedPrefixBatch, SharedPrefixRow};
 pub use weights::Trainable;

@@ -1,0 +1,268 @@
+//! Shared-prefix packing: sequences that start with the same tokens as one row, the prefix once.
+//!
+//! The completions of a GRPO group share their prompt; the (question, response) pairs a reward
+//! model scores for one group share the chat template and the question. Padded rows repeat the
+//! prefix's forward (and, training, its backward) once per sequence; with short answers to long
+//! prompts that is most of the arithmetic. A packed row is `[prefix | suffix 1 | suffix 2 | …]`
+//! with a shared-prefix attention bias: each suffix sees the prefix and its own earlier tokens,
+//! never another suffix, and its positions continue from the prefix's end, so every token's
+//! hidden state is the one its own padded row would give (up to float rounding). Gradients that
+//! reach the prefix are summed over the suffixes, as over the padded rows. Padding goes too:
+//! rows pad only to the longest packed row.
+//!
+//! The price is attention over the packed length: scores are `[T, T]` per packed row.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{masked_score, Qwen2Config, Qwen2Model};
+use crate::Result;
+
+/// One packed row: a prefix and the suffixes that follow it.
+#[derive(Debug, Clone)]
+pub struct SharedPrefixRow<'a> {
+    /// The tokens every sequence of the row starts with (at least one).
+    pub prefix: &'a [u32],
+    /// What follows the prefix in each sequence, in order.
+    pub suffixes: Vec<&'a [u32]>,
+}
+
+impl SharedPrefixRow<'_> {
+    /// Tokens of the packed row: the prefix once plus every suffix.
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.suffixes.iter().map(|s| s.len()).sum::<usize>()
+    }
+
+    /// Whether the row holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where one suffix lies in the packed rows.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// Flat index (`row · T`) of the row's first token.
+    line: usize,
+    prefix: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// Flat index of the sequence's last token: the suffix's, or the prefix's when it is empty.
+    fn last_token(&self) -> usize {
+        match self.len {
+            0 => self.line + self.prefix - 1,
+            len => self.line + self.start + len - 1,
+        }
+    }
+}
+
+/// The forward inputs of packed rows, and where each sequence's hidden states lie in the output.
+#[derive(Debug, Clone)]
+pub struct SharedPrefixBatch {
+    /// `[G, T]` token ids (pad 0).
+    pub input_ids: Tensor,
+    /// `[G, T]` (u32): prefix positions from 0, each suffix's continuing from the prefix's end.
+    pub positions: Tensor,
+    /// `[G, 1, T, T]` (f32) additive attention bias: the shared-prefix mask.
+    pub bias: Tensor,
+    spans: Vec<Span>,
+}
+
+impl SharedPrefixBatch {
+    /// Packs `rows`, each padded to the longest (an empty prefix is an input error).
+    pub fn new(rows: &[SharedPrefixRow], device: &Device) -> Result<Self> {
+        let g = rows.len();
+        let t = rows.iter().map(SharedPrefixRow::len).max().unwrap_or(0);
+        let mut ids = vec![0u32; g * t];
+        let mut positions = vec![0u32; g * t];
+        let mut bias = vec![masked_score(DType::F32); g * t * t];
+        let mut spans = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            let p = row.prefix.len();
+            if p == 0 {
+                return Err(crate::Error::Input(format!(
+                    "packed row {r} has an empty shared prefix"
+                )));
+            }
+            let line = r * t;
+            let mut allow = |q: usize, keys: std::ops::Range<usize>| {
+                let base = (line + q) * t;
+                bias[base + keys.start..base + keys.end].fill(0.0);
+            };
+            ids[line..line + p].copy_from_slice(row.prefix);
+            for q in 0..p {
+                positions[line + q] = q as u32;
+                allow(q, 0..q + 1);
+            }
+            let mut start = p;
+            for suffix in &row.suffixes {
+                let len = suffix.len();
+                ids[line + start..line + start + len].copy_from_slice(suffix);
+                for j in 0..len {
+                    let q = start + j;
+                    positions[line + q] = (p + j) as u32;
+                    allow(q, 0..p);
+                    allow(q, start..q + 1);
+                }
+                spans.push(Span {
+                    line,
+                    prefix: p,
+                    start,
+                    len,
+                });
+                start += len;
+            }
+            // Padding queries see the first token only, so their softmax stays well defined.
+            for q in start..t {
+                allow(q, 0..1);
+            }
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (g, t), device)?,
+            positions: Tensor::from_vec(positions, (g, t), device)?,
+            bias: Tensor::from_vec(bias, (g, 1, t, t), device)?,
+            spans,
+        })
+    }
+
+    /// Sequences packed: the suffixes of all rows.
+    pub fn sequences(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Final-norm hidden states `[G, T, hidden]` of the packed rows under `backbone`.
+    pub fn forward(&self, backbone: &Qwen2Model) -> Result<Tensor> {
+        backbone.forward_with(&self.input_ids, &self.positions, &self.bias, None)
+    }
+
+    /// `[n · (width + 1)]` (u32) flat indices into the `[G · T]` hidden states: entry `(i, j)` is
+    /// the state that predicts token j of suffix i (the prefix's last for j = 0), as a padded row
+    /// `[prefix | suffix]` narrowed at the prefix's last column would give. Entries past a
+    /// suffix's end repeat its last state.
+    pub fn predicting_indices(&self, width: usize) -> Result<Tensor> {
+        let mut indices = Vec::with_capacity(self.spans.len() * (width + 1));
+        for s in &self.spans {
+            indices.extend((0..=width).map(|j| match j {
+                0 => s.line + s.prefix - 1,
+                j if j <= s.len => s.line + s.start + j - 1,
+                _ => s.last_token(),
+            } as u32));
+        }
+        let n = indices.len();
+        Ok(Tensor::from_vec(indices, n, self.input_ids.device())?)
+    }
+
+    /// `[n]` (u32) flat indices of each sequence's last token (the prefix's last for an empty
+    /// suffix) into the `[G · T]` hidden states.
+    pub fn last_token_indices(&self) -> Result<Tensor> {
+        let indices: Vec<u32> = self.spans.iter().map(|s| s.last_token() as u32).collect();
+        let n = indices.len();
+        Ok(Tensor::from_vec(indices, n, self.input_ids.device())?)
+    }
+}
+
+/// Whether one packed row of `packed_len` tokens is the cheaper forward of `rows` sequences of
+/// `cfg`'s shape that padded would take `width` tokens each: fewer multiply-adds (projections
+/// and MLP per token, attention per query–key pair), with attention scores no larger than the
+/// padded rows' or 64 MiB of f32, whichever is more.
+pub fn packing_pays(cfg: &Qwen2Config, rows: usize, width: usize, packed_len: usize) -> bool {
+    let (d, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
+    let kv = (cfg.num_key_value_heads * cfg.head_dim()) as f64;
+    let per_token = 2.0 * d * d + 2.0 * d * kv + 3.0 * d * i;
+    let per_pair = 2.0 * (cfg.num_attention_heads * cfg.head_dim()) as f64;
+    let cost = |tokens: f64, pairs: f64| tokens * per_token + pairs * per_pair;
+    let (n, w, t) = (rows as f64, width as f64, packed_len as f64);
+    let score_budget = (n * w * w).max((64 << 20) as f64 / 4.0 / cfg.num_attention_heads as f64);
+    cost(t, t * t) < cost(n * w, n * w * w) && t * t <= score_budget
+}
+
+/// Tokens every one of `sequences` starts with.
+pub fn common_prefix_len(sequences: &[&[u32]]) -> usize {
+    let Some((first, rest)) = sequences.split_first() else {
+        return 0;
+    };
+    rest.iter().fold(first.len(), |common, s| {
+        common.min(
+            first
+                .iter()
+                .zip(s.iter())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_positions_mask_and_indices() {
+        let prefix = [5u32, 6, 7];
+        let (a, b, empty) = ([8u32, 9], [10u32], []);
+        let rows = [SharedPrefixRow {
+            prefix: &prefix,
+            suffixes: vec![&a, &b, &empty],
+        }];
+        let packed = SharedPrefixBatch::new(&rows, &Device::Cpu).unwrap();
+        assert_eq!(
+            packed.input_ids.to_vec2::<u32>().unwrap(),
+            [[5, 6, 7, 8, 9, 10]]
+        );
+        assert_eq!(
+            packed.positions.to_vec2::<u32>().unwrap(),
+            [[0, 1, 2, 3, 4, 3]]
+        );
+        let seen: Vec<Vec<u8>> = packed
+            .bias
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|row| row.iter().map(|&b| u8::from(b == 0.0)).collect())
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                [1, 0, 0, 0, 0, 0],
+                [1, 1, 0, 0, 0, 0],
+                [1, 1, 1, 0, 0, 0],
+                [1, 1, 1, 1, 0, 0],
+                [1, 1, 1, 1, 1, 0],
+                // The second suffix does not see the first.
+                [1, 1, 1, 0, 0, 1],
+            ]
+        );
+        // a: prefix end, its own tokens; b: prefix end, itself, then its last again; the empty
+        // suffix: the prefix's last throughout.
+        assert_eq!(
+            packed
+                .predicting_indices(2)
+                .unwrap()
+                .to_vec1::<u32>()
+                .unwrap(),
+            [2, 3, 4, 2, 5, 5, 2, 2, 2]
+        );
+        assert_eq!(
+            packed
+                .last_token_indices()
+                .unwrap()
+                .to_vec1::<u32>()
+                .unwrap(),
+            [4, 5, 2]
+        );
+    }
+
+    #[test]
+    fn common_prefix() {
+        assert_eq!(common_prefix_len(&[]), 0);
+        assert_eq!(common_prefix_len(&[&[1, 2, 3]]), 3);
+        assert_eq!(common_prefix_len(&[&[1, 2, 3], &[1, 2, 4], &[1, 2]]), 2);
+        assert_eq!(common_prefix_len(&[&[1, 2], &[3]]), 0);
+    }
+}
