@@ -78,12 +78,19 @@ pub fn config_60m() -> Qwen2Config {
 /// `None` after printing why it did not run; `None` too when `MATHRL_BENCH_NO_TORCH` is set.
 #[allow(dead_code)] // not every bench has a Python baseline
 pub fn python_baseline(script: &str) -> Option<String> {
+    python_baseline_with(script, &[])
+}
+
+/// [`python_baseline`] with command-line arguments for the script.
+#[allow(dead_code)]
+pub fn python_baseline_with(script: &str, args: &[&str]) -> Option<String> {
     if std::env::var_os("MATHRL_BENCH_NO_TORCH").is_some() {
         return None;
     }
     let path = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
     match std::process::Command::new("python3")
         .arg(&path)
+        .args(args)
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .env("OMP_NUM_THREADS", "2")
         .output()

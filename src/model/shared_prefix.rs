@@ -77,7 +77,9 @@ impl SharedPrefixBatch {
         let t = rows.iter().map(SharedPrefixRow::len).max().unwrap_or(0);
         let mut ids = vec![0u32; g * t];
         let mut positions = vec![0u32; g * t];
-        let mut bias = vec![masked_score(DType::F32); g * t * t];
+        // f16's most negative value: finite in every compute dtype the bias is cast to (f32's
+        // would become -inf in f16), and still exp() = 0 against real scores.
+        let mut bias = vec![masked_score(DType::F16); g * t * t];
         let mut spans = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             let p = row.prefix.len();
@@ -256,6 +258,87 @@ mod tests {
                 .unwrap(),
             [4, 5, 2]
         );
+    }
+
+    fn tiny_config() -> Qwen2Config {
+        Qwen2Config {
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 64,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings: true,
+            torch_dtype: None,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
+            architecture: None,
+            num_labels: None,
+        }
+    }
+
+    /// Each sequence's last hidden state, packed and as right-padded rows, in every compute
+    /// dtype: the bias must stay finite where it is cast.
+    #[test]
+    fn packed_hidden_states_match_padded_rows_in_every_dtype() {
+        let prefix = [3u32, 4, 5, 6, 7];
+        let suffixes: [&[u32]; 3] = [&[8, 9], &[10], &[11, 12, 13]];
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 2e-2), (DType::BF16, 1e-1)] {
+            let policy = crate::Policy::random(
+                &tiny_config(),
+                0,
+                &Device::Cpu,
+                dtype,
+                crate::model::Trainable::No,
+            )
+            .unwrap();
+            let backbone = policy.model().backbone();
+            let packed = SharedPrefixBatch::new(
+                &[SharedPrefixRow {
+                    prefix: &prefix,
+                    suffixes: suffixes.to_vec(),
+                }],
+                &Device::Cpu,
+            )
+            .unwrap();
+            let hidden = packed.forward(backbone).unwrap();
+            let (g, t, d) = hidden.dims3().unwrap();
+            let last = hidden
+                .reshape((g * t, d))
+                .unwrap()
+                .index_select(&packed.last_token_indices().unwrap(), 0)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (i, suffix) in suffixes.iter().enumerate() {
+                let ids: Vec<u32> = prefix.iter().chain(suffix.iter()).copied().collect();
+                let n = ids.len();
+                let row = backbone
+                    .forward(
+                        &Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap(),
+                        &Tensor::ones((1, n), DType::U32, &Device::Cpu).unwrap(),
+                    )
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                for (a, b) in last[i].iter().zip(&row[n - 1]) {
+                    assert!(
+                        a.is_finite() && (a - b).abs() < tol,
+                        "{dtype:?} {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
