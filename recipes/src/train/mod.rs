@@ -6,6 +6,7 @@ pub mod pipeline;
 pub mod query_filter;
 pub mod qwen25_math_rl;
 pub mod reasoning;
+pub mod rejection_sampling;
 pub mod rl_eval;
 pub mod rm_retraining;
 pub mod sft;

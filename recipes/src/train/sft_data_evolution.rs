@@ -1,7 +1,8 @@
 //! `sft-data-evolution`: the report's iterative SFT-data construction. Each round samples K
 //! responses per question with the current model, keeps those whose answer checks correct,
-//! ranks them by reward-model score and keeps the top m per question, writes them as
-//! `{"messages": [...]}` JSONL and fine-tunes the model on them with the SFT learner.
+//! ranks them by reward-model score and keeps the top m per question (the rejection sampling of
+//! [`crate::train::rejection_sampling`]), writes them as `{"messages": [...]}` JSONL and
+//! fine-tunes the model on them with the SFT learner.
 //!
 //! `mathrl --recipe sft-data-evolution --model DIR --data qa.jsonl [--rm DIR] [--output DIR]`
 //! (`qa.jsonl` lines: `{"question": .., "answer": ..}`, `answer` optional).
@@ -22,12 +23,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mathrl::data::{load_qa, GoldAnswers, QaRecord};
-use mathrl::generation::SamplingParams;
 use mathrl::model::Trainable;
-use mathrl::tokenizer::ChatMessage;
 use mathrl::{Policy, Tokenizer};
 use mathrl_learners::sft_data::{load_conversations, Conversation};
-use mathrl_rewards::{RewardModel, Verifier};
+use mathrl_rewards::RewardModel;
 use mathrl_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
@@ -35,11 +34,10 @@ use crate::cli::Cli;
 use crate::decontamination::decontaminate_qa;
 use crate::driver::{prepare, Prepared};
 use crate::eval::evaluate;
-use crate::eval::prompts::PromptFormat;
-use crate::eval::voting::{majority_vote, rm_weighted_vote};
 use crate::precision::Precision;
 use crate::run::{print_summary, require_dir, RunContext};
 use crate::train::reasoning::Reasoning;
+use crate::train::rejection_sampling::sample_and_filter;
 use crate::train::sft::{train_sft, SftRecipeConfig};
 use crate::train::sft_pool::pooled;
 
@@ -399,164 +397,6 @@ fn split_held_out(questions: &[QaRecord], n: usize) -> (Vec<QaRecord>, Vec<QaRec
     (train, eval)
 }
 
-/// The kept responses of one round.
-struct Kept {
-    conversations: Vec<Conversation>,
-    sampled: usize,
-    questions: usize,
-}
-
-/// Samples K responses per question (CoT, or TIR with its tool) and keeps the top m of the
-/// accepted ones per question.
-#[allow(clippy::too_many_arguments)] // the round's parts; a struct would only rename them
-fn sample_and_filter(
-    policy: &Policy,
-    tokenizer: &Tokenizer,
-    questions: &[QaRecord],
-    checker: &dyn Verifier,
-    rm: Option<&RewardModel>,
-    reasoning: &Reasoning,
-    config: &EvolutionConfig,
-    seed: u64,
-) -> Result<Kept> {
-    let frozen = policy.frozen_copy()?;
-    let mut engine = reasoning.engine(&frozen, tokenizer);
-    let format = reasoning.format();
-    let params = SamplingParams {
-        n: config.samples_per_question,
-        temperature: config.temperature,
-        top_p: config.top_p,
-        seed,
-        max_new_tokens: config.max_new_tokens,
-        ..SamplingParams::default()
-    };
-    let bar = crate::run::progress_bar(questions.len() as u64, "sample");
-    let mut kept = Kept {
-        conversations: Vec::new(),
-        sampled: 0,
-        questions: 0,
-    };
-    for (chunk_index, chunk) in questions
-        .chunks(config.questions_per_batch.max(1))
-        .enumerate()
-    {
-        let prompts = chunk
-            .iter()
-            .map(|q| {
-                let prompt = messages(format, &q.question, None);
-                Ok(tokenizer.encode(&tokenizer.apply_chat_template(&prompt, true)?)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let chunk_params = crate::chunk_seed::chunk_sampling_params(&params, chunk_index);
-        let out = engine.generate(&prompts, &chunk_params)?;
-        for (group, q) in out.groups.iter().zip(chunk) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|c| match &c.text {
-                    Some(text) => Ok(text.clone()),
-                    None => Ok(tokenizer.decode(&c.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
-            kept.sampled += texts.len();
-            let scores = match rm {
-                Some(rm) => {
-                    let pairs: Vec<(&str, &str)> = texts
-                        .iter()
-                        .map(|t| (q.question.as_str(), t.as_str()))
-                        .collect();
-                    Some(rm.score_pairs(tokenizer, &pairs, 8)?)
-                }
-                None => None,
-            };
-            let accepted = accepted_responses(
-                &texts,
-                q.gold.as_deref(),
-                checker,
-                scores.as_deref(),
-                config.min_agreement,
-            );
-            let picked = top_m(&accepted, scores.as_deref(), config.keep_per_question);
-            if !picked.is_empty() {
-                kept.questions += 1;
-            }
-            for i in picked {
-                kept.conversations.push(Conversation {
-                    messages: messages(format, &q.question, Some(&texts[i])),
-                });
-            }
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    Ok(kept)
-}
-
-/// The conversation of a question (and its response): the format's system prompt (CoT or TIR),
-/// the user turn and, when given, the assistant turn (a TIR response with its output blocks).
-fn messages(format: PromptFormat, question: &str, response: Option<&str>) -> Vec<ChatMessage> {
-    let mut messages = vec![
-        ChatMessage::new("system", format.system_prompt()),
-        ChatMessage::new("user", question),
-    ];
-    if let Some(response) = response {
-        messages.push(ChatMessage::new("assistant", response));
-    }
-    messages
-}
-
-/// Indices of the responses accepted as correct: checked against the gold answer when there is
-/// one, else those giving the answer of the (RM-weighted) majority vote, provided at least
-/// `min_agreement` of the responses give it. Duplicates are dropped.
-pub fn accepted_responses(
-    texts: &[String],
-    gold: Option<&str>,
-    checker: &dyn Verifier,
-    scores: Option<&[f32]>,
-    min_agreement: f64,
-) -> Vec<usize> {
-    let unique = |i: &usize| !texts[..*i].contains(&texts[*i]);
-    match gold {
-        Some(gold) => (0..texts.len())
-            .filter(|&i| checker.verify(&texts[i], gold, None).is_correct())
-            .filter(unique)
-            .collect(),
-        None => {
-            // The extracted answer does not depend on the gold, so an empty one serves.
-            let answers: Vec<Option<String>> = texts
-                .iter()
-                .map(|t| checker.verify(t, "", None).extracted)
-                .collect();
-            let winner = match scores {
-                Some(scores) => rm_weighted_vote(&answers, scores),
-                None => majority_vote(&answers),
-            };
-            let Some(winner) = winner else {
-                return Vec::new();
-            };
-            let agreeing = answers.iter().filter(|a| **a == answers[winner]).count();
-            if (agreeing as f64) < min_agreement * texts.len() as f64 {
-                return Vec::new();
-            }
-            (0..texts.len())
-                .filter(|&i| answers[i].is_some() && answers[i] == answers[winner])
-                .filter(unique)
-                .collect()
-        }
-    }
-}
-
-/// The `m` best of `accepted` by score (stable: sample order among equal scores, and without
-/// scores), best first.
-pub fn top_m(accepted: &[usize], scores: Option<&[f32]>, m: usize) -> Vec<usize> {
-    let mut ranked = accepted.to_vec();
-    if let Some(scores) = scores {
-        ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    }
-    ranked.truncate(m);
-    ranked
-}
-
 /// Writes `conversations` as `{"messages": [...]}` JSONL lines.
 pub(crate) fn write_messages(path: &Path, conversations: &[Conversation]) -> Result<()> {
     let file =
@@ -572,70 +412,6 @@ pub(crate) fn write_messages(path: &Path, conversations: &[Conversation]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mathrl_rewards::Verdict;
-
-    /// Test-only check: the last `\boxed{}` equals the gold.
-    struct LastBoxed;
-
-    impl Verifier for LastBoxed {
-        fn verify(&self, response: &str, gold: &str, _: Option<&str>) -> Verdict {
-            match crate::eval::datasets::last_boxed(response) {
-                Some(a) if a == gold => Verdict::correct(a.into()),
-                Some(a) => Verdict::incorrect(a.into()),
-                None => Verdict::unparseable(None, "no box"),
-            }
-        }
-    }
-
-    fn texts(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn with_gold_the_checked_correct_unique_responses_are_accepted() {
-        let t = texts(&[
-            "\\boxed{4}",
-            "\\boxed{5}",
-            "x \\boxed{4}",
-            "\\boxed{4}",
-            "none",
-        ]);
-        assert_eq!(
-            accepted_responses(&t, Some("4"), &LastBoxed, None, 0.0),
-            vec![0, 2]
-        );
-    }
-
-    #[test]
-    fn without_gold_the_rm_weighted_vote_picks_the_answer() {
-        let t = texts(&["a \\boxed{1}", "b \\boxed{1}", "c \\boxed{2}", "none"]);
-        assert_eq!(
-            accepted_responses(&t, None, &LastBoxed, None, 0.0),
-            vec![0, 1]
-        );
-        // Two of four agree: enough for half, not for three quarters.
-        assert_eq!(
-            accepted_responses(&t, None, &LastBoxed, None, 0.5),
-            vec![0, 1]
-        );
-        assert!(accepted_responses(&t, None, &LastBoxed, None, 0.75).is_empty());
-        let scores = [-5.0, -5.0, 5.0, 0.0];
-        assert_eq!(
-            accepted_responses(&t, None, &LastBoxed, Some(&scores), 0.0),
-            vec![2]
-        );
-        assert!(accepted_responses(&texts(&["x", "y"]), None, &LastBoxed, None, 0.0).is_empty());
-    }
-
-    #[test]
-    fn the_top_m_are_the_best_scored() {
-        assert_eq!(
-            top_m(&[0, 2, 3], Some(&[1.0, 9.0, 2.0, 3.0]), 2),
-            vec![3, 2]
-        );
-        assert_eq!(top_m(&[0, 2, 3], None, 2), vec![0, 2]);
-        assert_eq!(top_m(&[1], Some(&[0.0, 1.0]), 5), vec![1]);
-    }
 
     #[test]
     fn held_out_questions_have_gold_and_come_from_the_end() {
