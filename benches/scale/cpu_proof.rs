@@ -288,6 +288,7 @@ fn grpo(s: &Settings) -> Result<Value> {
             micro_batch_sequences: GROUP_SIZE,
             micro_batch_tokens: Some(config.micro_batch_tokens),
             gradient_checkpointing: config.gradient_checkpointing,
+            packed_groups: config.pack_groups,
         },
         ..PlanInput::new(s.config.clone())
     });

@@ -304,31 +304,43 @@ impl RewardModel {
     /// Rewards of token sequences of any lengths, `batch_size` sequences per forward pass: one
     /// packed row when they share a prefix and that is cheaper ([`packing_pays`]; a group's
     /// responses to one question share the template and the question), right-padded rows
-    /// otherwise. The two agree up to float rounding.
+    /// otherwise. The two agree up to float rounding. Repeats within a chunk are scored once
+    /// (a group's completions often repeat one another).
     pub fn score_ids(&self, sequences: &[Vec<u32>], batch_size: usize) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(batch_size.max(1)) {
-            let rewards = match self.score_packed(chunk)? {
+            let mut unique: Vec<&[u32]> = Vec::with_capacity(chunk.len());
+            let index_of: Vec<usize> = chunk
+                .iter()
+                .map(|s| match unique.iter().position(|u| *u == s.as_slice()) {
+                    Some(i) => i,
+                    None => {
+                        unique.push(s);
+                        unique.len() - 1
+                    }
+                })
+                .collect();
+            let rewards = match self.score_packed(&unique)? {
                 Some(rewards) => rewards,
-                None => self.score_padded(chunk)?,
+                None => self.score_padded(&unique)?,
             };
-            out.extend(rewards.to_vec1::<f32>()?);
+            let rewards = rewards.to_vec1::<f32>()?;
+            out.extend(index_of.iter().map(|&i| rewards[i]));
         }
         Ok(out)
     }
 
-    /// Rewards `[n]` of `chunk` as one packed row, or `None` when packing does not pay.
-    fn score_packed(&self, chunk: &[Vec<u32>]) -> Result<Option<Tensor>> {
-        let sequences: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-        let prefix = common_prefix_len(&sequences);
+    /// Rewards `[n]` of `sequences` as one packed row, or `None` when packing does not pay.
+    fn score_packed(&self, sequences: &[&[u32]]) -> Result<Option<Tensor>> {
+        let prefix = common_prefix_len(sequences);
         let width = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let row = SharedPrefixRow {
             prefix: &sequences[0][..prefix],
             suffixes: sequences.iter().map(|s| &s[prefix..]).collect(),
         };
-        if chunk.len() < 2
+        if sequences.len() < 2
             || prefix == 0
-            || !packing_pays(&self.config, chunk.len(), width, row.len())
+            || !packing_pays(&self.config, sequences.len(), width, row.len())
         {
             return Ok(None);
         }
@@ -342,8 +354,8 @@ impl RewardModel {
     }
 
     /// Rewards `[n]` of `chunk` as right-padded rows.
-    fn score_padded(&self, chunk: &[Vec<u32>]) -> Result<Tensor> {
-        let width = chunk.iter().map(Vec::len).max().unwrap_or(0);
+    fn score_padded(&self, chunk: &[&[u32]]) -> Result<Tensor> {
+        let width = chunk.iter().map(|s| s.len()).max().unwrap_or(0);
         let pad = self.config.pad_token_id.unwrap_or(0);
         let ids: Vec<Vec<u32>> = chunk
             .iter()

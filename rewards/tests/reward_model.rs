@@ -198,6 +198,12 @@ fn a_group_sharing_its_prompt_scores_packed_as_padded_one_by_one() {
             })
             .chain(std::iter::once(prompt.clone()))
             .collect();
+        // Repeats, as a group's completions often are: each scored like its original.
+        let group: Vec<Vec<u32>> = group
+            .iter()
+            .cloned()
+            .chain([group[2].clone(), group[0].clone()])
+            .collect();
         let packed_len = prompt.len() + group.iter().map(|s| s.len() - prompt.len()).sum::<usize>();
         let width = group.iter().map(Vec::len).max().unwrap();
         assert!(

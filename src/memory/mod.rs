@@ -133,6 +133,9 @@ pub struct LearnerShape {
     pub micro_batch_tokens: Option<usize>,
     /// Each decoder layer's activations are recomputed in the backward pass. Default false.
     pub gradient_checkpointing: bool,
+    /// A group's prompt and completions share one row (GRPO's `pack_groups`), so attention
+    /// spans the packed row rather than one completion. Default false.
+    pub packed_groups: bool,
 }
 
 impl Default for LearnerShape {
@@ -141,6 +144,7 @@ impl Default for LearnerShape {
             micro_batch_sequences: 8,
             micro_batch_tokens: None,
             gradient_checkpointing: false,
+            packed_groups: false,
         }
     }
 }
@@ -217,6 +221,25 @@ impl PlanInput {
     /// Whether an f32 master copy is kept: as set, else whenever the dtype is not f32.
     pub fn keeps_master_weights(&self) -> bool {
         self.master_weights.unwrap_or(self.dtype != DType::F32)
+    }
+
+    /// Tokens a learner row's attention spans: a padded sequence (prompt + max new tokens), or
+    /// with packed groups a prompt followed by as many of its group's completions as a
+    /// micro-batch holds, within the token budget.
+    pub fn attention_span(&self) -> usize {
+        let sequence = self.rollout.sequence_tokens();
+        if !self.learner.packed_groups {
+            return sequence;
+        }
+        let completions = self
+            .learner
+            .micro_batch_sequences
+            .clamp(1, self.rollout.group_size.max(1));
+        let packed = self.rollout.prompt_tokens + completions * self.rollout.max_new_tokens;
+        match self.learner.micro_batch_tokens {
+            Some(budget) => packed.min(budget.max(sequence)),
+            None => packed,
+        }
     }
 
     /// Tokens of one learner micro-batch: `micro_batch_sequences` sequences padded to the
@@ -361,29 +384,37 @@ impl MemoryPlan {
         let tokens = input.micro_batch_tokens();
         let sequence = input.rollout.sequence_tokens();
         let checkpointing = input.learner.gradient_checkpointing;
-        let activations = activation_bytes(config, b, tokens, sequence, checkpointing);
-        let per_token = layer_elements_per_token(config, sequence);
+        let span = input.attention_span();
+        let activations = activation_bytes(config, b, tokens, span, checkpointing);
+        let per_token = layer_elements_per_token(config, span);
         let layers = config.num_hidden_layers;
+        let mut how = if checkpointing {
+            format!(
+                "{layers} layer inputs × {} tokens × {} + 1 layer × {} tokens × {} elements × {b} \
+                 B (recomputed)",
+                thousands(tokens),
+                thousands(config.hidden_size as u64),
+                thousands(tokens),
+                thousands(per_token)
+            )
+        } else {
+            format!(
+                "{layers} layers × {} tokens × {} elements × {b} B",
+                thousands(tokens),
+                thousands(per_token)
+            )
+        };
+        if input.learner.packed_groups {
+            how += &format!(
+                ", attention over packed rows of {} tokens",
+                thousands(span as u64)
+            );
+        }
         add(
             Component::Activations,
             &place.learner,
             activations.decoder_bytes,
-            if checkpointing {
-                format!(
-                    "{layers} layer inputs × {} tokens × {} + 1 layer × {} tokens × {} elements \
-                     × {b} B (recomputed)",
-                    thousands(tokens),
-                    thousands(config.hidden_size as u64),
-                    thousands(tokens),
-                    thousands(per_token)
-                )
-            } else {
-                format!(
-                    "{layers} layers × {} tokens × {} elements × {b} B",
-                    thousands(tokens),
-                    thousands(per_token)
-                )
-            },
+            how,
         );
         add(
             Component::LmHeadLogits,

@@ -104,6 +104,27 @@ fn the_tiny_plan_matches_the_hand_computed_bytes() {
 }
 
 #[test]
+fn packed_groups_widen_the_attention_span() {
+    let mut input = tiny_input();
+    input.learner.packed_groups = true;
+    // 16 prompt tokens + 2 completions of a group (the micro-batch's 2) × 8 = 32 tokens spanned:
+    // 7·64 + 3·32 + 4·176 + 2·4·32 = 1,504 elements a token, over the same 48 tokens.
+    assert_eq!(input.attention_span(), 32);
+    assert_eq!(
+        MemoryPlan::new(&input).bytes_of(Component::Activations),
+        2 * 48 * 1_504 * 4
+    );
+    // A whole group when the micro-batch holds more; the token budget caps the span, but never
+    // below one padded sequence.
+    input.learner.micro_batch_sequences = 8;
+    assert_eq!(input.attention_span(), 16 + 3 * 8);
+    input.learner.micro_batch_tokens = Some(30);
+    assert_eq!(input.attention_span(), 30);
+    input.learner.micro_batch_tokens = Some(10);
+    assert_eq!(input.attention_span(), 24);
+}
+
+#[test]
 fn checkpointing_keeps_layer_inputs_and_one_layer() {
     let mut input = tiny_input();
     input.learner.gradient_checkpointing = true;

@@ -67,6 +67,7 @@ pub fn grpo_plan_input(
             micro_batch_sequences: grpo.micro_batch_size,
             micro_batch_tokens: Some(grpo.micro_batch_tokens),
             gradient_checkpointing: grpo.gradient_checkpointing,
+            packed_groups: grpo.pack_groups,
         },
         master_weights: Some(grpo.optimizer.master_weights && on(&placement.learner) != DType::F32),
         placement: placement.labels(),
