@@ -129,11 +129,6 @@ impl SharedPrefixBatch {
         })
     }
 
-    /// Sequences packed: the suffixes of all rows.
-    pub fn sequences(&self) -> usize {
-        self.spans.len()
-    }
-
     /// Final-norm hidden states `[G, T, hidden]` of the packed rows under `backbone`.
     pub fn forward(&self, backbone: &Qwen2Model) -> Result<Tensor> {
         backbone.forward_with(&self.input_ids, &self.positions, &self.bias, None)
