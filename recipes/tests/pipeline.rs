@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::tiny_procedural_policy;
+use common::{jsonl, tiny_procedural_policy};
 
-use std::path::Path;
 use std::process::Command;
 
 use mathrl::data::jsonl::{write_messages_jsonl, write_question_answer_jsonl};
@@ -124,14 +123,6 @@ fn every_stage_runs_and_hands_its_model_to_the_next() {
         sft_written, unchanged,
         "the finished SFT stage was run again"
     );
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

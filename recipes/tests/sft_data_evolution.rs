@@ -7,31 +7,18 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bigram_policy, id, script_tokenizer};
-
-/// User and assistant turns concatenated (system turns dropped): the prefix property holds, and a
-/// question "Q" is the whole prompt.
-const CONCAT: &str =
-    "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
+use common::{bigram_policy, id, jsonl, script_tokenizer, CONCAT_TEMPLATE};
 
 /// "Q" -> "\boxed{5}" -> `<eos>`, saved with its tokenizer in `dir`.
 fn always_five(dir: &Path) {
     let tokenizer_dir = dir.with_extension("tokenizer");
     std::fs::create_dir_all(&tokenizer_dir).unwrap();
-    let tok = script_tokenizer(&tokenizer_dir, CONCAT);
+    let tok = script_tokenizer(&tokenizer_dir, CONCAT_TEMPLATE);
     let boxed = id(&tok, "\\boxed{5}");
     bigram_policy(&[(id(&tok, "Q"), boxed), (boxed, 0)])
         .with_side_files_from(&tokenizer_dir)
         .save(dir)
         .unwrap();
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

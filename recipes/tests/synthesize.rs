@@ -8,10 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bigram_policy, id, script_tokenizer_with};
+use common::{bigram_policy, id, script_tokenizer_with, CONCAT_TEMPLATE};
 
-const CONCAT: &str =
-    "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
 const REPLY: &str = "Problem: What is 2+3?\nSolution: ";
 /// The evolved problem: what the model writes after "%" (the end of the test's evolution
 /// instructions).
@@ -23,7 +21,7 @@ const EVOLVED: &str = "Problem: What is 4+1?\nSolution: ";
 fn scripted_instruct_model(dir: &Path) {
     let tokenizer_dir = dir.with_extension("tokenizer");
     std::fs::create_dir_all(&tokenizer_dir).unwrap();
-    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY, EVOLVED]);
+    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT_TEMPLATE, &[REPLY, EVOLVED]);
     let (reply, evolved, boxed) = (id(&tok, REPLY), id(&tok, EVOLVED), id(&tok, "\\boxed{5}"));
     bigram_policy(&[
         (id(&tok, "#"), reply),
@@ -305,7 +303,7 @@ fn with_tir_the_self_consistency_solutions_run_their_programs() {
     let model = tmp.path().join("model");
     let tokenizer_dir = model.with_extension("tokenizer");
     std::fs::create_dir_all(&tokenizer_dir).unwrap();
-    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT, &[REPLY]);
+    let tok = script_tokenizer_with(&tokenizer_dir, CONCAT_TEMPLATE, &[REPLY]);
     let [py, program, _, close, trigger, out_close, boxed] =
         common::SCRIPT_TOKENS.map(|t| id(&tok, t));
     let reply = id(&tok, REPLY);

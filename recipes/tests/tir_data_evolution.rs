@@ -5,29 +5,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::save_python_script;
-
-/// User and assistant turns concatenated (system turns dropped): the prefix property holds, and a
-/// question "Q" is the whole prompt.
-const CONCAT: &str =
-    "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{jsonl, save_python_script, CONCAT_TEMPLATE};
 
 #[test]
 fn rounds_keep_the_accepted_trajectories_with_their_output_blocks_and_sft_reads_them() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    save_python_script(&model, CONCAT);
+    save_python_script(&model, CONCAT_TEMPLATE);
     let data = tmp.path().join("qa.jsonl");
     // Gold 5 (kept), gold 6 (the program prints 5: dropped), no gold (the majority answer 5,
     // given by all 4 samples: kept), and a held-out question.

@@ -11,6 +11,20 @@ use mathrl::{Policy, Tokenizer};
 use mathrl_recipes::tiny_bootstrap::{policy_config, TinyModelConfig};
 use serde_json::json;
 
+/// A chat template of the user and assistant turns concatenated (system turns dropped): the
+/// prefix property holds, and a question "Q" is the whole prompt.
+pub const CONCAT_TEMPLATE: &str =
+    "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}";
+
+/// The JSON values of the lines of `path`.
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Multi-character tokens of the scripted tokenizer, ids 1.. (id 0 is `<eos>`).
 pub const SCRIPT_TOKENS: [&str; 7] = [
     "```python\n",
