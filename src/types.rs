@@ -122,6 +122,20 @@ pub struct Group {
     pub policy_version: u64,
 }
 
+impl Group {
+    /// The completions' texts: as the engine decoded them, or decoded now by `tokenizer`
+    /// (special tokens skipped).
+    pub fn texts(&self, tokenizer: &crate::Tokenizer) -> crate::Result<Vec<String>> {
+        self.completions
+            .iter()
+            .map(|c| match &c.text {
+                Some(text) => Ok(text.clone()),
+                None => tokenizer.decode(&c.token_ids, true),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,14 +195,7 @@ pub fn evaluate(
             .generate(&prompts, &params)
             .context("generating evaluation responses")?;
         for (group, item) in out.groups.iter().zip(chunk) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|c| match &c.text {
-                    Some(text) => Ok(text.clone()),
-                    None => Ok(tokenizer.decode(&c.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
+            let texts = group.texts(tokenizer)?;
             let dataset = item.dataset.as_deref().filter(|d| !d.is_empty());
             let verdicts: Vec<_> = texts
                 .iter()

@@ -70,14 +70,7 @@ pub(crate) fn sample_and_filter(
         let chunk_params = crate::chunk_seed::chunk_sampling_params(&params, chunk_index);
         let out = engine.generate(&prompts, &chunk_params)?;
         for (group, q) in out.groups.iter().zip(chunk) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|c| match &c.text {
-                    Some(text) => Ok(text.clone()),
-                    None => Ok(tokenizer.decode(&c.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
+            let texts = group.texts(tokenizer)?;
             kept.sampled += texts.len();
             let scores = match rm {
                 Some(rm) => {

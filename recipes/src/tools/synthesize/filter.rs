@@ -57,14 +57,7 @@ pub(super) fn filter(
             .collect::<Result<Vec<_>>>()?;
         let out = solver.generate(&prompts, &params)?;
         for (group, c) in out.groups.iter().zip(without) {
-            let texts = group
-                .completions
-                .iter()
-                .map(|x| match &x.text {
-                    Some(t) => Ok(t.clone()),
-                    None => Ok(tokenizer.decode(&x.token_ids, true)?),
-                })
-                .collect::<Result<Vec<String>>>()?;
+            let texts = group.texts(tokenizer)?;
             let answer = c.answer.clone().expect("parsed candidates have an answer");
             let verdicts: Vec<_> = texts
                 .iter()
