@@ -1,7 +1,8 @@
 //! Generated tokens/s of the rollout engine on the ~60M random config — 8 prompts × 32 tokens →
 //! 128 new tokens each, and groups (2 prompts × n = 8) — sampling at temperature 1 with stop
 //! tokens off, with peak heap memory; then Hugging Face `generate` on the same config, batch and
-//! lengths (`benches/hf_generate.py`, torch on 2 threads) in the same run, for the ratio.
+//! lengths (`benches/hf_generate.py`, torch on 2 threads) in the same run, for the ratio. mathrl
+//! runs each scenario twice: with the f32 weights, and with `EngineConfig::bf16_weights`.
 //!
 //! `cargo bench --bench generation` (results in BENCHMARKS.md). Set `MATHRL_BENCH_NO_TORCH=1` to
 //! skip the transformers baseline.
@@ -27,6 +28,10 @@ const REPEATS: usize = 3;
 /// (prompts, completions per prompt) of each scenario, as in `hf_generate.py`.
 const SCENARIOS: [(usize, usize); 2] = [(8, 1), (2, 8)];
 
+/// The engine's weights in each measurement: as the model's (f32), and with
+/// `EngineConfig::bf16_weights`.
+const WEIGHTS: [(&str, bool); 2] = [("f32", false), ("bf16", true)];
+
 fn main() {
     mathrl::device::pin_cpu_threads();
     let config = config_60m();
@@ -41,53 +46,26 @@ fn main() {
                     .collect()
             })
             .collect();
-        let mut engine = Engine::from_policy(&policy, EngineConfig::default());
-        let params = |seed| SamplingParams {
-            n,
-            temperature: 1.0,
-            max_new_tokens: NEW_TOKENS,
-            stop_token_ids: Some(vec![]),
-            seed,
-            ..Default::default()
-        };
-        engine
-            .generate(
-                &ids,
-                &SamplingParams {
-                    max_new_tokens: 4,
-                    ..params(0)
-                },
-            )
-            .unwrap();
-        let mut best = f64::INFINITY;
-        let mut peak = 0;
-        let mut split = String::new();
-        for r in 0..REPEATS {
-            let start = Instant::now();
-            let (out, p) = peak_bytes_of(|| engine.generate(&ids, &params(r as u64 + 1)).unwrap());
-            let seconds = start.elapsed().as_secs_f64();
-            if seconds < best {
-                let s = &out.stats;
-                split = format!(
-                    "prefill {:.0} ms, {} decode steps {:.0} ms, sampling {:.0} ms",
-                    s.prefill_ms, s.decode_steps, s.decode_ms, s.sample_ms
-                );
-                best = seconds;
-            }
-            peak = peak.max(p);
-            assert_eq!(out.stats.sampled_tokens, prompts * n * NEW_TOKENS);
-            assert_eq!(
-                out.stats.prefills, prompts,
-                "one prefill per prompt, shared by its group"
+        let mut per_weights = Vec::new();
+        for (weights, bf16_weights) in WEIGHTS {
+            let engine_config = EngineConfig {
+                bf16_weights,
+                ..EngineConfig::default()
+            };
+            let (tokens_per_s, best, peak, split) =
+                measure(Engine::from_policy(&policy, engine_config), &ids, n);
+            println!(
+                "mathrl (candle), {weights} weights: {prompts} prompts x {PROMPT} tokens, n={n}, {NEW_TOKENS} new tokens: best {best:.2} s of {REPEATS} = {tokens_per_s:.0} tokens/s, peak heap above weights {:.0} MiB",
+                mib(peak)
             );
+            println!("  best run: {split}");
+            per_weights.push(tokens_per_s);
         }
-        let tokens_per_s = (prompts * n * NEW_TOKENS) as f64 / best;
         println!(
-            "mathrl (candle): {prompts} prompts x {PROMPT} tokens, n={n}, {NEW_TOKENS} new tokens: best {best:.2} s of {REPEATS} = {tokens_per_s:.0} tokens/s, peak heap above weights {:.0} MiB",
-            mib(peak)
+            "  bf16 weights / f32 weights (tokens/s): {:.2}",
+            per_weights[1] / per_weights[0]
         );
-        println!("  best run: {split}");
-        results.push(tokens_per_s);
+        results.push(per_weights);
     }
     // A pool that busy-waits keeps burning CPU after the work is done (OpenMP's default did,
     // 30-50x slowdowns on a shared 2-core machine); rayon's and candle's pools must sleep.
@@ -109,9 +87,54 @@ fn main() {
         .filter_map(|v| v["tokens_per_s"].as_f64())
         .collect();
     for (((prompts, n), ours), theirs) in SCENARIOS.iter().zip(&results).zip(&torch) {
-        println!(
-            "ratio mathrl / transformers (tokens/s), {prompts} prompts n={n}: {:.2}",
-            ours / theirs
+        for ((weights, _), ours) in WEIGHTS.iter().zip(ours) {
+            println!(
+                "ratio mathrl ({weights} weights) / transformers (tokens/s), {prompts} prompts n={n}: {:.2}",
+                ours / theirs
+            );
+        }
+    }
+}
+
+/// Best of `REPEATS` generations of `n` completions per prompt of `ids` after a warm-up: tokens
+/// per second, its seconds, the peak heap above the weights and where its time went.
+fn measure(mut engine: Engine, ids: &[Vec<u32>], n: usize) -> (f64, f64, usize, String) {
+    let params = |seed| SamplingParams {
+        n,
+        temperature: 1.0,
+        max_new_tokens: NEW_TOKENS,
+        stop_token_ids: Some(vec![]),
+        seed,
+        ..Default::default()
+    };
+    let warm_up = SamplingParams {
+        max_new_tokens: 4,
+        ..params(0)
+    };
+    engine.generate(ids, &warm_up).unwrap();
+    let mut best = f64::INFINITY;
+    let mut peak = 0;
+    let mut split = String::new();
+    for r in 0..REPEATS {
+        let start = Instant::now();
+        let (out, p) = peak_bytes_of(|| engine.generate(ids, &params(r as u64 + 1)).unwrap());
+        let seconds = start.elapsed().as_secs_f64();
+        if seconds < best {
+            let s = &out.stats;
+            split = format!(
+                "prefill {:.0} ms, {} decode steps {:.0} ms, sampling {:.0} ms",
+                s.prefill_ms, s.decode_steps, s.decode_ms, s.sample_ms
+            );
+            best = seconds;
+        }
+        peak = peak.max(p);
+        assert_eq!(out.stats.sampled_tokens, ids.len() * n * NEW_TOKENS);
+        assert_eq!(
+            out.stats.prefills,
+            ids.len(),
+            "one prefill per prompt, shared by its group"
         );
     }
+    let tokens_per_s = (ids.len() * n * NEW_TOKENS) as f64 / best;
+    (tokens_per_s, best, peak, split)
 }

@@ -4,7 +4,11 @@
 //! - GRPO learner step (the embedded default's settings): padded rows against packed groups
 //!   (`grpo.pack_groups`) with micro-batches of 8, 16 and 32 completions (one, two, four groups);
 //! - RM scoring of the same groups, a group per call: 8 right-padded rows against one packed row
-//!   (`RewardModel::score_ids`).
+//!   (`RewardModel::score_ids`);
+//! - the packed rows' attention, dense over each packed row against sequence by sequence
+//!   (`SharedPrefixBatch::with_attention`): the policy's training forward and backward over the
+//!   learner's micro-batches (two groups), and its forward without gradients a group at a time
+//!   (the RM's shape; the RM is the same Qwen2).
 //!
 //! `cargo bench --bench packed_groups` (results in BENCHMARKS.md). Rounds alternate the variants,
 //! so that a change in the machine's load hits them alike; medians of the rounds.
@@ -13,7 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use mathrl::model::Trainable;
+use mathrl::model::{SharedPrefixBatch, SharedPrefixRow, Trainable};
 use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{
@@ -190,4 +194,73 @@ fn main() {
     let (padded_s, packed_s) = (median(padded_t), median(packed_t));
     println!("RM scoring, shipped RM, {GROUPS} groups of {GROUP_SIZE}, a group per call, median of {ROUNDS}:");
     println!("  padded: {padded_s:.3} s; packed: {packed_s:.3} s ({:.2}x the padded time); largest score difference {max_diff:.1e}", packed_s / padded_s);
+
+    attention_modes(&policy_dir, vocab);
+}
+
+/// Seconds of `f` over each packed mode (dense, per sequence), alternating, medians of the rounds.
+fn time_modes(mut f: impl FnMut(bool, u64)) -> [f64; 2] {
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..=ROUNDS {
+        for (m, per_sequence) in [false, true].into_iter().enumerate() {
+            let start = Instant::now();
+            f(per_sequence, 200 + round as u64);
+            if round > 0 {
+                times[m].push(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    times.map(median)
+}
+
+/// The groups as the learner's packed micro-batches: two groups each.
+fn rows_of(groups: &[(Vec<u32>, Vec<Vec<u32>>)]) -> Vec<Vec<SharedPrefixRow<'_>>> {
+    groups
+        .chunks(2)
+        .map(|pair| {
+            pair.iter()
+                .map(|(p, cs)| SharedPrefixRow {
+                    prefix: p,
+                    suffixes: cs.iter().map(Vec::as_slice).collect(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn attention_modes(policy_dir: &Path, vocab: usize) {
+    let trained = Policy::load(policy_dir, &Device::Cpu, Some(DType::F32), Trainable::Yes).unwrap();
+    let train = time_modes(|per_sequence, seed| {
+        let groups = groups(vocab, seed);
+        for rows in rows_of(&groups) {
+            let packed =
+                SharedPrefixBatch::with_attention(&rows, per_sequence, &Device::Cpu).unwrap();
+            let hidden = packed.forward(trained.model().backbone()).unwrap();
+            hidden.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        }
+    });
+    let frozen = Policy::load(policy_dir, &Device::Cpu, Some(DType::F32), Trainable::No).unwrap();
+    let infer = time_modes(|per_sequence, seed| {
+        let groups = groups(vocab, seed);
+        for rows in rows_of(&groups) {
+            for row in rows.chunks(1) {
+                let packed =
+                    SharedPrefixBatch::with_attention(row, per_sequence, &Device::Cpu).unwrap();
+                packed.forward(frozen.model().backbone()).unwrap();
+            }
+        }
+    });
+    println!("Packed rows' attention, shipped policy, {GROUPS} groups, median of {ROUNDS}: dense over the packed row / sequence by sequence");
+    for (what, [dense, per_sequence]) in [
+        (
+            "training forward + backward, two groups per row batch",
+            train,
+        ),
+        ("forward without gradients, a group per call", infer),
+    ] {
+        println!(
+            "  {what}: {dense:.3} s / {per_sequence:.3} s ({:.2}x the dense time)",
+            per_sequence / dense
+        );
+    }
 }

@@ -7,9 +7,9 @@
 //! - 2 prompts of 32 words (32 tokens) × 4 completions of 64 new tokens per step (no stop token),
 //!   temperature 1, β = 0.04, ε = 0.2, DAPO aggregation, gradient checkpointing on (TRL's
 //!   default and the recipe's with `--model`), checker-only reward;
-//! - the recipe on its actor runtime (2 rollout and 2 reward actors), the step time its
-//!   `time/step_seconds`; TRL's from a callback around each optimisation step; both the median
-//!   of the steps after the first.
+//! - the recipe on its actor runtime (2 rollout and 2 reward actors) in three variants
+//!   ([`VARIANTS`]), the step time its `time/step_seconds`; TRL's from a callback around each
+//!   optimisation step; both the median of the steps after the first.
 //!
 //! `cargo bench --bench whole_step` (results in BENCHMARKS.md). `MATHRL_BENCH_NO_TORCH=1` skips
 //! TRL; `MATHRL_WHOLE_STEP_STEPS` sets the steps of each (default 6); `MATHRL_BENCH_KEEP=1` keeps
@@ -28,6 +28,21 @@ use mathrl::Policy;
 use mathrl_recipes::cli::Cli;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+
+/// The recipe's runs: padded rows (the default with `--model`), packed groups, and packed groups
+/// sampled with bf16 weights, whose log-probs the learner's importance ratio corrects.
+const VARIANTS: [(&str, &[&str]); 3] = [
+    ("padded rows", &[]),
+    ("pack_groups", &["grpo.pack_groups=true"]),
+    (
+        "pack_groups, bf16 rollout weights",
+        &[
+            "grpo.pack_groups=true",
+            "trainer.engine.bf16_weights=true",
+            "grpo.old_logprobs=\"behaviour\"",
+        ],
+    ),
+];
 
 const PROMPT_WORDS: usize = 32;
 const PROMPTS: usize = 64;
@@ -120,11 +135,10 @@ fn main() {
     write_model(&model);
     let prompts = dir.path().join("prompts.jsonl");
     write_prompts(&prompts, config_60m().vocab_size);
-    // The recipe twice: padded rows (the default with `--model`), then packed groups.
     let mut medians = Vec::new();
-    for pack in [false, true] {
-        let output = dir.path().join(format!("run-pack-{pack}"));
-        let sets = [
+    for (variant, extra) in VARIANTS {
+        let output = dir.path().join(format!("run-{}", medians.len()));
+        let mut sets: Vec<String> = vec![
             format!("steps={steps}"),
             "trainer.prompts_per_step=2".into(),
             "grpo.rollout.group_size=4".into(),
@@ -133,9 +147,9 @@ fn main() {
             "grpo.loss.beta=0.04".into(),
             "grpo.loss.aggregation=\"dapo\"".into(),
             "grpo.micro_batch_size=8".into(),
-            format!("grpo.pack_groups={pack}"),
             "decontaminate=false".into(),
         ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
         let mut args: Vec<String> = ["mathrl", "--recipe", "qwen25-math-rl", "--model"]
             .iter()
             .map(|s| s.to_string())
@@ -153,9 +167,9 @@ fn main() {
         assert_eq!(ours.len(), steps, "{ours:?}");
         let median = median_after_first(ours.clone());
         println!(
-            "mathrl (pack_groups = {pack}): whole GRPO step, 60M, 2 prompts x 4 x (32 + 64): median {median:.2} s of steps 2-{steps} {ours:.2?}"
+            "mathrl ({variant}): whole GRPO step, 60M, 2 prompts x 4 x (32 + 64): median {median:.2} s of steps 2-{steps} {ours:.2?}"
         );
-        medians.push((pack, median));
+        medians.push((variant, median));
     }
 
     if std::env::var_os("MATHRL_BENCH_KEEP").is_some() {
@@ -174,9 +188,9 @@ fn main() {
     };
     let trl: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     let trl_s = trl["median_step_s"].as_f64().unwrap();
-    for (pack, ours_s) in medians {
+    for (variant, ours_s) in medians {
         println!(
-            "TRL GRPOTrainer: median {trl_s:.2} s; mathrl (pack_groups = {pack}) is {:.2}x TRL's speed",
+            "TRL GRPOTrainer: median {trl_s:.2} s; mathrl ({variant}) is {:.2}x TRL's speed",
             trl_s / ours_s
         );
     }

@@ -188,6 +188,63 @@ fn behaviour_logprobs_equal_the_training_forward_at_the_sampling_temperature() {
     }
 }
 
+/// `bf16_weights` samples exactly as an f32 model holding the bf16-rounded projection and head
+/// weights would (the kernels widen them to f32), through the skinny decode steps and, with a
+/// prompt of more than 16 tokens, the prefill's converted weights; and not as the f32 model.
+#[test]
+fn bf16_weights_sample_as_the_f32_model_of_their_rounded_values() {
+    for name in ["tiny-qwen2", "tiny-qwen2-untied"] {
+        let policy = load(name);
+        let rounded = policy
+            .model()
+            .with_projections_in(DType::BF16)
+            .and_then(|m| m.with_projections_in(DType::F32))
+            .unwrap();
+        assert_eq!(rounded.lm_head().dtype(), DType::F32);
+        let prompts = vec![(1..=20).collect::<Vec<u32>>(), vec![400, 5, 6]];
+        let params = no_stop(SamplingParams {
+            seed: 7,
+            n: 4,
+            max_new_tokens: 12,
+            ..Default::default()
+        });
+        let bf16 = Engine::from_policy(
+            &policy,
+            EngineConfig {
+                bf16_weights: true,
+                ..EngineConfig::default()
+            },
+        )
+        .generate(&prompts, &params)
+        .unwrap();
+        let widened = Engine::new(rounded, EngineConfig::default())
+            .generate(&prompts, &params)
+            .unwrap();
+        assert_same_completions(&bf16, &widened, name);
+        let f32_out = engine(&policy, 64).generate(&prompts, &params).unwrap();
+        // Over each pair's common start (a rounding may flip a draw; the contexts agree there).
+        let drift = completions(&bf16)
+            .iter()
+            .zip(completions(&f32_out))
+            .map(|(a, b)| {
+                let same = a
+                    .token_ids
+                    .iter()
+                    .zip(&b.token_ids)
+                    .take_while(|(x, y)| x == y);
+                let (a, b) = (sampled_logprobs(a), sampled_logprobs(b));
+                let n = same.count();
+                common::max_abs_diff(&a[..n], &b[..n])
+            })
+            .fold(0f32, f32::max);
+        // Rounding the weights moves the log-probs a little: by a measurable amount, not much.
+        assert!(
+            drift > 1e-6 && drift < 0.1,
+            "{name}: bf16 vs f32 drift {drift}"
+        );
+    }
+}
+
 #[test]
 fn a_seed_gives_the_same_completions_whatever_the_batch_size() {
     let policy = load("tiny-qwen2");

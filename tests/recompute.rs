@@ -6,7 +6,9 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{fixture, max_abs_diff, padded_batch};
-use mathrl::model::{loss_and_gradients, token_logprobs, Activations, LogprobOptions, Trainable};
+use mathrl::model::{
+    loss_and_gradients, token_logprobs, Activations, AttentionMask, LogprobOptions, Trainable,
+};
 use mathrl::types::{Completion, FinishReason, Group};
 use mathrl::{Metrics, Policy};
 use mathrl_learners::{
@@ -32,6 +34,7 @@ fn gradients(policy: &Policy, activations: Activations) -> (f64, Vec<(String, Ve
         .unwrap();
     let backbone = policy.model().backbone();
     let (positions, bias) = backbone.padded_inputs(&ids, &mask).unwrap();
+    let bias = AttentionMask::Bias(bias);
     let target_mask = mask.narrow(1, 1, 11).unwrap().to_dtype(DType::F32).unwrap();
     let out = loss_and_gradients(backbone, &ids, &positions, &bias, activations, |hidden| {
         let lp = token_logprobs(policy.model(), hidden, &ids, LogprobOptions::default())?;

@@ -193,7 +193,7 @@ impl GrpoLearner {
                 for (k, mb) in mini.iter().enumerate() {
                     let policy = self.core.model();
                     let backbone = policy.model().backbone();
-                    let (input_ids, positions, bias) = mb.forward_inputs(backbone)?;
+                    let (input_ids, positions, mask) = mb.forward_inputs(backbone)?;
                     let mut metrics = None;
                     let first_update = pass == 0 && j == 0;
                     // The policy's log-probs and loss from the final hidden states (with
@@ -228,7 +228,7 @@ impl GrpoLearner {
                         backbone,
                         &input_ids,
                         &positions,
-                        &bias,
+                        &mask,
                         activations,
                         loss_of_hidden,
                     )?;
@@ -253,8 +253,8 @@ impl GrpoLearner {
     /// states `[n, C, d]` that predicted them.
     fn completion_logprobs(&self, model: &Policy, mb: &MicroBatch) -> Result<CompletionLogprobs> {
         let backbone = model.model().backbone();
-        let (input_ids, positions, bias) = mb.forward_inputs(backbone)?;
-        let hidden = backbone.forward_with(&input_ids, &positions, &bias, None)?;
+        let (input_ids, positions, mask) = mb.forward_inputs(backbone)?;
+        let hidden = backbone.forward_with(&input_ids, &positions, &mask, None)?;
         self.completion_logprobs_of_hidden(model, &hidden, mb)
     }
 

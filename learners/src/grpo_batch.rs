@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use candle_core::{Device, Tensor};
-use mathrl::model::{Qwen2Model, SharedPrefixBatch, SharedPrefixRow};
+use mathrl::model::{AttentionMask, Qwen2Model, SharedPrefixBatch, SharedPrefixRow};
 
 use crate::micro_batch::micro_batch_ranges;
 use crate::Result;
@@ -45,15 +45,15 @@ pub(crate) struct MicroBatch {
 }
 
 impl MicroBatch {
-    /// Token ids, positions and attention bias of the forward pass: the packed rows', or the
+    /// Token ids, positions and attention mask of the forward pass: the packed rows', or the
     /// padded rows'.
-    pub fn forward_inputs(&self, backbone: &Qwen2Model) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward_inputs(&self, backbone: &Qwen2Model) -> Result<(Tensor, Tensor, AttentionMask)> {
         Ok(match &self.packed {
-            Some((p, _)) => (p.input_ids.clone(), p.positions.clone(), p.bias.clone()),
+            Some((p, _)) => (p.input_ids.clone(), p.positions.clone(), p.mask.clone()),
             None => {
                 let (positions, bias) =
                     backbone.padded_inputs(&self.input_ids, &self.attention_mask)?;
-                (self.input_ids.clone(), positions, bias)
+                (self.input_ids.clone(), positions, AttentionMask::Bias(bias))
             }
         })
     }

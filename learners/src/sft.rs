@@ -15,7 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use mathrl::model::{gather_log_softmax, loss_and_gradients, masked_score, Activations};
+use mathrl::model::{
+    gather_log_softmax, loss_and_gradients, masked_score, Activations, AttentionMask,
+};
 use mathrl::{Metrics, Policy};
 use serde::{Deserialize, Serialize};
 
@@ -285,7 +287,7 @@ impl SftLearner {
         let hidden = self.policy().model().backbone().forward_with(
             &batch.input_ids,
             &batch.positions,
-            &batch.attention_bias,
+            &AttentionMask::Bias(batch.attention_bias.clone()),
             None,
         )?;
         self.loss_of_hidden(batch, &hidden, normaliser)
@@ -356,7 +358,7 @@ impl SftLearner {
                 self.policy().model().backbone(),
                 &batch.input_ids,
                 &batch.positions,
-                &batch.attention_bias,
+                &AttentionMask::Bias(batch.attention_bias.clone()),
                 activations,
                 |hidden| Ok::<_, Error>(self.loss_of_hidden(batch, hidden, normaliser)?.loss),
             )?;

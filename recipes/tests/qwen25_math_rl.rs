@@ -159,6 +159,44 @@ fn two_grpo_steps_on_the_procedural_task_write_summary_checkpoint_and_logs() {
         .all(|(_, t)| t.matches("(reward").count() == 2));
 }
 
+/// `trainer.engine.bf16_weights` reaches the rollout actors: the sampler's log-probs are then
+/// those of the bf16-rounded weights, which the learner's drift metric shows (far above the f32
+/// sampler's float rounding), and the behaviour ratio stays near 1.
+#[test]
+fn bf16_rollout_weights_show_as_log_prob_drift_that_the_behaviour_ratio_absorbs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_procedural_policy(&model, 2);
+    let run = |bf16: bool| {
+        let out = tmp.path().join(format!("run-bf16-{bf16}"));
+        run_ok(rl(&model, &out).args([
+            "--set",
+            &format!("trainer.engine.bf16_weights={bf16}"),
+            "--set",
+            "grpo.old_logprobs=\"behaviour\"",
+        ]));
+        let values =
+            |tag: &str| -> Vec<f32> { event_scalars(&out, tag).iter().map(|s| s.1).collect() };
+        (
+            values("train/logprob_drift_max"),
+            values("train/ratio_mean"),
+        )
+    };
+    let (f32_drift, _) = run(false);
+    let (bf16_drift, bf16_ratio) = run(true);
+    assert_eq!((f32_drift.len(), bf16_drift.len()), (2, 2));
+    for (f32_step, bf16_step) in f32_drift.iter().zip(&bf16_drift) {
+        assert!(
+            *bf16_step > 10.0 * f32_step && *bf16_step < 0.5,
+            "drift: f32 sampler {f32_drift:?}, bf16 sampler {bf16_drift:?}"
+        );
+    }
+    assert!(
+        bf16_ratio.iter().all(|r| (r - 1.0).abs() < 0.05),
+        "{bf16_ratio:?}"
+    );
+}
+
 /// The rows of the memory plan table printed on stderr: (component, device, bytes).
 fn plan_rows(stderr: &str) -> Vec<(String, String, u64)> {
     stderr

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use candle_core::DType;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,13 @@ pub struct EngineConfig {
     /// to the host (`generation::device_sampler`). Default: on a GPU yes, on the CPU no (the
     /// CPU sampler reproduces each sequence's stream exactly).
     pub sample_on_device: Option<bool>,
+    /// Sample with the projection and LM-head weights of an f32 model stored in bf16: half the
+    /// bytes each decode step reads (the CPU's decode is bound by them). The behaviour
+    /// log-probs are then the bf16 weights' and differ from the learner's f32 ones by their
+    /// rounding (`train/logprob_drift_*` shows how much); `grpo.old_logprobs = "behaviour"`
+    /// corrects the sampling for it by the importance ratio. A bf16 model is unaffected.
+    /// Default false.
+    pub bf16_weights: bool,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +66,7 @@ impl Default for EngineConfig {
             kv_cache_bytes: 2 << 30,
             max_prefill_tokens: 4096,
             sample_on_device: None,
+            bf16_weights: false,
         }
     }
 }
@@ -167,6 +176,16 @@ impl Engine {
         self.policy_version = policy_version;
     }
 
+    /// Stores an f32 model's projection weights in bf16 when the config asks for it (once per
+    /// set of weights: a converted model's LM head is bf16 already).
+    fn apply_bf16_weights(&mut self) -> Result<()> {
+        let f32_head = self.model.lm_head().dtype() == DType::F32;
+        if self.config.bf16_weights && self.model.backbone().dtype() == DType::F32 && f32_head {
+            self.model = self.model.with_projections_in(DType::BF16)?;
+        }
+        Ok(())
+    }
+
     /// Sets the version stamped on the groups.
     pub fn set_policy_version(&mut self, policy_version: u64) {
         self.policy_version = policy_version;
@@ -208,6 +227,7 @@ impl Engine {
                 stats: EngineStats::default(),
             });
         }
+        self.apply_bf16_weights()?;
         let (slots, capacity) = self.plan_slots(prompts, params)?;
         self.ensure_cache(slots, capacity)?;
         let cache = self

@@ -11,7 +11,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kv_cache::SlotKvCache;
-use crate::model::{masked_score, Qwen2ForCausalLM};
+use crate::model::{masked_score, AttentionMask, Qwen2ForCausalLM};
 use crate::Result;
 
 /// Next-token logits of a batch, `[rows, vocab]` row-major, in f32.
@@ -76,9 +76,12 @@ pub fn prefill(
     }
     let bias = Tensor::from_vec(bias, (1, 1, t, t), device)?;
     let mut store = cache.fresh(slots)?;
-    let hidden = model
-        .backbone()
-        .forward_with(&ids, &positions, &bias, Some(&mut store))?;
+    let hidden = model.backbone().forward_with(
+        &ids,
+        &positions,
+        &AttentionMask::Bias(bias),
+        Some(&mut store),
+    )?;
     let last: Vec<u32> = prompts
         .iter()
         .enumerate()
@@ -111,9 +114,10 @@ pub fn decode(
     }
     let bias = Tensor::from_vec(bias, (rows, 1, 1, span), device)?;
     let mut store = cache.append(0, positions)?;
-    let hidden = model
-        .backbone()
-        .forward_with(&ids, &pos, &bias, Some(&mut store))?;
+    let hidden =
+        model
+            .backbone()
+            .forward_with(&ids, &pos, &AttentionMask::Bias(bias), Some(&mut store))?;
     model.logits(&hidden.squeeze(1)?)
 }
 
@@ -137,8 +141,9 @@ pub fn extend(
     let bias = Tensor::from_vec(bias, (1, 1, t, span), device)?;
     let offsets = [start];
     let mut store = cache.append(slot, &offsets)?;
-    let hidden = model
-        .backbone()
-        .forward_with(&ids, &pos, &bias, Some(&mut store))?;
+    let hidden =
+        model
+            .backbone()
+            .forward_with(&ids, &pos, &AttentionMask::Bias(bias), Some(&mut store))?;
     Logits::from_tensor(&model.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)?)
 }

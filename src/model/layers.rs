@@ -11,6 +11,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
+use super::packed_attention::PackedAttentionInputs;
 use super::{fused, Qwen2Config};
 use crate::Result;
 
@@ -84,12 +85,18 @@ pub fn apply_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `layer(x)` for each of several layers reading the same `x` (Q/K/V, gate/up): decode-sized
-/// inputs in one pass over all their weights.
+/// inputs in one pass over all their weights. Weights stored in another dtype than `x` (see
+/// [`DecoderLayer::with_projections_in`]) are converted for inputs the skinny kernel does not
+/// take.
 pub fn apply_linears<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
     let Some(ys) = skinny_times_weights_t(x, layers.map(|l| l.weight()))? else {
         let mut ys = Vec::with_capacity(N);
         for layer in layers {
-            ys.push(layer.forward(x)?);
+            ys.push(if layer.weight().dtype() == x.dtype() {
+                layer.forward(x)?
+            } else {
+                linear_in(layer, x.dtype())?.forward(x)?
+            });
         }
         return Ok(ys.try_into().expect("one output per layer"));
     };
@@ -101,6 +108,14 @@ pub fn apply_linears<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result
         });
     }
     Ok(out.try_into().expect("one output per layer"))
+}
+
+/// `layer` with its weight stored in `dtype` (the bias, added to activations, keeps its own).
+fn linear_in(layer: &Linear, dtype: DType) -> Result<Linear> {
+    Ok(Linear::new(
+        layer.weight().to_dtype(dtype)?,
+        layer.bias().cloned(),
+    ))
 }
 
 /// The token embedding table.
@@ -215,6 +230,16 @@ pub trait KvStore {
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)>;
 }
 
+/// What a forward's attention needs besides the layer input, built once for all layers.
+#[derive(Debug, Clone)]
+pub enum AttentionInputs {
+    /// Every query against every key of its row: the rotary tables of the positions and an
+    /// additive bias `[B, 1, T, S]` (0 or a large negative), in the model's dtype.
+    Dense { rope: RopeTables, bias: Tensor },
+    /// Shared-prefix packed rows attended sequence by sequence.
+    Packed(PackedAttentionInputs),
+}
+
 /// Grouped-query self-attention with biases on q, k and v.
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -243,26 +268,72 @@ impl Attention {
         })
     }
 
-    /// `x` `[B, T, hidden]`; `bias` `[B, 1, T, S]` is added to the scores (0 or a large negative);
-    /// with a `cache`, keys/values of earlier positions come from it.
+    /// This attention with its projection weights stored in `dtype`.
+    fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            q_proj: linear_in(&self.q_proj, dtype)?,
+            k_proj: linear_in(&self.k_proj, dtype)?,
+            v_proj: linear_in(&self.v_proj, dtype)?,
+            o_proj: linear_in(&self.o_proj, dtype)?,
+            ..self.clone()
+        })
+    }
+
+    /// `x` `[B, T, hidden]` under `inputs` (rotary tables and which keys each query sees); with
+    /// a `cache` (dense inputs only), keys/values of earlier positions come from it.
     pub fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
+        inputs: &AttentionInputs,
+        cache: Option<(&mut dyn KvStore, usize)>,
+    ) -> Result<Tensor> {
+        let [q, k, v] = apply_linears([&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let attended = match inputs {
+            AttentionInputs::Dense { rope, bias } => {
+                let (b, t, _) = x.dims3()?;
+                let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+                self.attend(
+                    &q.reshape((b, t, h, hd))?,
+                    &k.reshape((b, t, kvh, hd))?,
+                    &v.reshape((b, t, kvh, hd))?,
+                    [rope, rope],
+                    bias,
+                    cache,
+                )?
+            }
+            AttentionInputs::Packed(packed) => {
+                if cache.is_some() {
+                    return Err(crate::Error::Input(
+                        "packed rows cannot attend through a KV cache".into(),
+                    ));
+                }
+                packed.attend(&q, &k, &v, self.head_dim, |q, k, v, rope, bias| {
+                    self.attend(q, k, v, rope, bias, None)
+                })?
+            }
+        };
+        apply_linear(&self.o_proj, &attended)
+    }
+
+    /// Attention `[B, T, H · D]` of queries `q` `[B, T, H, D]` over keys and values
+    /// `[B, S, KVH, D]` (before rotation; with a cache, the new ones, S = T), rotated by
+    /// `rope` (the queries' tables, the keys'), under `bias` `[B, 1, T, S']` (S' = cached + S).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        [q_rope, k_rope]: [&RopeTables; 2],
         bias: &Tensor,
         cache: Option<(&mut dyn KvStore, usize)>,
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let [q, k, v] = apply_linears([&self.q_proj, &self.k_proj, &self.v_proj], x)?;
-        let q = q.reshape((b, t, h, hd))?;
-        let k = k.reshape((b, t, kvh, hd))?;
-        let v = v.reshape((b, t, kvh, hd))?;
+        let (b, t, h, hd) = q.dims4()?;
+        let kvh = self.num_kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();
         // Query head i uses KV head i / (h / kvh); grouping the queries of one KV head into one
         // matrix avoids materialising repeated keys and values.
         let rep = h / kvh;
-        let fused = cache.is_none() && fused_training(&q, &[&q, &k, &v]);
+        let fused = cache.is_none() && fused_training(q, &[q, k, v]);
         let v = v.transpose(1, 2)?.contiguous()?;
         // probs [B, H, T, S] times v [B, KVH, S, D], the queries of one KV head as one matrix.
         let weigh = |probs: Tensor, v: &Tensor| -> Result<Tensor> {
@@ -273,16 +344,17 @@ impl Attention {
                 .reshape((b, h, t, hd))?)
         };
         let attended = if fused {
-            let q = fused::rope_transposed(&q, &rope.cos, &rope.sin)?;
-            let k = fused::rope_transposed(&k, &rope.cos, &rope.sin)?;
+            let q = fused::rope_transposed(q, &q_rope.cos, &q_rope.sin)?;
+            let k = fused::rope_transposed(k, &k_rope.cos, &k_rope.sin)?;
+            let s = k.dim(2)?;
             let scores = q
                 .reshape((b, kvh, rep * t, hd))?
                 .matmul(&k.t()?)?
-                .reshape((b, h, t, t))?;
+                .reshape((b, h, t, s))?;
             weigh(fused::attention_softmax(&scores, bias, scale)?, &v)?
         } else {
-            let q = rope.apply(&q.transpose(1, 2)?)?;
-            let k = rope.apply(&k.transpose(1, 2)?)?;
+            let q = q_rope.apply(&q.transpose(1, 2)?)?;
+            let k = k_rope.apply(&k.transpose(1, 2)?)?;
             let (k, v) = match cache {
                 Some((store, layer)) => store.append(layer, &k, &v)?,
                 None => (k, v),
@@ -292,8 +364,7 @@ impl Attention {
                 None => weigh(attention_probs(&q, &k, bias, scale, kvh)?, &v)?,
             }
         };
-        let out = attended.transpose(1, 2)?.reshape((b, t, h * hd))?;
-        apply_linear(&self.o_proj, &out)
+        Ok(attended.transpose(1, 2)?.reshape((b, t, h * hd))?)
     }
 }
 
@@ -337,6 +408,15 @@ impl Mlp {
         })
     }
 
+    /// This MLP with its projection weights stored in `dtype`.
+    fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            gate_proj: linear_in(&self.gate_proj, dtype)?,
+            up_proj: linear_in(&self.up_proj, dtype)?,
+            down_proj: linear_in(&self.down_proj, dtype)?,
+        })
+    }
+
     /// Applies the MLP to `x` `[B, T, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [gate, up] = apply_linears([&self.gate_proj, &self.up_proj], x)?;
@@ -370,17 +450,27 @@ impl DecoderLayer {
         })
     }
 
+    /// This layer with the weights of its seven projections stored in `dtype`; activations,
+    /// norms and biases keep theirs. For inference only: a bf16 copy halves the bytes a decode
+    /// step reads, and the skinny kernel widens them back to f32 as it goes.
+    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            self_attn: self.self_attn.with_projections_in(dtype)?,
+            mlp: self.mlp.with_projections_in(dtype)?,
+            ..self.clone()
+        })
+    }
+
     /// `x + attn(norm(x))`, then `h + mlp(norm(h))`.
     pub fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
-        bias: &Tensor,
+        inputs: &AttentionInputs,
         cache: Option<(&mut dyn KvStore, usize)>,
     ) -> Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, bias, cache)?;
+            .forward(&self.input_layernorm.forward(x)?, inputs, cache)?;
         let h = (x + attn)?;
         let mlp = self
             .mlp

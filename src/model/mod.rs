@@ -5,19 +5,21 @@ mod config;
 pub mod fused;
 pub mod layers;
 pub mod logprobs;
+mod packed_attention;
 mod qwen2;
 pub mod recompute;
 mod shared_prefix;
 pub mod weights;
 
 pub use config::Qwen2Config;
-pub use layers::KvStore;
+pub use layers::{AttentionInputs, KvStore};
 pub use logprobs::{
     gather_log_softmax, next_token_logprobs, token_logprobs, LogprobOptions, TokenLogprobs,
 };
+pub use packed_attention::{PackedAttention, PackedAttentionInputs};
 pub use qwen2::{
-    causal_padding_bias, mask_rows, masked_score, positions_from_mask, CausalLmOutput,
-    Qwen2ForCausalLM, Qwen2Model,
+    causal_padding_bias, mask_rows, masked_score, positions_from_mask, AttentionMask,
+    CausalLmOutput, Qwen2ForCausalLM, Qwen2Model,
 };
 pub use recompute::{loss_and_gradients, Activations, LossAndGradients};
 pub use shared_prefix::{common_prefix_len, packing_pays, SharedPrefixBatch, SharedPrefixRow};

@@ -4,9 +4,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::layers::{
-    embedding, linear, skinny_times_weight_t, DecoderLayer, KvStore, RmsNorm, RopeTables,
-    RotaryEmbedding,
+    embedding, linear, skinny_times_weight_t, AttentionInputs, DecoderLayer, KvStore, RmsNorm,
+    RopeTables, RotaryEmbedding,
 };
+use super::packed_attention::PackedAttention;
 use super::Qwen2Config;
 use crate::{Error, Result};
 
@@ -70,25 +71,24 @@ impl Qwen2Model {
         self.layers.len()
     }
 
-    /// Final-norm hidden states `[B, T, hidden]` of `input_ids` `[B, T]` at `positions` `[B, T]`,
-    /// with the additive attention `bias` `[B, 1, T, S]`; keys/values of earlier positions come
-    /// from `cache` when given (S = cached + T).
+    /// Final-norm hidden states `[B, T, hidden]` of `input_ids` `[B, T]` at `positions` `[B, T]`
+    /// under `mask`; keys/values of earlier positions come from `cache` when given (a dense
+    /// bias `[B, 1, T, S]`, S = cached + T).
     pub fn forward_with(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
-        bias: &Tensor,
+        mask: &AttentionMask,
         mut cache: Option<&mut dyn KvStore>,
     ) -> Result<Tensor> {
-        let rope = self.rope_tables(positions)?;
-        let bias = bias.to_dtype(self.dtype)?;
+        let inputs = self.attention_inputs(positions, mask)?;
         let mut x = self.embed(input_ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache: Option<(&mut dyn KvStore, usize)> = match cache {
                 Some(ref mut c) => Some((&mut **c, i)),
                 None => None,
             };
-            x = layer.forward(&x, &rope, &bias, layer_cache)?;
+            x = layer.forward(&x, &inputs, layer_cache)?;
         }
         self.final_norm(&x)
     }
@@ -98,7 +98,7 @@ impl Qwen2Model {
     /// the mask minus one, as Hugging Face computes them for generation.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (positions, bias) = self.padded_inputs(input_ids, attention_mask)?;
-        self.forward_with(input_ids, &positions, &bias, None)
+        self.forward_with(input_ids, &positions, &AttentionMask::Bias(bias), None)
     }
 
     /// The positions `[B, T]` and attention bias `[B, 1, T, T]` that [`Self::forward`] derives
@@ -125,6 +125,39 @@ impl Qwen2Model {
     /// The rotary tables of `positions` `[B, T]` in the model's dtype.
     pub fn rope_tables(&self, positions: &Tensor) -> Result<RopeTables> {
         self.rotary.tables(positions, self.dtype)
+    }
+
+    /// What every layer's attention needs for `positions` `[B, T]` under `mask`: rotary tables
+    /// and the mask, in the model's dtype.
+    pub fn attention_inputs(
+        &self,
+        positions: &Tensor,
+        mask: &AttentionMask,
+    ) -> Result<AttentionInputs> {
+        Ok(match mask {
+            AttentionMask::Bias(bias) => AttentionInputs::Dense {
+                rope: self.rope_tables(positions)?,
+                bias: bias.to_dtype(self.dtype)?,
+            },
+            AttentionMask::Packed(packed) => AttentionInputs::Packed(packed.inputs(
+                positions,
+                |p| self.rope_tables(p),
+                self.dtype,
+            )?),
+        })
+    }
+
+    /// This backbone with its decoder layers' projection weights stored in `dtype`
+    /// ([`DecoderLayer::with_projections_in`]).
+    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| layer.with_projections_in(dtype))
+                .collect::<Result<_>>()?,
+            ..self.clone()
+        })
     }
 
     /// The decoder layers, first to last.
@@ -164,6 +197,16 @@ pub fn positions_from_mask(mask: &[Vec<u32>], device: &Device) -> Result<Tensor>
         })
         .collect();
     Ok(Tensor::from_vec(positions, (mask.len(), t), device)?)
+}
+
+/// Which keys each query of a forward sees.
+#[derive(Debug, Clone)]
+pub enum AttentionMask {
+    /// An additive bias `[B, 1, T, S]` on the scores: 0 where a query sees a key, a large
+    /// negative ([`masked_score`]) where not.
+    Bias(Tensor),
+    /// Shared-prefix packed rows (`super::SharedPrefixBatch`), attended sequence by sequence.
+    Packed(PackedAttention),
 }
 
 /// Additive attention bias `[B, 1, T, T]` in `dtype`: query q sees key k when k ≤ q and k is
@@ -247,11 +290,23 @@ impl Qwen2ForCausalLM {
         &self.lm_head
     }
 
+    /// This model with the projection weights and the LM head stored in `dtype`, for sampling:
+    /// activations, embeddings, norms and biases keep the model's dtype. A bf16 copy of an f32
+    /// model halves the bytes each decode step reads, and decode-sized forwards compute in f32
+    /// on the bf16 values; larger forwards convert the weights back per call.
+    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            model: self.model.with_projections_in(dtype)?,
+            lm_head: self.lm_head.to_dtype(dtype)?,
+            config: self.config.clone(),
+        })
+    }
+
     /// Logits `[..., vocab]` of hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         match skinny_times_weight_t(hidden, &self.lm_head)? {
             Some(logits) => Ok(logits),
-            None => Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?),
+            None => Ok(hidden.broadcast_matmul(&self.lm_head.to_dtype(hidden.dtype())?.t()?)?),
         }
     }
 

@@ -25,7 +25,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, TensorId, Var};
 
-use super::Qwen2Model;
+use super::{AttentionMask, Qwen2Model};
 use crate::Error;
 
 /// Whether a training forward keeps the decoder layers' activations for the backward pass or
@@ -61,24 +61,24 @@ pub struct LossAndGradients {
 }
 
 /// The scalar loss `loss_of_hidden(final-norm hidden states [B, T, hidden])` of a training
-/// forward of `backbone` on `input_ids` `[B, T]` at `positions` with the attention `bias` (as
+/// forward of `backbone` on `input_ids` `[B, T]` at `positions` under the attention `mask` (as
 /// [`Qwen2Model::forward_with`], without a cache), and its gradients with respect to the
 /// backbone's variables and whatever else the loss uses (the LM head).
 pub fn loss_and_gradients<E: From<Error>>(
     backbone: &Qwen2Model,
     input_ids: &Tensor,
     positions: &Tensor,
-    bias: &Tensor,
+    mask: &AttentionMask,
     activations: Activations,
     loss_of_hidden: impl FnOnce(&Tensor) -> Result<Tensor, E>,
 ) -> Result<LossAndGradients, E> {
     match activations {
         Activations::Stored => {
-            let hidden = backbone.forward_with(input_ids, positions, bias, None)?;
+            let hidden = backbone.forward_with(input_ids, positions, mask, None)?;
             let loss = loss_of_hidden(&hidden)?;
             Ok(finish(&loss, |_| Ok(()))?)
         }
-        Activations::Recomputed => recomputed(backbone, input_ids, positions, bias, loss_of_hidden),
+        Activations::Recomputed => recomputed(backbone, input_ids, positions, mask, loss_of_hidden),
     }
 }
 
@@ -86,18 +86,17 @@ fn recomputed<E: From<Error>>(
     backbone: &Qwen2Model,
     input_ids: &Tensor,
     positions: &Tensor,
-    bias: &Tensor,
+    mask: &AttentionMask,
     loss_of_hidden: impl FnOnce(&Tensor) -> Result<Tensor, E>,
 ) -> Result<LossAndGradients, E> {
-    let rope = backbone.rope_tables(positions)?;
-    let bias = bias.to_dtype(backbone.dtype()).map_err(Error::from)?;
+    let attention = backbone.attention_inputs(positions, mask)?;
 
     // 1. The forward; each layer's graph is dropped with its output once the output is copied
     //    into the next layer's input leaf.
     let mut inputs: Vec<Var> = Vec::with_capacity(backbone.num_layers());
     let mut x = leaf(&backbone.embed(input_ids)?)?;
     for layer in backbone.layers() {
-        let output = layer.forward(x.as_tensor(), &rope, &bias, None)?;
+        let output = layer.forward(x.as_tensor(), &attention, None)?;
         inputs.push(x);
         x = leaf(&output)?;
     }
@@ -116,7 +115,7 @@ fn recomputed<E: From<Error>>(
         let Some(d_out) = d_output.take() else {
             break;
         };
-        let output = layer.forward(input.as_tensor(), &rope, &bias, None)?;
+        let output = layer.forward(input.as_tensor(), &attention, None)?;
         let probe = (output * d_out).and_then(|p| p.sum_all());
         let mut grads = variable_gradients(&probe.map_err(Error::from)?)?;
         d_output = grads.remove(input.as_tensor());

@@ -10,11 +10,14 @@
 //! reach the prefix are summed over the suffixes, as over the padded rows. Padding goes too:
 //! rows pad only to the longest packed row.
 //!
-//! The price is attention over the packed length: scores are `[T, T]` per packed row.
+//! Attention over the packed length would score `[T, T]` pairs per packed row, most of them
+//! masked; where that costs more, the rows are attended sequence by sequence instead
+//! (`super::packed_attention`), the same keys for every query.
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{masked_score, Qwen2Config, Qwen2Model};
+use super::packed_attention::{PackedAttention, PrefixSpan, SuffixSpan};
+use super::{masked_score, AttentionMask, Qwen2Config, Qwen2Model};
 use crate::Result;
 
 /// One packed row: a prefix and the suffixes that follow it.
@@ -38,24 +41,44 @@ impl SharedPrefixRow<'_> {
     }
 }
 
-/// Where one suffix lies in the packed rows.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    /// Flat index (`row · T`) of the row's first token.
-    line: usize,
-    prefix: usize,
-    start: usize,
-    len: usize,
-}
-
-impl Span {
+impl SuffixSpan {
     /// Flat index of the sequence's last token: the suffix's, or the prefix's when it is empty.
     fn last_token(&self) -> usize {
         match self.len {
-            0 => self.line + self.prefix - 1,
-            len => self.line + self.start + len - 1,
+            0 => self.prefix.line + self.prefix.len - 1,
+            len => self.prefix.line + self.start + len - 1,
         }
     }
+}
+
+/// The `[G, 1, T, T]` (f32) shared-prefix bias: a prefix token sees the prefix up to itself, a
+/// suffix token the prefix and its own suffix up to itself.
+fn dense_bias(
+    prefixes: &[PrefixSpan],
+    suffixes: &[SuffixSpan],
+    t: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    // f16's most negative value: finite in every compute dtype the bias is cast to (f32's
+    // would become -inf in f16), and still exp() = 0 against real scores.
+    let mut bias = vec![masked_score(DType::F16); prefixes.len() * t * t];
+    let mut allow = |q: usize, keys: std::ops::Range<usize>| {
+        bias[q * t + keys.start..q * t + keys.end].fill(0.0);
+    };
+    for p in prefixes {
+        for q in 0..t {
+            // Padding queries see the first token only, so their softmax stays well defined.
+            allow(p.line + q, 0..if q < p.len { q + 1 } else { 1 });
+        }
+    }
+    for s in suffixes {
+        for j in 0..s.len {
+            let q = s.start + j;
+            allow(s.prefix.line + q, 0..s.prefix.len);
+            allow(s.prefix.line + q, s.start..q + 1);
+        }
+    }
+    Ok(Tensor::from_vec(bias, (prefixes.len(), 1, t, t), device)?)
 }
 
 /// The forward inputs of packed rows, and where each sequence's hidden states lie in the output.
@@ -65,21 +88,38 @@ pub struct SharedPrefixBatch {
     pub input_ids: Tensor,
     /// `[G, T]` (u32): prefix positions from 0, each suffix's continuing from the prefix's end.
     pub positions: Tensor,
-    /// `[G, 1, T, T]` (f32) additive attention bias: the shared-prefix mask.
-    pub bias: Tensor,
-    spans: Vec<Span>,
+    /// The shared-prefix mask: a dense `[G, 1, T, T]` (f32) bias, or the rows' sequences
+    /// attended one by one, whichever scores fewer query–key pairs.
+    pub mask: AttentionMask,
+    spans: Vec<SuffixSpan>,
 }
 
 impl SharedPrefixBatch {
     /// Packs `rows`, each padded to the longest (an empty prefix is an input error).
     pub fn new(rows: &[SharedPrefixRow], device: &Device) -> Result<Self> {
+        Self::build(rows, None, device)
+    }
+
+    /// [`Self::new`] with the attention chosen: dense over the packed rows (`false`) or sequence
+    /// by sequence (`true`).
+    pub fn with_attention(
+        rows: &[SharedPrefixRow],
+        per_sequence: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(rows, Some(per_sequence), device)
+    }
+
+    fn build(
+        rows: &[SharedPrefixRow],
+        per_sequence: Option<bool>,
+        device: &Device,
+    ) -> Result<Self> {
         let g = rows.len();
         let t = rows.iter().map(SharedPrefixRow::len).max().unwrap_or(0);
         let mut ids = vec![0u32; g * t];
         let mut positions = vec![0u32; g * t];
-        // f16's most negative value: finite in every compute dtype the bias is cast to (f32's
-        // would become -inf in f16), and still exp() = 0 against real scores.
-        let mut bias = vec![masked_score(DType::F16); g * t * t];
+        let mut prefixes = Vec::with_capacity(g);
         let mut spans = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             let p = row.prefix.len();
@@ -89,49 +129,43 @@ impl SharedPrefixBatch {
                 )));
             }
             let line = r * t;
-            let mut allow = |q: usize, keys: std::ops::Range<usize>| {
-                let base = (line + q) * t;
-                bias[base + keys.start..base + keys.end].fill(0.0);
-            };
             ids[line..line + p].copy_from_slice(row.prefix);
             for q in 0..p {
                 positions[line + q] = q as u32;
-                allow(q, 0..q + 1);
             }
+            let prefix = PrefixSpan { line, len: p };
+            prefixes.push(prefix);
             let mut start = p;
             for suffix in &row.suffixes {
                 let len = suffix.len();
                 ids[line + start..line + start + len].copy_from_slice(suffix);
                 for j in 0..len {
-                    let q = start + j;
-                    positions[line + q] = (p + j) as u32;
-                    allow(q, 0..p);
-                    allow(q, start..q + 1);
+                    positions[line + start + j] = (p + j) as u32;
                 }
-                spans.push(Span {
-                    line,
-                    prefix: p,
-                    start,
-                    len,
-                });
+                spans.push(SuffixSpan { prefix, start, len });
                 start += len;
             }
-            // Padding queries see the first token only, so their softmax stays well defined.
-            for q in start..t {
-                allow(q, 0..1);
-            }
         }
+        let packed = PackedAttention::new(&prefixes, &spans, t, device)?;
+        // The gathers and scatters cost a little: sequence by sequence must score clearly fewer
+        // pairs to pay.
+        let per_sequence = per_sequence.unwrap_or(4 * packed.pairs() < 3 * g * t * t);
+        let mask = if per_sequence {
+            AttentionMask::Packed(packed)
+        } else {
+            AttentionMask::Bias(dense_bias(&prefixes, &spans, t, device)?)
+        };
         Ok(Self {
             input_ids: Tensor::from_vec(ids, (g, t), device)?,
             positions: Tensor::from_vec(positions, (g, t), device)?,
-            bias: Tensor::from_vec(bias, (g, 1, t, t), device)?,
+            mask,
             spans,
         })
     }
 
     /// Final-norm hidden states `[G, T, hidden]` of the packed rows under `backbone`.
     pub fn forward(&self, backbone: &Qwen2Model) -> Result<Tensor> {
-        backbone.forward_with(&self.input_ids, &self.positions, &self.bias, None)
+        backbone.forward_with(&self.input_ids, &self.positions, &self.mask, None)
     }
 
     /// `[n · (width + 1)]` (u32) flat indices into the `[G · T]` hidden states: entry `(i, j)` is
@@ -142,8 +176,8 @@ impl SharedPrefixBatch {
         let mut indices = Vec::with_capacity(self.spans.len() * (width + 1));
         for s in &self.spans {
             indices.extend((0..=width).map(|j| match j {
-                0 => s.line + s.prefix - 1,
-                j if j <= s.len => s.line + s.start + j - 1,
+                0 => s.prefix.line + s.prefix.len - 1,
+                j if j <= s.len => s.prefix.line + s.start + j - 1,
                 _ => s.last_token(),
             } as u32));
         }
@@ -203,7 +237,10 @@ mod tests {
             prefix: &prefix,
             suffixes: vec![&a, &b, &empty],
         }];
-        let packed = SharedPrefixBatch::new(&rows, &Device::Cpu).unwrap();
+        let packed = SharedPrefixBatch::with_attention(&rows, false, &Device::Cpu).unwrap();
+        let AttentionMask::Bias(bias) = &packed.mask else {
+            panic!("asked for the dense bias")
+        };
         assert_eq!(
             packed.input_ids.to_vec2::<u32>().unwrap(),
             [[5, 6, 7, 8, 9, 10]]
@@ -212,8 +249,7 @@ mod tests {
             packed.positions.to_vec2::<u32>().unwrap(),
             [[0, 1, 2, 3, 4, 3]]
         );
-        let seen: Vec<Vec<u8>> = packed
-            .bias
+        let seen: Vec<Vec<u8>> = bias
             .squeeze(0)
             .unwrap()
             .squeeze(0)
@@ -334,6 +370,122 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Rows of different prefix and suffix lengths (an empty suffix, a row without suffixes, a
+    /// padded row) attended sequence by sequence: the same hidden states as under the dense
+    /// bias and, training in f32 (the fused kernels) and bf16 (candle's ops), the same gradients.
+    #[test]
+    fn per_sequence_attention_matches_the_dense_bias_in_value_and_gradient() {
+        let (p1, p2, p3) = ([3u32, 4, 5, 6, 7], [8u32, 9], [10u32, 11, 12]);
+        let rows = [
+            SharedPrefixRow {
+                prefix: &p1,
+                suffixes: vec![&[13, 14], &[15], &[16, 17, 18, 19]],
+            },
+            SharedPrefixRow {
+                prefix: &p2,
+                suffixes: vec![&[], &[20, 21, 22], &[23]],
+            },
+            SharedPrefixRow {
+                prefix: &p3,
+                suffixes: vec![],
+            },
+        ];
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 5e-2)] {
+            let policy = crate::Policy::random(
+                &tiny_config(),
+                1,
+                &Device::Cpu,
+                dtype,
+                crate::model::Trainable::Yes,
+            )
+            .unwrap();
+            let backbone = policy.model().backbone();
+            let run = |per_sequence: bool| {
+                let packed =
+                    SharedPrefixBatch::with_attention(&rows, per_sequence, &Device::Cpu).unwrap();
+                assert_eq!(
+                    matches!(packed.mask, AttentionMask::Packed(_)),
+                    per_sequence
+                );
+                let hidden = packed.forward(backbone).unwrap();
+                let (g, t, d) = hidden.dims3().unwrap();
+                // Real tokens only: padding positions are nobody's output.
+                let real: Vec<u32> = (0..g * t)
+                    .filter(|&i| (i % t) < rows[i / t].len())
+                    .map(|i| i as u32)
+                    .collect();
+                let n = real.len();
+                let real = hidden
+                    .reshape((g * t, d))
+                    .unwrap()
+                    .index_select(&Tensor::from_vec(real, n, &Device::Cpu).unwrap(), 0)
+                    .unwrap();
+                let weights = Tensor::arange(0f32, (n * d) as f32, &Device::Cpu)
+                    .unwrap()
+                    .reshape((n, d))
+                    .unwrap()
+                    .sin()
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let loss = (&real * weights).unwrap().sum_all().unwrap();
+                let grads = loss.backward().unwrap();
+                let flat = |t: &Tensor| -> Vec<f32> {
+                    t.to_dtype(DType::F32)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                };
+                let grads: Vec<Vec<f32>> = policy
+                    .vars()
+                    .iter()
+                    .map(|(name, v)| match grads.get(v.as_tensor()) {
+                        Some(g) => flat(g),
+                        None => panic!("{name} got no gradient"),
+                    })
+                    .collect();
+                (flat(&real), grads)
+            };
+            let (dense_hidden, dense_grads) = run(false);
+            let (hidden, grads) = run(true);
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() <= tol * scale, "{dtype:?} {what}: {x} vs {y}");
+                }
+            };
+            close(&hidden, &dense_hidden, "hidden state");
+            assert_eq!(grads.len(), dense_grads.len());
+            for (a, b) in grads.iter().zip(&dense_grads) {
+                close(a, b, "gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn per_sequence_attention_is_chosen_where_it_scores_fewer_pairs() {
+        let prompt = [1u32; 60];
+        let short = [2u32; 30];
+        let rows = [SharedPrefixRow {
+            prefix: &prompt,
+            suffixes: vec![&short; 8],
+        }];
+        let packed = SharedPrefixBatch::new(&rows, &Device::Cpu).unwrap();
+        assert!(matches!(packed.mask, AttentionMask::Packed(_)));
+        // One long suffix pads every block to its length: the dense bias is cheaper.
+        let long = [3u32; 400];
+        let mut suffixes: Vec<&[u32]> = vec![&short; 7];
+        suffixes.push(&long);
+        let rows = [SharedPrefixRow {
+            prefix: &prompt,
+            suffixes,
+        }];
+        let packed = SharedPrefixBatch::new(&rows, &Device::Cpu).unwrap();
+        assert!(matches!(packed.mask, AttentionMask::Bias(_)));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use simd::{exp, with_simd};
 pub use skinny_matmul::{skinny_matmul, skinny_matmuls, MAX_SKINNY_ROWS};
 pub use swiglu::swiglu;
 
-use candle_core::{DType, Storage, Tensor};
+use candle_core::{DType, Storage, Tensor, WithDType};
 
 use crate::{Error, Result};
 
@@ -48,13 +48,21 @@ fn with_f32s<const N: usize, R>(
     tensors: [&Tensor; N],
     f: impl FnOnce([&[f32]; N]) -> R,
 ) -> Result<R> {
+    with_slices(tensors, f)
+}
+
+/// Calls `f` with the data of several contiguous CPU tensors of element type `T` at once.
+fn with_slices<T: WithDType, const N: usize, R>(
+    tensors: [&Tensor; N],
+    f: impl FnOnce([&[T]; N]) -> R,
+) -> Result<R> {
     let guards = tensors.map(|t| t.storage_and_layout());
-    let mut slices: [&[f32]; N] = [&[]; N];
+    let mut slices: [&[T]; N] = [&[]; N];
     for (slice, (storage, layout)) in slices.iter_mut().zip(&guards) {
         let Storage::Cpu(cpu) = &**storage else {
             return Err(Error::Input("fused kernels run on CPU tensors only".into()));
         };
-        let data = cpu.as_slice::<f32>()?;
+        let data = cpu.as_slice::<T>()?;
         let (from, to) = layout
             .contiguous_offsets()
             .ok_or_else(|| Error::Input("fused kernels need contiguous tensors".into()))?;

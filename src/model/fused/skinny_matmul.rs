@@ -5,11 +5,14 @@
 //! into panels, which reads it and writes it again before the microkernel reads it a third time
 //! (the packing was 39% of a decode step's profile). This kernel reads each weight row once,
 //! straight from its `[out, in]` layout, and dots it with every input row while it sits in L1.
+//! The weights may be f32 or bf16 (half the bytes to read; widened to f32 as they are loaded,
+//! so the products are those of f32 arithmetic on the bf16 values).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor, WithDType};
+use half::bf16;
 use rayon::prelude::*;
 
-use super::{applies_to, simd, with_f32s};
+use super::{applies_to, simd, with_slices};
 use crate::Result;
 
 /// Most input rows for which [`skinny_matmul`] applies: beyond it the weights are reused enough
@@ -19,8 +22,9 @@ pub const MAX_SKINNY_ROWS: usize = 16;
 /// Weight rows per parallel task: enough work to amortise a task, enough tasks to balance.
 const TASK_ROWS: usize = 32;
 
-/// `x · weightᵀ` for `x` `[rows, in]` and `weight` `[out, in]`, both f32 on the CPU with no
-/// gradient tracked and `rows ≤ MAX_SKINNY_ROWS`; `None` when any of that does not hold.
+/// `x · weightᵀ` for `x` `[rows, in]` (f32) and `weight` `[out, in]` (f32 or bf16), both on the
+/// CPU with no gradient tracked and `rows ≤ MAX_SKINNY_ROWS`; `None` when any of that does not
+/// hold.
 pub fn skinny_matmul(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
     Ok(skinny_matmuls(x, [weight])?.map(|[y]| y))
 }
@@ -28,7 +32,8 @@ pub fn skinny_matmul(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
 /// `x · wᵀ` for each of several weights sharing `x` (Q, K and V; gate and up), as one parallel
 /// pass over all their rows: one hand-off to the thread pool instead of one per weight, and
 /// balanced across weights of different sizes (GQA's K and V have a few blocks each). `None`
-/// under the conditions of [`skinny_matmul`], for any weight.
+/// under the conditions of [`skinny_matmul`], for any weight, and when the weights' dtypes
+/// differ.
 pub fn skinny_matmuls<const N: usize>(
     x: &Tensor,
     weights: [&Tensor; N],
@@ -36,7 +41,11 @@ pub fn skinny_matmuls<const N: usize>(
     let Ok((rows, k)) = x.dims2() else {
         return Ok(None);
     };
-    if rows == 0 || rows > MAX_SKINNY_ROWS || !applies_to(x) || x.track_op() {
+    if N == 0 || rows == 0 || rows > MAX_SKINNY_ROWS || !applies_to(x) || x.track_op() {
+        return Ok(None);
+    }
+    let dtype = weights[0].dtype();
+    if !matches!(dtype, DType::F32 | DType::BF16) {
         return Ok(None);
     }
     let mut outputs = Vec::with_capacity(N);
@@ -44,7 +53,8 @@ pub fn skinny_matmuls<const N: usize>(
         match weight.dims2() {
             Ok((n, wk))
                 if wk == k
-                    && applies_to(weight)
+                    && weight.device().is_cpu()
+                    && weight.dtype() == dtype
                     && !weight.track_op()
                     && weight.is_contiguous() =>
             {
@@ -55,21 +65,10 @@ pub fn skinny_matmuls<const N: usize>(
         }
     }
     let x = x.contiguous()?;
-    with_f32s([&x], |[x]| {
-        with_f32s(weights, |ws| {
-            let tasks: Vec<(&mut [f32], &[f32])> = outputs
-                .iter_mut()
-                .zip(ws)
-                .flat_map(|(out, w)| {
-                    out.chunks_mut(TASK_ROWS * rows)
-                        .zip(w.chunks(TASK_ROWS * k))
-                })
-                .collect();
-            tasks
-                .into_par_iter()
-                .for_each(|(out, w)| weight_block(x, w, out, rows, k));
-        })
-    })??;
+    match dtype {
+        DType::BF16 => products::<bf16, N>(&x, weights, &mut outputs, rows, k)?,
+        _ => products::<f32, N>(&x, weights, &mut outputs, rows, k)?,
+    }
     let mut results = Vec::with_capacity(N);
     for out_t in outputs {
         let n = out_t.len() / rows;
@@ -86,8 +85,76 @@ pub fn skinny_matmuls<const N: usize>(
     })?))
 }
 
+/// Fills each transposed output `[n, rows]` with `x · wᵀ`, tasks of `TASK_ROWS` weight rows in
+/// parallel.
+fn products<W: Weight, const N: usize>(
+    x: &Tensor,
+    weights: [&Tensor; N],
+    outputs: &mut [Vec<f32>],
+    rows: usize,
+    k: usize,
+) -> Result<()> {
+    with_slices::<f32, 1, _>([x], |[x]| {
+        with_slices::<W, N, _>(weights, |ws| {
+            let tasks: Vec<(&mut [f32], &[W])> = outputs
+                .iter_mut()
+                .zip(ws)
+                .flat_map(|(out, w)| {
+                    out.chunks_mut(TASK_ROWS * rows)
+                        .zip(w.chunks(TASK_ROWS * k))
+                })
+                .collect();
+            tasks
+                .into_par_iter()
+                .for_each(|(out, w)| weight_block(x, w, out, rows, k));
+        })
+    })?
+}
+
+/// An element type of the weights: f32, or bf16 widened to f32 as it is read.
+pub(super) trait Weight: WithDType + Copy + Send + Sync {
+    /// Whether the element is bf16 (the vector loads widen it).
+    const BF16: bool;
+
+    /// `x · w` of a row of inputs and a row of weights.
+    fn dot(x: &[f32], w: &[Self]) -> f32;
+}
+
+impl Weight for f32 {
+    const BF16: bool = false;
+
+    fn dot(x: &[f32], w: &[f32]) -> f32 {
+        simd::dot(x, w)
+    }
+}
+
+impl Weight for bf16 {
+    const BF16: bool = true;
+
+    /// [`simd::dot`] on the widened weights, in the same order (so the same sums as f32
+    /// weights holding the bf16 values).
+    fn dot(x: &[f32], w: &[bf16]) -> f32 {
+        let mut widened = [0f32; 8];
+        let mut lanes = [0f32; 8];
+        let (mut cx, mut cw) = (x.chunks_exact(8), w.chunks_exact(8));
+        for (x8, w8) in (&mut cx).zip(&mut cw) {
+            for l in 0..8 {
+                widened[l] = w8[l].to_f32();
+                lanes[l] += x8[l] * widened[l];
+            }
+        }
+        let tail: f32 = cx
+            .remainder()
+            .iter()
+            .zip(cw.remainder())
+            .map(|(a, b)| a * b.to_f32())
+            .sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
 /// `out[j·rows + r] = x[r] · w[j]` for the weight rows `w` of one task.
-fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
+fn weight_block<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], rows: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -96,7 +163,7 @@ fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
     }
     for (wj, out_j) in w.chunks_exact(k).zip(out.chunks_exact_mut(rows)) {
         for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
-            *o = simd::dot(xr, wj);
+            *o = W::dot(xr, wj);
         }
     }
 }
@@ -105,10 +172,18 @@ fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::Weight;
+
     /// Four weight rows times two input rows per pass over `k`: eight accumulators, six loads
     /// per eight FMAs, so the FMA units rather than the loads set the pace.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weight_block(x: &[f32], w: &[f32], out: &mut [f32], rows: usize, k: usize) {
+    pub unsafe fn weight_block<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        out: &mut [f32],
+        rows: usize,
+        k: usize,
+    ) {
         let body = k - k % 8;
         let mut w4 = w.chunks_exact(4 * k);
         let mut out4 = out.chunks_exact_mut(4 * rows);
@@ -125,7 +200,7 @@ mod avx2 {
                     let a = _mm256_loadu_ps(x0.add(i));
                     let b = _mm256_loadu_ps(x1.add(i));
                     for j in 0..4 {
-                        let wv = _mm256_loadu_ps(wp[j].add(i));
+                        let wv = load8(wp[j].add(i));
                         acc[j] = _mm256_fmadd_ps(a, wv, acc[j]);
                         acc[4 + j] = _mm256_fmadd_ps(b, wv, acc[4 + j]);
                     }
@@ -135,7 +210,7 @@ mod avx2 {
                     let wj = &wb[j * k..(j + 1) * k];
                     for p in 0..pair {
                         let xr = &x[(r + p) * k..(r + p + 1) * k];
-                        let tail: f32 = (body..k).map(|i| xr[i] * wj[i]).sum();
+                        let tail = W::dot(&xr[body..], &wj[body..]);
                         ob[j * rows + r + p] = hsum(acc[4 * p + j]) + tail;
                     }
                 }
@@ -148,8 +223,20 @@ mod avx2 {
             .zip(out4.into_remainder().chunks_exact_mut(rows))
         {
             for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
-                *o = super::simd::dot(xr, wj);
+                *o = W::dot(xr, wj);
             }
+        }
+    }
+
+    /// Eight weights from `p` as f32: a bf16 is the high half of the f32 with the same bits.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load8<W: Weight>(p: *const W) -> __m256 {
+        if W::BF16 {
+            let halves = _mm_loadu_si128(p.cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
+        } else {
+            _mm256_loadu_ps(p.cast())
         }
     }
 
@@ -189,6 +276,37 @@ mod tests {
             let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-5 * k as f32, "{rows}x{k}x{n}: {diff}");
         }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_products_of_their_f32_values() {
+        for (rows, k, n) in [
+            (1, 8, 4),
+            (3, 13, 7),
+            (2, 5, 1),
+            (8, 512, 301),
+            (MAX_SKINNY_ROWS, 1408, 4 * TASK_ROWS + 3),
+        ] {
+            let x = seeded_randn(&[rows, k], 1);
+            let w = seeded_randn(&[n, k], 2).to_dtype(DType::BF16).unwrap();
+            let widened = w.to_dtype(DType::F32).unwrap();
+            let got = skinny_matmul(&x, &w)
+                .unwrap()
+                .expect("applies to bf16 weights");
+            // Widening is exact and the kernel's order of sums is the same: bit for bit.
+            let f32_weights = skinny_matmul(&x, &widened).unwrap().unwrap();
+            assert_eq!(max_abs_diff(&got, &f32_weights), 0.0, "{rows}x{k}x{n}");
+            let want = x.matmul(&widened.t().unwrap()).unwrap();
+            assert!(
+                max_abs_diff(&got, &want) < 1e-5 * k as f32,
+                "{rows}x{k}x{n}"
+            );
+        }
+        // One pass takes weights of one dtype.
+        let x = seeded_randn(&[2, 16], 1);
+        let (a, b) = (seeded_randn(&[4, 16], 2), seeded_randn(&[4, 16], 3));
+        let b = b.to_dtype(DType::BF16).unwrap();
+        assert!(skinny_matmuls(&x, [&a, &b]).unwrap().is_none());
     }
 
     #[test]
