@@ -51,7 +51,8 @@ pub struct EngineConfig {
     /// CPU sampler reproduces each sequence's stream exactly).
     pub sample_on_device: Option<bool>,
     /// Sample with the projection and LM-head weights of an f32 model stored in bf16: half the
-    /// bytes each decode step reads (the CPU's decode is bound by them). The behaviour
+    /// bytes each decode step reads (which pays where reading them bounds the step, as with
+    /// one live sequence on the CPU; BENCHMARKS.md). The behaviour
     /// log-probs are then the bf16 weights' and differ from the learner's f32 ones by their
     /// rounding (`train/logprob_drift_*` shows how much); `grpo.old_logprobs = "behaviour"`
     /// corrects the sampling for it by the importance ratio. A bf16 model is unaffected.

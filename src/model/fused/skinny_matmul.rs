@@ -156,14 +156,108 @@ impl Weight for bf16 {
 /// `out[j·rows + r] = x[r] · w[j]` for the weight rows `w` of one task.
 fn weight_block<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], rows: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { avx512::weight_block(x, w, out, rows, k) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         unsafe { avx2::weight_block(x, w, out, rows, k) };
         return;
     }
+    portable_block(x, w, out, rows, k);
+}
+
+/// [`weight_block`] without SIMD intrinsics: one dot product per weight row and input row.
+fn portable_block<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], rows: usize, k: usize) {
     for (wj, out_j) in w.chunks_exact(k).zip(out.chunks_exact_mut(rows)) {
         for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
             *o = W::dot(xr, wj);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Weight;
+
+    /// Four weight rows times up to four input rows per pass over `k`, sixteen lanes at a time:
+    /// up to sixteen accumulators in AVX-512's 32 registers, eight loads per sixteen FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn weight_block<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        out: &mut [f32],
+        rows: usize,
+        k: usize,
+    ) {
+        let mut w4 = w.chunks_exact(4 * k);
+        let mut out4 = out.chunks_exact_mut(4 * rows);
+        for (wb, ob) in (&mut w4).zip(&mut out4) {
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(4);
+                match n {
+                    4 => pass::<W, 4>(x, wb, ob, rows, k, r),
+                    3 => pass::<W, 3>(x, wb, ob, rows, k, r),
+                    2 => pass::<W, 2>(x, wb, ob, rows, k, r),
+                    _ => pass::<W, 1>(x, wb, ob, rows, k, r),
+                }
+                r += n;
+            }
+        }
+        super::portable_block(x, w4.remainder(), out4.into_remainder(), rows, k);
+    }
+
+    /// Input rows `r .. r + R` against the four weight rows of `wb`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pass<W: Weight, const R: usize>(
+        x: &[f32],
+        wb: &[W],
+        ob: &mut [f32],
+        rows: usize,
+        k: usize,
+        r: usize,
+    ) {
+        let body = k - k % 16;
+        let wp = [0, 1, 2, 3].map(|j| wb[j * k..].as_ptr());
+        let xp: [*const f32; R] = std::array::from_fn(|p| x[(r + p) * k..].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); R]; 4];
+        let mut i = 0;
+        while i < body {
+            let xs: [__m512; R] = std::array::from_fn(|p| _mm512_loadu_ps(xp[p].add(i)));
+            for j in 0..4 {
+                let wv = load16(wp[j].add(i));
+                for p in 0..R {
+                    acc[j][p] = _mm512_fmadd_ps(xs[p], wv, acc[j][p]);
+                }
+            }
+            i += 16;
+        }
+        for j in 0..4 {
+            let wj = &wb[j * k..(j + 1) * k];
+            for p in 0..R {
+                let xr = &x[(r + p) * k..(r + p + 1) * k];
+                let tail = W::dot(&xr[body..], &wj[body..]);
+                ob[j * rows + r + p] = _mm512_reduce_add_ps(acc[j][p]) + tail;
+            }
+        }
+    }
+
+    /// Sixteen weights from `p` as f32: a bf16 is the high half of the f32 with the same bits.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load16<W: Weight>(p: *const W) -> __m512 {
+        if W::BF16 {
+            let halves = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
+        } else {
+            _mm512_loadu_ps(p.cast())
         }
     }
 }
@@ -217,15 +311,7 @@ mod avx2 {
                 r += pair;
             }
         }
-        for (wj, out_j) in w4
-            .remainder()
-            .chunks_exact(k)
-            .zip(out4.into_remainder().chunks_exact_mut(rows))
-        {
-            for (o, xr) in out_j.iter_mut().zip(x.chunks_exact(k)) {
-                *o = W::dot(xr, wj);
-            }
-        }
+        super::portable_block(x, w4.remainder(), out4.into_remainder(), rows, k);
     }
 
     /// Eight weights from `p` as f32: a bf16 is the high half of the f32 with the same bits.
@@ -307,6 +393,48 @@ mod tests {
         let (a, b) = (seeded_randn(&[4, 16], 2), seeded_randn(&[4, 16], 3));
         let b = b.to_dtype(DType::BF16).unwrap();
         assert!(skinny_matmuls(&x, [&a, &b]).unwrap().is_none());
+    }
+
+    /// Each SIMD kernel this CPU can run (whichever `weight_block` picks, the others too)
+    /// against the portable loop, for f32 and bf16 weights and every remainder.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_kernel_the_cpu_runs_matches_the_portable_loop() {
+        fn check<W: Weight>(x: &[f32], w: &[W], rows: usize, k: usize) {
+            let n = w.len() / k;
+            let mut portable = vec![0f32; n * rows];
+            portable_block(x, w, &mut portable, rows, k);
+            let close = |got: &[f32], kernel: &str| {
+                for (a, b) in got.iter().zip(&portable) {
+                    assert!((a - b).abs() < 1e-5 * k as f32, "{kernel} {rows}x{k}x{n}");
+                }
+            };
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut out = vec![0f32; n * rows];
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { avx512::weight_block(x, w, &mut out, rows, k) };
+                close(&out, "avx512");
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut out = vec![0f32; n * rows];
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe { avx2::weight_block(x, w, &mut out, rows, k) };
+                close(&out, "avx2");
+            }
+        }
+        for (rows, k, n) in [(1, 8, 4), (3, 13, 7), (5, 37, 9), (8, 512, 11), (16, 64, 8)] {
+            let x: Vec<f32> = seeded_randn(&[rows, k], 1)
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let w = seeded_randn(&[n, k], 2).flatten_all().unwrap();
+            check::<f32>(&x, &w.to_vec1::<f32>().unwrap(), rows, k);
+            let w = w.to_dtype(DType::BF16).unwrap().to_vec1::<bf16>().unwrap();
+            check::<bf16>(&x, &w, rows, k);
+        }
     }
 
     #[test]
