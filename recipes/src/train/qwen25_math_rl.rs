@@ -255,7 +255,7 @@ impl RlConfig {
     /// that the RM's small score differences in groups the checker scores alike do not become
     /// full-size advantages; learning rate 1e-4 (5e-5 learns the same, more slowly).
     pub fn embedded_default() -> Self {
-        // 60 steps: +17.5 to +20.5 points on seeds 0–2 in under 3 minutes on 2 cores
+        // 60 steps: +17.5 to +20.5 points on seeds 0–2 in 3 to 4.5 minutes on 2 cores
         // (BENCHMARKS.md, "Embedded default: the default run, 3 seeds").
         let mut config = Self {
             steps: 60,
