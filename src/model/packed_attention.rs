@@ -100,11 +100,6 @@ impl Blocks {
             bias: Tensor::from_vec(bias, (rows, 1, queries, keys), device)?,
         })
     }
-
-    /// Multiply-adds per head dimension: one per query–key pair.
-    fn pairs(&self) -> usize {
-        self.rows * self.queries * self.keys
-    }
 }
 
 impl PackedAttention {
@@ -163,9 +158,12 @@ impl PackedAttention {
         })
     }
 
-    /// Query–key pairs scored, against `dense` for the packed rows' `[T, T]`.
-    pub(super) fn pairs(&self) -> usize {
-        self.prefixes.pairs() + self.suffixes.as_ref().map_or(0, Blocks::pairs)
+    /// Query–key pairs the layout of `prefixes` and `suffixes` would score (the blocks padded to
+    /// the longest prefix and suffix), against `G · T²` for the dense mask; without building it.
+    pub(super) fn pairs(prefixes: &[PrefixSpan], suffixes: &[SuffixSpan]) -> usize {
+        let p = prefixes.iter().map(|s| s.len).max().unwrap_or(0);
+        let l = suffixes.iter().map(|s| s.len).max().unwrap_or(0);
+        prefixes.len() * p * p + suffixes.len() * l * (p + l)
     }
 
     /// The blocks' rotary tables (from the packed `positions` `[G, T]`) and biases in `dtype`.

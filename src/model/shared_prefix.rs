@@ -146,12 +146,11 @@ impl SharedPrefixBatch {
                 start += len;
             }
         }
-        let packed = PackedAttention::new(&prefixes, &spans, t, device)?;
         // The gathers and scatters cost a little: sequence by sequence must score clearly fewer
         // pairs to pay.
-        let per_sequence = per_sequence.unwrap_or(4 * packed.pairs() < 3 * g * t * t);
-        let mask = if per_sequence {
-            AttentionMask::Packed(packed)
+        let fewer = 4 * PackedAttention::pairs(&prefixes, &spans) < 3 * g * t * t;
+        let mask = if per_sequence.unwrap_or(fewer) {
+            AttentionMask::Packed(PackedAttention::new(&prefixes, &spans, t, device)?)
         } else {
             AttentionMask::Bias(dense_bias(&prefixes, &spans, t, device)?)
         };
