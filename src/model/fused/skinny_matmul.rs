@@ -22,6 +22,11 @@ pub const MAX_SKINNY_ROWS: usize = 16;
 /// Weight rows per parallel task: enough work to amortise a task, enough tasks to balance.
 const TASK_ROWS: usize = 32;
 
+/// How many weight rows ahead of the ones being multiplied the SIMD kernels prefetch. The
+/// hardware prefetcher alone left a decode step's weight loads waiting on memory, not
+/// overlapped with the arithmetic (BENCHMARKS.md, "Prefetching the decode weights").
+const PREFETCH_ROWS: usize = 8;
+
 /// `x · weightᵀ` for `x` `[rows, in]` (f32) and `weight` `[out, in]` (f32 or bf16), both on the
 /// CPU with no gradient tracked and `rows ≤ MAX_SKINNY_ROWS`; `None` when any of that does not
 /// hold.
@@ -183,10 +188,11 @@ fn portable_block<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], rows: usize, k
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Weight;
+    use super::{Weight, PREFETCH_ROWS};
 
-    /// Four weight rows times up to four input rows per pass over `k`, sixteen lanes at a time:
-    /// up to sixteen accumulators in AVX-512's 32 registers, eight loads per sixteen FMAs.
+    /// Up to four input rows: passes of four weight rows, each input vector loaded serving four
+    /// weight rows. More input rows: passes of two weight rows by up to eight input rows, each
+    /// weight vector serving eight rows, so the weights a step streams from memory are read once.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn weight_block<W: Weight>(
         x: &[f32],
@@ -195,53 +201,88 @@ mod avx512 {
         rows: usize,
         k: usize,
     ) {
-        let mut w4 = w.chunks_exact(4 * k);
-        let mut out4 = out.chunks_exact_mut(4 * rows);
-        for (wb, ob) in (&mut w4).zip(&mut out4) {
+        if rows <= 4 {
+            blocks::<W, 4, 4>(x, w, out, rows, k);
+        } else {
+            blocks::<W, 2, 8>(x, w, out, rows, k);
+        }
+    }
+
+    /// Blocks of `J` weight rows, each against the input rows in passes of up to `R`; the first
+    /// pass over a block prefetches the weights `PREFETCH_ROWS` rows ahead, so that their loads
+    /// from memory overlap this block's arithmetic.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn blocks<W: Weight, const J: usize, const R: usize>(
+        x: &[f32],
+        w: &[W],
+        out: &mut [f32],
+        rows: usize,
+        k: usize,
+    ) {
+        let mut wj = w.chunks_exact(J * k);
+        let mut oj = out.chunks_exact_mut(J * rows);
+        for (wb, ob) in (&mut wj).zip(&mut oj) {
+            // Past the end of `w` this points into memory it does not own; prefetching it is
+            // harmless (a prefetch never faults) and the pointer is never dereferenced.
+            let ahead = wb.as_ptr().wrapping_add(PREFETCH_ROWS * k);
             let mut r = 0;
             while r < rows {
-                let n = (rows - r).min(4);
+                let n = (rows - r).min(R);
+                let prefetch = (r == 0).then_some(ahead);
                 match n {
-                    4 => pass::<W, 4>(x, wb, ob, rows, k, r),
-                    3 => pass::<W, 3>(x, wb, ob, rows, k, r),
-                    2 => pass::<W, 2>(x, wb, ob, rows, k, r),
-                    _ => pass::<W, 1>(x, wb, ob, rows, k, r),
+                    8 => pass::<W, J, 8>(x, wb, ob, rows, k, r, prefetch),
+                    7 => pass::<W, J, 7>(x, wb, ob, rows, k, r, prefetch),
+                    6 => pass::<W, J, 6>(x, wb, ob, rows, k, r, prefetch),
+                    5 => pass::<W, J, 5>(x, wb, ob, rows, k, r, prefetch),
+                    4 => pass::<W, J, 4>(x, wb, ob, rows, k, r, prefetch),
+                    3 => pass::<W, J, 3>(x, wb, ob, rows, k, r, prefetch),
+                    2 => pass::<W, J, 2>(x, wb, ob, rows, k, r, prefetch),
+                    _ => pass::<W, J, 1>(x, wb, ob, rows, k, r, prefetch),
                 }
                 r += n;
             }
         }
-        super::portable_block(x, w4.remainder(), out4.into_remainder(), rows, k);
+        super::portable_block(x, wj.remainder(), oj.into_remainder(), rows, k);
     }
 
-    /// Input rows `r .. r + R` against the four weight rows of `wb`.
+    /// Input rows `r .. r + P` against the `J` weight rows of `wb`, sixteen lanes at a time
+    /// (`J · P` accumulators of AVX-512's 32 registers); prefetches the `J` rows at `prefetch`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn pass<W: Weight, const R: usize>(
+    unsafe fn pass<W: Weight, const J: usize, const P: usize>(
         x: &[f32],
         wb: &[W],
         ob: &mut [f32],
         rows: usize,
         k: usize,
         r: usize,
+        prefetch: Option<*const W>,
     ) {
         let body = k - k % 16;
-        let wp = [0, 1, 2, 3].map(|j| wb[j * k..].as_ptr());
-        let xp: [*const f32; R] = std::array::from_fn(|p| x[(r + p) * k..].as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); R]; 4];
+        let wp: [*const W; J] = std::array::from_fn(|j| wb[j * k..].as_ptr());
+        let xp: [*const f32; P] = std::array::from_fn(|p| x[(r + p) * k..].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); P]; J];
         let mut i = 0;
         while i < body {
-            let xs: [__m512; R] = std::array::from_fn(|p| _mm512_loadu_ps(xp[p].add(i)));
-            for j in 0..4 {
+            // One prefetch per cache line: sixteen f32 weights fill one, sixteen bf16 half.
+            if let Some(ahead) = prefetch.filter(|_| !W::BF16 || i % 32 == 0) {
+                for j in 0..J {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(j * k + i).cast());
+                }
+            }
+            let xs: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(xp[p].add(i)));
+            for j in 0..J {
                 let wv = load16(wp[j].add(i));
-                for p in 0..R {
+                for p in 0..P {
                     acc[j][p] = _mm512_fmadd_ps(xs[p], wv, acc[j][p]);
                 }
             }
             i += 16;
         }
-        for j in 0..4 {
+        for j in 0..J {
             let wj = &wb[j * k..(j + 1) * k];
-            for p in 0..R {
+            for p in 0..P {
                 let xr = &x[(r + p) * k..(r + p + 1) * k];
                 let tail = W::dot(&xr[body..], &wj[body..]);
                 ob[j * rows + r + p] = _mm512_reduce_add_ps(acc[j][p]) + tail;
@@ -266,10 +307,11 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::Weight;
+    use super::{Weight, PREFETCH_ROWS};
 
     /// Four weight rows times two input rows per pass over `k`: eight accumulators, six loads
-    /// per eight FMAs, so the FMA units rather than the loads set the pace.
+    /// per eight FMAs, so the FMA units rather than the loads set the pace. The first pass over
+    /// a block prefetches the weights `PREFETCH_ROWS` rows ahead (as the AVX-512 kernel does).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn weight_block<W: Weight>(
         x: &[f32],
@@ -283,6 +325,8 @@ mod avx2 {
         let mut out4 = out.chunks_exact_mut(4 * rows);
         for (wb, ob) in (&mut w4).zip(&mut out4) {
             let wp = [0, 1, 2, 3].map(|j| wb[j * k..].as_ptr());
+            // Never dereferenced; a prefetch past the end of `w` is harmless.
+            let ahead = wb.as_ptr().wrapping_add(PREFETCH_ROWS * k);
             let mut r = 0;
             while r < rows {
                 let pair = (rows - r).min(2);
@@ -291,6 +335,12 @@ mod avx2 {
                 let mut acc = [_mm256_setzero_ps(); 8];
                 let mut i = 0;
                 while i < body {
+                    // One prefetch per cache line: eight f32 weights fill half of one.
+                    if r == 0 && i % if W::BF16 { 32 } else { 16 } == 0 {
+                        for j in 0..4 {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(j * k + i).cast());
+                        }
+                    }
                     let a = _mm256_loadu_ps(x0.add(i));
                     let b = _mm256_loadu_ps(x1.add(i));
                     for j in 0..4 {
@@ -424,7 +474,15 @@ mod tests {
                 close(&out, "avx2");
             }
         }
-        for (rows, k, n) in [(1, 8, 4), (3, 13, 7), (5, 37, 9), (8, 512, 11), (16, 64, 8)] {
+        for (rows, k, n) in [
+            (1, 8, 4),
+            (3, 13, 7),
+            (5, 37, 9),
+            (7, 40, 6),
+            (8, 512, 11),
+            (12, 33, 5),
+            (16, 64, 8),
+        ] {
             let x: Vec<f32> = seeded_randn(&[rows, k], 1)
                 .flatten_all()
                 .unwrap()
