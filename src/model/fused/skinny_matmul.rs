@@ -100,6 +100,8 @@ fn products<W: Weight, const N: usize>(
     k: usize,
 ) -> Result<()> {
     with_slices::<f32, 1, _>([x], |[x]| {
+        let mut scratch = Vec::new();
+        let x = aligned_copy(x, &mut scratch);
         with_slices::<W, N, _>(weights, |ws| {
             let tasks: Vec<(&mut [f32], &[W])> = outputs
                 .iter_mut()
@@ -114,6 +116,18 @@ fn products<W: Weight, const N: usize>(
                 .for_each(|(out, w)| weight_block(x, w, out, rows, k));
         })
     })?
+}
+
+/// `x` copied to a cache-line-aligned start inside `scratch`: tensor storage is aligned to 16
+/// bytes only, and an unaligned 64-byte load spans two cache lines. The inputs are loaded again
+/// for every block of weight rows; the weights, loaded once a call, keep their split loads.
+fn aligned_copy<'a>(x: &[f32], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    const LANES: usize = 64 / std::mem::size_of::<f32>();
+    scratch.resize(x.len() + LANES - 1, 0.0);
+    let start = scratch.as_ptr().align_offset(64).min(LANES - 1);
+    let aligned = &mut scratch[start..start + x.len()];
+    aligned.copy_from_slice(x);
+    aligned
 }
 
 /// An element type of the weights: f32, or bf16 widened to f32 as it is read.
