@@ -24,7 +24,7 @@ const TASK_ROWS: usize = 32;
 
 /// How many weight rows ahead of the ones being multiplied the SIMD kernels prefetch. The
 /// hardware prefetcher alone left a decode step's weight loads waiting on memory, not
-/// overlapped with the arithmetic (BENCHMARKS.md, "Prefetching the decode weights").
+/// overlapped with the arithmetic (BENCHMARKS.md, "Prefetched decode weights").
 const PREFETCH_ROWS: usize = 8;
 
 /// `x · weightᵀ` for `x` `[rows, in]` (f32) and `weight` `[out, in]` (f32 or bf16), both on the
