@@ -2,7 +2,8 @@
 //! `skinny_matmuls` pass each against one `skinny_matmul` per weight (what a decode step did
 //! before), alternating in one run, median of rounds; then the LM head and all eight layers'
 //! projections with f32 against bf16 weights (`EngineConfig::bf16_weights`), each weight
-//! read once per call as in a decode step.
+//! read once per call as in a decode step, by the skinny kernel from the weights as loaded and by
+//! the panel kernel from the rollout engine's panels (`PanelWeight`).
 //!
 //! `cargo bench --bench decode_projections` (results in BENCHMARKS.md).
 
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use common::config_60m;
-use mathrl::model::fused::{skinny_matmul, skinny_matmuls};
+use mathrl::model::fused::{panel_matmuls, skinny_matmul, skinny_matmuls, PanelWeight};
 
 const ROUNDS: usize = 15;
 const CALLS: usize = 200;
@@ -105,9 +106,18 @@ fn weight_dtypes() {
         let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
         ws.iter().flatten().chain(downs).map(size).sum::<f64>() + size(head)
     };
+    let panels = |dtype: DType| -> (Vec<[PanelWeight; 6]>, Vec<PanelWeight>, PanelWeight) {
+        let p = |t: &Tensor| PanelWeight::new(t, dtype).unwrap();
+        (
+            f32_layers.iter().map(|l| l.each_ref().map(p)).collect(),
+            downs.iter().map(p).collect(),
+            p(&head),
+        )
+    };
+    let (f32_panels, bf16_panels) = (panels(DType::F32), panels(DType::BF16));
     println!();
-    println!("| rows | f32 weights | bf16 weights | bf16 / f32 time | f32 GB/s | bf16 GB/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("| rows | f32 weights | bf16 weights | bf16 / f32 time | f32 GB/s | bf16 GB/s | f32 panels | bf16 panels | bf16 panels / f32 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for rows in [1, 8, 16] {
         let x = randn(rows, d);
         let xi = randn(rows, i);
@@ -120,31 +130,43 @@ fn weight_dtypes() {
             }
             std::hint::black_box(skinny_matmul(&x, head).unwrap());
         };
-        let mut times = [vec![], vec![]];
+        let panel_step =
+            |(ws, downs, head): &(Vec<[PanelWeight; 6]>, Vec<PanelWeight>, PanelWeight)| {
+                for ([q, k, v, o, g, u], down) in ws.iter().zip(downs) {
+                    std::hint::black_box(panel_matmuls(&x, [q, k, v]).unwrap());
+                    std::hint::black_box(panel_matmuls(&x, [o]).unwrap());
+                    std::hint::black_box(panel_matmuls(&x, [g, u]).unwrap());
+                    std::hint::black_box(panel_matmuls(&xi, [down]).unwrap());
+                }
+                std::hint::black_box(panel_matmuls(&x, [head]).unwrap());
+            };
+        let mut times = [vec![], vec![], vec![], vec![]];
         for _ in 0..ROUNDS {
-            for (slot, (ws, downs, head)) in [
-                (&f32_layers, &downs, &head),
-                (&bf16_layers, &bf16_downs, &bf16_head),
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            for (slot, times) in times.iter_mut().enumerate() {
                 let start = Instant::now();
                 for _ in 0..CALLS / 20 {
-                    step(ws, downs, head);
+                    match slot {
+                        0 => step(&f32_layers, &downs, &head),
+                        1 => step(&bf16_layers, &bf16_downs, &bf16_head),
+                        2 => panel_step(&f32_panels),
+                        _ => panel_step(&bf16_panels),
+                    }
                 }
-                times[slot].push(start.elapsed().as_secs_f64() * 1e6 / (CALLS / 20) as f64);
+                times.push(start.elapsed().as_secs_f64() * 1e6 / (CALLS / 20) as f64);
             }
         }
-        let [f, b] = times.map(|mut t| median_us(&mut t));
+        let [f, b, fp, bp] = times.map(|mut t| median_us(&mut t));
         let gbs = |bytes: f64, us: f64| bytes / us / 1e3;
         println!(
-            "| {rows} | {:.2} ms | {:.2} ms | {:.2} | {:.1} | {:.1} |",
+            "| {rows} | {:.2} ms | {:.2} ms | {:.2} | {:.1} | {:.1} | {:.2} ms | {:.2} ms | {:.2} |",
             f / 1e3,
             b / 1e3,
             b / f,
             gbs(bytes(&f32_layers, &downs, &head), f),
             gbs(bytes(&bf16_layers, &bf16_downs, &bf16_head), b),
+            fp / 1e3,
+            bp / 1e3,
+            bp / f,
         );
     }
 }

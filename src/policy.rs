@@ -162,6 +162,16 @@ impl Policy {
         Ok(copy)
     }
 
+    /// This policy with its model as the CPU rollout engine samples with it
+    /// ([`Qwen2ForCausalLM::for_cpu_decoding`]); its named tensors (checkpoints, checksums) stay
+    /// as they are.
+    pub fn for_cpu_decoding(&self, bf16_weights: bool) -> Result<Self> {
+        Ok(Self {
+            model: self.model.for_cpu_decoding(bf16_weights)?,
+            ..self.clone()
+        })
+    }
+
     /// A copy of this model whose weights are detached snapshots: it tracks no gradient and does
     /// not change when the optimiser updates this one (a reference model, or a rollout copy).
     pub fn frozen_copy(&self) -> Result<Self> {

@@ -189,18 +189,18 @@ fn behaviour_logprobs_equal_the_training_forward_at_the_sampling_temperature() {
 }
 
 /// `bf16_weights` samples exactly as an f32 model holding the bf16-rounded projection and head
-/// weights would (the kernels widen them to f32), through the skinny decode steps and, with a
-/// prompt of more than 16 tokens, the prefill's converted weights; and not as the f32 model.
+/// weights would (the panel kernel widens them to f32), through the decode steps and, with a
+/// prompt of more than 16 tokens, a larger prefill; and not as the f32 model.
 #[test]
 fn bf16_weights_sample_as_the_f32_model_of_their_rounded_values() {
     for name in ["tiny-qwen2", "tiny-qwen2-untied"] {
         let policy = load(name);
         let rounded = policy
             .model()
-            .with_projections_in(DType::BF16)
-            .and_then(|m| m.with_projections_in(DType::F32))
+            .to_panels(DType::BF16)
+            .and_then(|m| m.to_panels(DType::F32))
             .unwrap();
-        assert_eq!(rounded.lm_head().dtype(), DType::F32);
+        assert_eq!(rounded.lm_head().unwrap().dtype(), DType::F32);
         let prompts = vec![(1..=20).collect::<Vec<u32>>(), vec![400, 5, 6]];
         let params = no_stop(SamplingParams {
             seed: 7,

@@ -320,6 +320,7 @@ mod tests {
         let publisher = Publisher {
             rollout_device: Some(Device::Cpu),
             remote: true,
+            bf16_weights: false,
         };
         let board = WeightsBoard::new(publisher.publish(&policy, 0).unwrap());
         let (events_tx, events_rx) = unbounded();

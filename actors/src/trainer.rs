@@ -178,6 +178,7 @@ impl Trainer {
         Publisher {
             rollout_device: (self.config.rollout_actors > 0).then(|| self.rollout_device()),
             remote: self.cluster.is_some(),
+            bf16_weights: self.config.engine.bf16_weights,
         }
     }
 

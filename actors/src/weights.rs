@@ -100,6 +100,9 @@ pub struct Publisher {
     pub rollout_device: Option<Device>,
     /// Also serialise the weights for remote workers.
     pub remote: bool,
+    /// The rollout engines' `bf16_weights`: the shared copy is laid out for their CPU decode
+    /// kernel once, here, in bf16 or f32 ([`Policy::for_cpu_decoding`]), not once per actor.
+    pub bf16_weights: bool,
 }
 
 impl Publisher {
@@ -108,7 +111,11 @@ impl Publisher {
     /// checksum.
     pub fn publish(&self, policy: &Policy, version: u64) -> Result<PublishedWeights> {
         let local = match &self.rollout_device {
-            Some(device) => Some(Arc::new(policy.frozen_copy_on(device)?)),
+            Some(device) => Some(Arc::new(
+                policy
+                    .frozen_copy_on(device)?
+                    .for_cpu_decoding(self.bf16_weights)?,
+            )),
             None => None,
         };
         let wire = if self.remote {
@@ -238,6 +245,7 @@ mod tests {
         Publisher {
             rollout_device: Some(Device::Cpu),
             remote: true,
+            bf16_weights: false,
         }
     }
 
@@ -280,6 +288,28 @@ mod tests {
         );
     }
 
+    /// On the CPU the shared copy comes in the decode kernel's layout, in bf16 when the engines
+    /// ask for it, once for every actor; its named tensors, and so the checksum, stay those of
+    /// the learner's weights.
+    #[test]
+    fn the_local_copy_is_laid_out_for_the_cpu_decode_kernel() {
+        let policy = tiny();
+        let plain = both_forms().publish(&policy, 2).unwrap();
+        let bf16 = Publisher {
+            bf16_weights: true,
+            ..both_forms()
+        }
+        .publish(&policy, 2)
+        .unwrap();
+        assert_eq!(bf16.checksum, plain.checksum);
+        for (published, dtype) in [(&plain, DType::F32), (&bf16, DType::BF16)] {
+            let local = published.local.as_ref().expect("a local copy");
+            assert!(local.model().has_panel_weights());
+            assert_eq!(local.model().lm_head().unwrap().dtype(), dtype);
+            assert_eq!(local.named_tensors().len(), policy.named_tensors().len());
+        }
+    }
+
     #[test]
     fn the_local_copy_and_the_bytes_carry_one_checksum() {
         let policy = tiny();
@@ -299,10 +329,12 @@ mod tests {
             Publisher {
                 rollout_device: Some(Device::Cpu),
                 remote: false,
+                bf16_weights: false,
             },
             Publisher {
                 rollout_device: None,
                 remote: false,
+                bf16_weights: false,
             },
         ] {
             let other = publisher.publish(&policy, 5).unwrap();
@@ -354,6 +386,7 @@ mod tests {
         let publisher = Publisher {
             rollout_device: None,
             remote: false,
+            bf16_weights: false,
         };
         let board = WeightsBoard::new(publisher.publish(&policy, 2).unwrap());
         board.publish(publisher.publish(&policy, 1).unwrap());

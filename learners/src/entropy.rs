@@ -15,7 +15,7 @@ pub fn entropy_of_hidden(
 ) -> Result<Tensor> {
     let n = hidden.dim(0)?;
     let hidden = hidden.detach();
-    let head = model.lm_head().detach();
+    let head = model.lm_head()?.detach();
     let chunk = chunk_positions.max(1);
     let mut pieces = Vec::with_capacity(n.div_ceil(chunk));
     for start in (0..n).step_by(chunk) {

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use candle_core::DType;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -51,8 +50,7 @@ pub struct EngineConfig {
     /// CPU sampler reproduces each sequence's stream exactly).
     pub sample_on_device: Option<bool>,
     /// Sample with the projection and LM-head weights of an f32 model stored in bf16: half the
-    /// bytes each decode step reads (which pays where reading them bounds the step, as with
-    /// one live sequence on the CPU; BENCHMARKS.md). The behaviour
+    /// bytes each decode step reads (BENCHMARKS.md, "Panel weights"). The behaviour
     /// log-probs are then the bf16 weights' and differ from the learner's f32 ones by their
     /// rounding (`train/logprob_drift_*` shows how much); `grpo.old_logprobs = "behaviour"`
     /// corrects the sampling for it by the importance ratio. A bf16 model is unaffected.
@@ -177,12 +175,13 @@ impl Engine {
         self.policy_version = policy_version;
     }
 
-    /// Stores an f32 model's projection weights in bf16 when the config asks for it (once per
-    /// set of weights: a converted model's LM head is bf16 already).
-    fn apply_bf16_weights(&mut self) -> Result<()> {
-        let f32_head = self.model.lm_head().dtype() == DType::F32;
-        if self.config.bf16_weights && self.model.backbone().dtype() == DType::F32 && f32_head {
-            self.model = self.model.with_projections_in(DType::BF16)?;
+    /// Lays out a CPU f32 model's projection and LM-head weights in the panel kernel's column
+    /// panels, in bf16 when the config asks for it (once per set of weights, unless the model
+    /// came in that layout: the learner publishes the local actors' shared copy so). The engine
+    /// then holds its own copy of those weights: as large as the model's in f32, half in bf16.
+    fn prepare_decode_weights(&mut self) -> Result<()> {
+        if !self.model.has_panel_weights() {
+            self.model = self.model.for_cpu_decoding(self.config.bf16_weights)?;
         }
         Ok(())
     }
@@ -228,7 +227,7 @@ impl Engine {
                 stats: EngineStats::default(),
             });
         }
-        self.apply_bf16_weights()?;
+        self.prepare_decode_weights()?;
         let (slots, capacity) = self.plan_slots(prompts, params)?;
         self.ensure_cache(slots, capacity)?;
         let cache = self
@@ -271,7 +270,10 @@ impl Engine {
             },
             start,
         };
-        run.run()?;
+        // On a worker of rayon's pool, each of a decode step's few dozen parallel kernels starts
+        // from a pool thread; called from outside, each hands its work to the pool and sleeps
+        // until woken (BENCHMARKS.md, "Panel weights").
+        rayon::scope(|_| run.run())?;
         let Run {
             done, mut stats, ..
         } = run;

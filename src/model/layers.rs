@@ -6,12 +6,14 @@
 //! elsewhere, candle's differentiable ops; otherwise (generation, scoring, reference models)
 //! candle's fused kernels, which are faster but have no backward pass and would silently cut the
 //! graph. Decode-sized inference (a few rows) on a CPU f32 model takes `fused::skinny_matmul` for
-//! the projections and `fused::decode_attention` for attention over the KV cache.
+//! the projections and `fused::decode_attention` for attention over the KV cache; the rollout
+//! engine's copy of the weights is in column panels (`super::projection`).
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
 use super::packed_attention::PackedAttentionInputs;
+use super::projection::{apply_linear, apply_linears, Projection};
 use super::{fused, Qwen2Config};
 use crate::Result;
 
@@ -45,77 +47,6 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
         None
     };
     Ok(Linear::new(weight, bias))
-}
-
-/// `x · weightᵀ` for `x` `[..., in]` and `weight` `[out, in]` when `x` is decode-sized (a few
-/// rows, f32 on the CPU, no gradient), by [`fused::skinny_matmul`], which reads the weights once;
-/// `None` otherwise.
-pub fn skinny_times_weight_t(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
-    Ok(skinny_times_weights_t(x, [weight])?.map(|[y]| y))
-}
-
-/// [`skinny_times_weight_t`] for several weights sharing `x`, in one pass of the thread pool.
-fn skinny_times_weights_t<const N: usize>(
-    x: &Tensor,
-    weights: [&Tensor; N],
-) -> Result<Option<[Tensor; N]>> {
-    let (dims, k) = (x.dims(), x.dim(D::Minus1)?);
-    let rows = x.elem_count() / k.max(1);
-    if rows > fused::MAX_SKINNY_ROWS {
-        return Ok(None);
-    }
-    let Some(ys) = fused::skinny_matmuls(&x.reshape((rows, k))?, weights)? else {
-        return Ok(None);
-    };
-    let mut out = Vec::with_capacity(N);
-    for y in ys {
-        let mut out_dims = dims.to_vec();
-        if let Some(last) = out_dims.last_mut() {
-            *last = y.dim(1)?;
-        }
-        out.push(y.reshape(out_dims)?);
-    }
-    Ok(out.try_into().ok())
-}
-
-/// `layer(x)`, decode-sized inputs through [`skinny_times_weight_t`].
-pub fn apply_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    let [y] = apply_linears([layer], x)?;
-    Ok(y)
-}
-
-/// `layer(x)` for each of several layers reading the same `x` (Q/K/V, gate/up): decode-sized
-/// inputs in one pass over all their weights. Weights stored in another dtype than `x` (see
-/// [`DecoderLayer::with_projections_in`]) are converted for inputs the skinny kernel does not
-/// take.
-pub fn apply_linears<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
-    let Some(ys) = skinny_times_weights_t(x, layers.map(|l| l.weight()))? else {
-        let mut ys = Vec::with_capacity(N);
-        for layer in layers {
-            ys.push(if layer.weight().dtype() == x.dtype() {
-                layer.forward(x)?
-            } else {
-                linear_in(layer, x.dtype())?.forward(x)?
-            });
-        }
-        return Ok(ys.try_into().expect("one output per layer"));
-    };
-    let mut out = Vec::with_capacity(N);
-    for (y, layer) in ys.into_iter().zip(layers) {
-        out.push(match layer.bias() {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        });
-    }
-    Ok(out.try_into().expect("one output per layer"))
-}
-
-/// `layer` with its weight stored in `dtype` (the bias, added to activations, keeps its own).
-fn linear_in(layer: &Linear, dtype: DType) -> Result<Linear> {
-    Ok(Linear::new(
-        layer.weight().to_dtype(dtype)?,
-        layer.bias().cloned(),
-    ))
 }
 
 /// The token embedding table.
@@ -243,10 +174,10 @@ pub enum AttentionInputs {
 /// Grouped-query self-attention with biases on q, k and v.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -258,23 +189,23 @@ impl Attention {
         let head_dim = cfg.head_dim();
         let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         Ok(Self {
-            q_proj: linear(cfg.hidden_size, h * head_dim, true, vb.pp("q_proj"))?,
-            k_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("k_proj"))?,
-            v_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("v_proj"))?,
-            o_proj: linear(h * head_dim, cfg.hidden_size, false, vb.pp("o_proj"))?,
+            q_proj: linear(cfg.hidden_size, h * head_dim, true, vb.pp("q_proj"))?.into(),
+            k_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("k_proj"))?.into(),
+            v_proj: linear(cfg.hidden_size, kv * head_dim, true, vb.pp("v_proj"))?.into(),
+            o_proj: linear(h * head_dim, cfg.hidden_size, false, vb.pp("o_proj"))?.into(),
             num_heads: h,
             num_kv_heads: kv,
             head_dim,
         })
     }
 
-    /// This attention with its projection weights stored in `dtype`.
-    fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+    /// This attention with its projection weights in panels of `dtype`.
+    fn to_panels(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
-            q_proj: linear_in(&self.q_proj, dtype)?,
-            k_proj: linear_in(&self.k_proj, dtype)?,
-            v_proj: linear_in(&self.v_proj, dtype)?,
-            o_proj: linear_in(&self.o_proj, dtype)?,
+            q_proj: self.q_proj.to_panels(dtype)?,
+            k_proj: self.k_proj.to_panels(dtype)?,
+            v_proj: self.v_proj.to_panels(dtype)?,
+            o_proj: self.o_proj.to_panels(dtype)?,
             ..self.clone()
         })
     }
@@ -392,9 +323,9 @@ fn attention_probs(
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
 }
 
 impl Mlp {
@@ -402,18 +333,18 @@ impl Mlp {
     pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear(d, i, false, vb.pp("gate_proj"))?,
-            up_proj: linear(d, i, false, vb.pp("up_proj"))?,
-            down_proj: linear(i, d, false, vb.pp("down_proj"))?,
+            gate_proj: linear(d, i, false, vb.pp("gate_proj"))?.into(),
+            up_proj: linear(d, i, false, vb.pp("up_proj"))?.into(),
+            down_proj: linear(i, d, false, vb.pp("down_proj"))?.into(),
         })
     }
 
-    /// This MLP with its projection weights stored in `dtype`.
-    fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+    /// This MLP with its projection weights in panels of `dtype`.
+    fn to_panels(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
-            gate_proj: linear_in(&self.gate_proj, dtype)?,
-            up_proj: linear_in(&self.up_proj, dtype)?,
-            down_proj: linear_in(&self.down_proj, dtype)?,
+            gate_proj: self.gate_proj.to_panels(dtype)?,
+            up_proj: self.up_proj.to_panels(dtype)?,
+            down_proj: self.down_proj.to_panels(dtype)?,
         })
     }
 
@@ -450,13 +381,13 @@ impl DecoderLayer {
         })
     }
 
-    /// This layer with the weights of its seven projections stored in `dtype`; activations,
-    /// norms and biases keep theirs. For inference only: a bf16 copy halves the bytes a decode
-    /// step reads, and the skinny kernel widens them back to f32 as it goes.
-    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+    /// This layer with the weights of its seven projections in the panel kernel's layout, in
+    /// `dtype` (f32 or bf16); activations, norms and biases keep theirs. For inference only: bf16
+    /// halves the bytes a decode step reads, and the kernel widens them back to f32 as it goes.
+    pub fn to_panels(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
-            self_attn: self.self_attn.with_projections_in(dtype)?,
-            mlp: self.mlp.with_projections_in(dtype)?,
+            self_attn: self.self_attn.to_panels(dtype)?,
+            mlp: self.mlp.to_panels(dtype)?,
             ..self.clone()
         })
     }

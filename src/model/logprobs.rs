@@ -87,7 +87,7 @@ pub fn token_logprobs(
         let targets = targets.flatten_all()?.to_vec1::<u32>()?;
         let out = head_logprobs(
             &hidden,
-            model.lm_head(),
+            &model.lm_head()?,
             &targets,
             options.temperature,
             chunk,

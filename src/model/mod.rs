@@ -6,6 +6,7 @@ pub mod fused;
 pub mod layers;
 pub mod logprobs;
 mod packed_attention;
+pub mod projection;
 mod qwen2;
 pub mod recompute;
 mod shared_prefix;

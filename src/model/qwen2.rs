@@ -4,10 +4,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::layers::{
-    embedding, linear, skinny_times_weight_t, AttentionInputs, DecoderLayer, KvStore, RmsNorm,
-    RopeTables, RotaryEmbedding,
+    embedding, linear, AttentionInputs, DecoderLayer, KvStore, RmsNorm, RopeTables, RotaryEmbedding,
 };
 use super::packed_attention::PackedAttention;
+use super::projection::{apply_linear, skinny_times_weight_t, Projection};
 use super::Qwen2Config;
 use crate::{Error, Result};
 
@@ -147,14 +147,14 @@ impl Qwen2Model {
         })
     }
 
-    /// This backbone with its decoder layers' projection weights stored in `dtype`
-    /// ([`DecoderLayer::with_projections_in`]).
-    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+    /// This backbone with its decoder layers' projection weights in panels of `dtype`
+    /// ([`DecoderLayer::to_panels`]).
+    pub fn to_panels(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
             layers: self
                 .layers
                 .iter()
-                .map(|layer| layer.with_projections_in(dtype))
+                .map(|layer| layer.to_panels(dtype))
                 .collect::<Result<_>>()?,
             ..self.clone()
         })
@@ -241,8 +241,8 @@ pub struct CausalLmOutput {
 #[derive(Debug, Clone)]
 pub struct Qwen2ForCausalLM {
     model: Qwen2Model,
-    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding matrix when tied.
-    lm_head: Tensor,
+    /// `[vocab, hidden]`: `lm_head.weight`, or the embedding matrix when tied (no bias).
+    lm_head: Projection,
     config: Qwen2Config,
 }
 
@@ -259,15 +259,13 @@ impl Qwen2ForCausalLM {
             || (vb.contains_tensor("model.embed_tokens.weight")
                 && !vb.contains_tensor("lm_head.weight"));
         let lm_head = if tied {
-            model.embed_weight().clone()
+            candle_nn::Linear::new(model.embed_weight().clone(), None)
         } else {
             linear(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?
-                .weight()
-                .clone()
         };
         Ok(Self {
             model,
-            lm_head,
+            lm_head: lm_head.into(),
             config: Qwen2Config {
                 tie_word_embeddings: tied,
                 ..cfg.clone()
@@ -285,28 +283,57 @@ impl Qwen2ForCausalLM {
         &self.config
     }
 
-    /// The LM head matrix `[vocab, hidden]`.
-    pub fn lm_head(&self) -> &Tensor {
-        &self.lm_head
+    /// The LM head matrix `[vocab, hidden]` (the tensor itself as loaded; a dense copy of a
+    /// rollout copy's panels).
+    pub fn lm_head(&self) -> Result<Tensor> {
+        match &self.lm_head {
+            Projection::Dense(linear) => Ok(linear.weight().clone()),
+            Projection::Panels { weight, .. } => weight.to_dense(weight.dtype()),
+        }
     }
 
-    /// This model with the projection weights and the LM head stored in `dtype`, for sampling:
-    /// activations, embeddings, norms and biases keep the model's dtype. A bf16 copy of an f32
-    /// model halves the bytes each decode step reads, and decode-sized forwards compute in f32
-    /// on the bf16 values; larger forwards convert the weights back per call.
-    pub fn with_projections_in(&self, dtype: DType) -> Result<Self> {
+    /// This model with the projection weights and the LM head in the panel kernel's layout, in
+    /// `dtype` (f32 or bf16), for sampling on the CPU: activations, embeddings, norms and biases
+    /// keep the model's dtype. bf16 halves the bytes each decode step reads; the kernel widens
+    /// them back to f32 as it goes. (The rollout engine's own copy: see `EngineConfig`.)
+    pub fn to_panels(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
-            model: self.model.with_projections_in(dtype)?,
-            lm_head: self.lm_head.to_dtype(dtype)?,
+            model: self.model.to_panels(dtype)?,
+            lm_head: self.lm_head.to_panels(dtype)?,
             config: self.config.clone(),
         })
     }
 
+    /// This model as the CPU rollout engine samples with it: an f32 model on the CPU with its
+    /// weights in panels (bf16 ones with `bf16_weights`); any other model, or one in panels
+    /// already, as it is.
+    pub fn for_cpu_decoding(&self, bf16_weights: bool) -> Result<Self> {
+        let backbone = &self.model;
+        if !backbone.device().is_cpu() || backbone.dtype() != DType::F32 || self.has_panel_weights()
+        {
+            return Ok(self.clone());
+        }
+        self.to_panels(if bf16_weights {
+            DType::BF16
+        } else {
+            DType::F32
+        })
+    }
+
+    /// Whether the weights are in panels ([`Self::to_panels`]).
+    pub fn has_panel_weights(&self) -> bool {
+        matches!(self.lm_head, Projection::Panels { .. })
+    }
+
     /// Logits `[..., vocab]` of hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        match skinny_times_weight_t(hidden, &self.lm_head)? {
+        let Projection::Dense(head) = &self.lm_head else {
+            return apply_linear(&self.lm_head, hidden);
+        };
+        let head = head.weight();
+        match skinny_times_weight_t(hidden, head)? {
             Some(logits) => Ok(logits),
-            None => Ok(hidden.broadcast_matmul(&self.lm_head.to_dtype(hidden.dtype())?.t()?)?),
+            None => Ok(hidden.broadcast_matmul(&head.to_dtype(hidden.dtype())?.t()?)?),
         }
     }
 

@@ -46,6 +46,7 @@ pub(super) fn coordinator<'a>(
     let publisher = Publisher {
         rollout_device: Some(Device::Cpu),
         remote: false,
+        bf16_weights: false,
     };
     let snapshot = publisher.publish(&policy, trained)?;
     let checksum = snapshot.checksum;

@@ -14,6 +14,7 @@
 mod attention_softmax;
 mod decode_attention;
 mod head_logprobs;
+mod panel_matmul;
 mod rms_norm;
 mod rope;
 mod simd;
@@ -23,9 +24,10 @@ mod swiglu;
 pub use attention_softmax::attention_softmax;
 pub use decode_attention::{decode_attention, MAX_DECODE_QUERIES};
 pub use head_logprobs::{head_logprobs, HeadLogprobs};
+pub use panel_matmul::{panel_matmuls, PanelWeight};
 pub use rms_norm::rms_norm;
 pub use rope::rope_transposed;
-pub use simd::{exp, with_simd};
+pub use simd::{exp, max, with_simd};
 pub use skinny_matmul::{skinny_matmul, skinny_matmuls, MAX_SKINNY_ROWS};
 pub use swiglu::swiglu;
 
