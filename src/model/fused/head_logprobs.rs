@@ -293,7 +293,7 @@ fn logit_gradient(d: &mut [f32], z: &[f32], inv_t: f32, lse: f32, g: f32) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::max_abs_diff;
+    use super::super::testing::{max_abs_diff, seeded_randn};
     use super::*;
     use crate::model::gather_log_softmax;
     use candle_core::{Device, Var};
@@ -309,9 +309,10 @@ mod tests {
     fn values_entropy_and_gradients_match_candle_ops() {
         let dev = Device::Cpu;
         let (n, d, v) = (7, 16, 37);
-        let h = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap() * 0.8).unwrap())
-            .unwrap();
-        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (v, d), &dev).unwrap()).unwrap();
+        // Seeded: with unseeded inputs an unlucky draw's largest gradients (several units)
+        // could round past an absolute bound.
+        let h = Var::from_tensor(&(seeded_randn(&[n, d], 21) * 0.8).unwrap()).unwrap();
+        let w = Var::from_tensor(&seeded_randn(&[v, d], 22)).unwrap();
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 11 + 3) % v as u32).collect();
         let weights = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0, 0.25], &dev).unwrap();
         for (t, chunk, keep) in [
@@ -344,9 +345,11 @@ mod tests {
                 .unwrap();
             for var in [&h, &w] {
                 let want = want_grads.get(var).unwrap();
+                // f32 sums in another order: rounding relative to the gradient's scale.
+                let scale = 1.0 + max_abs_diff(want, &want.zeros_like().unwrap());
                 for got in [got_grads.get(var).unwrap(), again.get(var).unwrap()] {
                     assert!(
-                        max_abs_diff(want, got) < 1e-5,
+                        max_abs_diff(want, got) < 1e-5 * scale,
                         "gradient at T={t}, chunk {chunk}"
                     );
                 }
