@@ -64,30 +64,6 @@ fn argmax(logits: &[f32]) -> (usize, f32) {
     best
 }
 
-/// `log_softmax(logits / temperature)[token]`, the normaliser accumulated in f64.
-pub fn log_softmax_at(logits: &[f32], temperature: f64, token: usize) -> f32 {
-    let max = with_simd(
-        #[inline(always)]
-        || max(logits),
-    );
-    let inv_t = (1.0 / temperature) as f32;
-    let mut total = 0f64;
-    let mut weights = [0f32; BLOCK];
-    for block in logits.chunks(BLOCK) {
-        let weights = &mut weights[..block.len()];
-        total += with_simd(
-            #[inline(always)]
-            || {
-                for (w, &l) in weights.iter_mut().zip(block) {
-                    *w = weight(l, max, inv_t);
-                }
-                lane_sum(weights)
-            },
-        );
-    }
-    (((logits[token] - max) * inv_t) as f64 - total.ln()) as f32
-}
-
 /// `exp((logit - max) · inv_t)`, 0 for a NaN logit (never sampled, and not poisoning a sum).
 #[inline(always)]
 fn weight(logit: f32, max: f32, inv_t: f32) -> f32 {
@@ -133,10 +109,11 @@ impl Sampler {
             "a row of logits has at least one entry (vocab_size > 0)"
         );
         if settings.temperature == 0.0 {
-            let (token, _) = argmax(logits);
+            let (token, max) = argmax(logits);
+            let log_total = self.fill_weights(logits, max, 1.0).ln();
             return SampledToken {
                 token: token as u32,
-                logprob: log_softmax_at(logits, 1.0, token),
+                logprob: ((logits[token] - max) as f64 - log_total) as f32,
             };
         }
         let max = with_simd(
